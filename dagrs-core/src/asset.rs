@@ -1,0 +1,336 @@
+//! What an asset is: the [`Asset`] trait the macro implements, and [`AssetSpec`], the
+//! runtime description every asset (macro-made or built by hand) turns into.
+
+use std::any::{Any, TypeId};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::{self, ConfigValue};
+use crate::error::Error;
+use crate::key::AssetKey;
+use crate::param::StepScope;
+use crate::retry::Retry;
+
+/// An asset defined with `#[asset]`: the macro emits a marker type named like the function
+/// and implements this trait for it, so the asset can be named in `deps = [...]`,
+/// [`Input<A>`](crate::Input), [`DefinitionsBuilder::asset`](crate::DefinitionsBuilder::asset)
+/// and [`RunResult::output`](crate::RunResult::output).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an asset",
+    label = "not an asset",
+    note = "name a function marked with `#[asset]`, or use a string key for assets defined elsewhere"
+)]
+pub trait Asset: 'static {
+    /// The value the asset produces (its function's `Ok` type).
+    type Output: AssetValue;
+    /// The asset's key.
+    const KEY: &'static str;
+    /// The asset's runtime description.
+    fn spec() -> AssetSpec;
+}
+
+/// A value an asset can produce: it is handed to downstream assets in memory and recorded,
+/// serialized, in the event log, so it must be `Serialize + DeserializeOwned`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an asset's output",
+    note = "asset outputs must implement `serde::Serialize` and `serde::de::DeserializeOwned` and be `Send + Sync + 'static`"
+)]
+pub trait AssetValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> AssetValue for T {}
+
+/// What an asset function may return: `Result<T, E>` with `E` convertible into
+/// [`anyhow::Error`] (any `std::error::Error + Send + Sync + 'static`), or `()`.
+#[diagnostic::on_unimplemented(
+    message = "an asset function cannot return `{Self}`",
+    note = "return `Result<T>` (dagrs_core::Result, or any `Result<T, E>` whose `E` converts into `anyhow::Error`) or nothing"
+)]
+pub trait IntoAssetResult {
+    /// The produced value.
+    type Output: AssetValue;
+    /// Converts the function's return value.
+    fn into_asset_result(self) -> anyhow::Result<Self::Output>;
+}
+
+impl<T: AssetValue, E: Into<anyhow::Error>> IntoAssetResult for Result<T, E> {
+    type Output = T;
+    fn into_asset_result(self) -> anyhow::Result<T> {
+        self.map_err(Into::into)
+    }
+}
+
+impl IntoAssetResult for () {
+    type Output = ();
+    fn into_asset_result(self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The output of one successful attempt, type-erased.
+pub(crate) struct StepOutput {
+    pub(crate) value: Arc<dyn Any + Send + Sync>,
+    pub(crate) json: serde_json::Value,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Compute = Arc<dyn Fn(StepScope) -> BoxFuture<anyhow::Result<StepOutput>> + Send + Sync>;
+
+/// What an asset needs before it can run: resources, a config type and upstream outputs.
+/// Each parameter type declares its needs through [`AssetParam::declare`](crate::AssetParam::declare),
+/// and `Definitions::build` checks them all before anything runs.
+#[derive(Default, Clone)]
+pub struct Requirements {
+    pub(crate) resources: Vec<(TypeId, &'static str)>,
+    pub(crate) config: Option<ConfigNeed>,
+    pub(crate) inputs: Vec<InputNeed>,
+}
+
+#[derive(Clone)]
+pub(crate) struct ConfigNeed {
+    pub(crate) decode: fn(&str, Option<&serde_json::Value>) -> Result<ConfigValue, Error>,
+}
+
+#[derive(Clone)]
+pub(crate) struct InputNeed {
+    pub(crate) key: AssetKey,
+    pub(crate) type_id: TypeId,
+    pub(crate) type_name: &'static str,
+}
+
+impl Requirements {
+    /// Declares a resource of type `R`.
+    pub fn resource<R: Send + Sync + 'static>(&mut self) {
+        let id = TypeId::of::<R>();
+        if !self.resources.iter().any(|(t, _)| *t == id) {
+            self.resources.push((id, std::any::type_name::<R>()));
+        }
+    }
+
+    /// Declares a config of type `C`, deserialized from the asset's run config.
+    pub fn config<C: DeserializeOwned + Send + Sync + 'static>(&mut self) {
+        fn decode<C: DeserializeOwned + Send + Sync + 'static>(
+            asset: &str,
+            value: Option<&serde_json::Value>,
+        ) -> Result<ConfigValue, Error> {
+            Ok(Arc::new(config::decode::<C>(asset, value)?))
+        }
+        self.config = Some(ConfigNeed {
+            decode: decode::<C>,
+        });
+    }
+
+    /// Declares that the asset takes the output of asset `key`, of type `T`.
+    pub fn input<T: Send + Sync + 'static>(&mut self, key: &str) {
+        self.inputs.push(InputNeed {
+            key: key.into(),
+            type_id: TypeId::of::<T>(),
+            type_name: std::any::type_name::<T>(),
+        });
+    }
+}
+
+/// The runtime description of an asset: its key, dependencies, attributes and the function
+/// that computes it.
+///
+/// `#[asset]` builds one for each function; build one by hand for assets whose shape is only
+/// known at run time:
+///
+/// ```
+/// use dagrs_core::{AssetSpec, Definitions};
+///
+/// let specs = (0..3).map(|i| {
+///     AssetSpec::new(format!("part_{i}"), move |_scope| async move { Ok(i * 10) })
+/// });
+/// let defs = Definitions::builder().specs(specs).build().unwrap();
+/// assert_eq!(defs.assets().count(), 3);
+/// ```
+#[derive(Clone)]
+pub struct AssetSpec {
+    pub(crate) key: AssetKey,
+    pub(crate) deps: Vec<AssetKey>,
+    pub(crate) group: Option<String>,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) description: Option<String>,
+    pub(crate) code_version: Option<String>,
+    pub(crate) retry: Retry,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) needs: Requirements,
+    pub(crate) compute: Compute,
+    pub(crate) output_type: (TypeId, &'static str),
+    pub(crate) decode_output: fn(serde_json::Value) -> Result<Arc<dyn Any + Send + Sync>, String>,
+}
+
+impl AssetSpec {
+    /// An asset named `key` computed by `compute`, which gets the step's [`StepScope`]
+    /// (context, resources, config, inputs) and returns the asset's value.
+    pub fn new<T, F, Fut>(key: impl Into<AssetKey>, compute: F) -> Self
+    where
+        T: AssetValue,
+        F: Fn(StepScope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+    {
+        fn decode<T: AssetValue>(
+            value: serde_json::Value,
+        ) -> Result<Arc<dyn Any + Send + Sync>, String> {
+            serde_json::from_value::<T>(value)
+                .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
+                .map_err(|e| e.to_string())
+        }
+        let compute = Arc::new(move |scope: StepScope| {
+            let fut = compute(scope);
+            Box::pin(async move {
+                let value = fut.await?;
+                let json = serde_json::to_value(&value)?;
+                Ok(StepOutput {
+                    value: Arc::new(value),
+                    json,
+                })
+            }) as BoxFuture<anyhow::Result<StepOutput>>
+        });
+        AssetSpec {
+            key: key.into(),
+            deps: Vec::new(),
+            group: None,
+            tags: BTreeMap::new(),
+            description: None,
+            code_version: None,
+            retry: Retry::none(),
+            timeout: None,
+            needs: Requirements::default(),
+            compute,
+            output_type: (TypeId::of::<T>(), std::any::type_name::<T>()),
+            decode_output: decode::<T>,
+        }
+    }
+
+    /// Adds a dependency on the asset with key `key`.
+    pub fn dep(mut self, key: impl Into<AssetKey>) -> Self {
+        let key = key.into();
+        if !self.deps.contains(&key) {
+            self.deps.push(key);
+        }
+        self
+    }
+
+    /// Puts the asset into a group (used by `group:name` selections).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Adds a tag (used by `tag:key=value` selections).
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+
+    /// Sets the code version, recorded with every materialization.
+    pub fn code_version(mut self, version: impl Into<String>) -> Self {
+        self.code_version = Some(version.into());
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Fails an attempt that runs longer than `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Declares what the compute function needs (resources, config, inputs); inputs become
+    /// dependencies.
+    pub fn needs(mut self, declare: impl FnOnce(&mut Requirements)) -> Self {
+        declare(&mut self.needs);
+        let inputs: Vec<AssetKey> = self.needs.inputs.iter().map(|i| i.key.clone()).collect();
+        for key in inputs {
+            self = self.dep(key);
+        }
+        self
+    }
+
+    /// The asset's key.
+    pub fn key(&self) -> &AssetKey {
+        &self.key
+    }
+
+    /// The keys of the assets it depends on.
+    pub fn deps(&self) -> &[AssetKey] {
+        &self.deps
+    }
+
+    /// Its group, if any.
+    pub fn group_name(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// Its tags.
+    pub fn tags(&self) -> &BTreeMap<String, String> {
+        &self.tags
+    }
+
+    /// Its description, if any.
+    pub fn description_text(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// Its code version, if any.
+    pub fn code_version_text(&self) -> Option<&str> {
+        self.code_version.as_deref()
+    }
+
+    /// Its retry policy.
+    pub fn retry_policy(&self) -> &Retry {
+        &self.retry
+    }
+
+    /// The name of its output type.
+    pub fn output_type_name(&self) -> &'static str {
+        self.output_type.1
+    }
+}
+
+impl fmt::Debug for AssetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AssetSpec")
+            .field("key", &self.key)
+            .field("deps", &self.deps)
+            .field("group", &self.group)
+            .field("tags", &self.tags)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("output", &self.output_type.1)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a blocking asset body on tokio's blocking thread pool so it never stalls the async
+/// workers. Used by the code `#[asset]` generates for non-`async` functions.
+pub async fn run_blocking<T, F>(body: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> anyhow::Result<T> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(body).await {
+        Ok(result) => result,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(join) => Err(anyhow::anyhow!("blocking asset task was cancelled: {join}")),
+    }
+}

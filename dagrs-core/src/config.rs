@@ -1,0 +1,197 @@
+//! Run config: per-asset config values, merged over defaults and checked before a run starts.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// Config for the assets of a run, keyed by asset key.
+///
+/// Each asset's value is deserialized into the type of its `Config<..>` parameter; fields
+/// left out take the type's serde defaults. Values given here are merged over the
+/// defaults of the [`Definitions`](crate::Definitions), object field by object field.
+///
+/// ```
+/// use dagrs_core::RunConfig;
+/// use serde_json::json;
+///
+/// let config = RunConfig::new().asset("influx_data", json!({ "time_window_hours": 2 }));
+/// assert_eq!(config.get("influx_data"), Some(&json!({ "time_window_hours": 2 })));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Config values by asset key.
+    #[serde(default)]
+    pub assets: BTreeMap<String, Value>,
+}
+
+impl RunConfig {
+    /// Empty config: every asset runs on its defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the config of asset `key`.
+    ///
+    /// # Panics
+    ///
+    /// When `config` cannot be represented as JSON (a map with non-string keys, for example).
+    pub fn asset(mut self, key: impl Into<String>, config: impl Serialize) -> Self {
+        let key = key.into();
+        let value = serde_json::to_value(config).unwrap_or_else(|e| {
+            panic!("config for asset `{key}` is not representable as JSON: {e}")
+        });
+        self.assets.insert(key, value);
+        self
+    }
+
+    /// Parses config from JSON text of the form `{"assets": {"<asset>": {...}}}`.
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        serde_json::from_str(text).map_err(|e| Error::InvalidConfig {
+            asset: "<run config>".into(),
+            path: String::new(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The config value of asset `key`, if one is set.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.assets.get(key)
+    }
+
+    /// These values merged over `defaults`: objects merge field by field, anything else in
+    /// `self` replaces the default.
+    pub fn merged_over(&self, defaults: &RunConfig) -> RunConfig {
+        let mut assets = defaults.assets.clone();
+        for (key, value) in &self.assets {
+            match assets.get_mut(key) {
+                Some(base) => merge(base, value),
+                None => {
+                    assets.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        RunConfig { assets }
+    }
+}
+
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (k, v) in over {
+                match base.get_mut(k) {
+                    Some(b) => merge(b, v),
+                    None => {
+                        base.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over.clone(),
+    }
+}
+
+/// A decoded config value, shared by every attempt of a step.
+pub(crate) type ConfigValue = Arc<dyn Any + Send + Sync>;
+
+/// Deserializes `value` (or `{}` when it is absent) into `C`, naming the failing field and
+/// rejecting fields `C` does not have.
+pub(crate) fn decode<C: DeserializeOwned>(asset: &str, value: Option<&Value>) -> Result<C, Error> {
+    let empty = Value::Object(Default::default());
+    let value = value.unwrap_or(&empty);
+    let mut unknown = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let deserializer = serde_path_to_error::Deserializer::new(value, &mut track);
+    let decoded = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()));
+    match decoded {
+        Err(e) => Err(Error::InvalidConfig {
+            asset: asset.to_owned(),
+            path: track.path().to_string().trim_start_matches('.').to_owned(),
+            reason: e.to_string(),
+        }),
+        Ok(_) if !unknown.is_empty() => Err(Error::InvalidConfig {
+            asset: asset.to_owned(),
+            path: unknown[0].clone(),
+            reason: format!(
+                "unknown field{} {}; check the spelling against the asset's config type",
+                if unknown.len() > 1 { "s" } else { "" },
+                unknown
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+        Ok(config) => Ok(config),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Sample {
+        batch_size: u32,
+        buckets: Vec<String>,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Sample {
+                batch_size: 100,
+                buckets: vec!["1 minute".into()],
+            }
+        }
+    }
+
+    #[test]
+    fn missing_fields_take_defaults() {
+        let c: Sample = decode("a", Some(&json!({"batch_size": 5}))).unwrap();
+        assert_eq!(c.batch_size, 5);
+        assert_eq!(c.buckets, ["1 minute"]);
+        assert_eq!(decode::<Sample>("a", None).unwrap(), Sample::default());
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = decode::<Sample>("a", Some(&json!({"buckets": ["x", 3]}))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("asset `a`") && text.contains("`buckets[1]`"),
+            "{text}"
+        );
+        assert!(text.contains("expected a string"), "{text}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = decode::<Sample>("a", Some(&json!({"batch_sise": 5}))).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `batch_sise`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn run_values_merge_over_defaults() {
+        let defaults = RunConfig::new().asset("a", json!({"x": 1, "y": {"z": 2, "w": 3}}));
+        let run = RunConfig::new()
+            .asset("a", json!({"y": {"z": 9}}))
+            .asset("b", json!({"k": true}));
+        let merged = run.merged_over(&defaults);
+        assert_eq!(
+            merged.get("a"),
+            Some(&json!({"x": 1, "y": {"z": 9, "w": 3}}))
+        );
+        assert_eq!(merged.get("b"), Some(&json!({"k": true})));
+    }
+}

@@ -1,0 +1,175 @@
+//! The event log of a run: typed, ordered, serializable.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::key::{AssetKey, RunId};
+
+/// Metadata an asset attaches to its materialization (row counts, paths, ...).
+pub type Metadata = BTreeMap<String, serde_json::Value>;
+
+/// One entry of a run's event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The run the event belongs to.
+    pub run_id: RunId,
+    /// Position in the run's log: 0, 1, 2, ... without gaps.
+    pub seq: u64,
+    /// When the event happened.
+    pub timestamp: DateTime<Utc>,
+    /// The asset the event is about; `None` for run-level events.
+    pub asset: Option<AssetKey>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an [`Event`] records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The run started with these assets selected, in the order they may run.
+    RunStarted {
+        /// The selected assets.
+        selection: Vec<AssetKey>,
+    },
+    /// Every selected asset was materialized.
+    RunSucceeded,
+    /// At least one asset failed for good.
+    RunFailed {
+        /// The assets that failed.
+        failed: Vec<AssetKey>,
+        /// The assets skipped because something upstream failed.
+        skipped: Vec<AssetKey>,
+    },
+    /// The run was cancelled before it could finish.
+    RunCancelled,
+    /// An attempt of a step started.
+    StepStarted {
+        /// 1 for the first attempt, 2 for the first retry, ...
+        attempt: u32,
+    },
+    /// An attempt failed.
+    StepFailed {
+        /// The attempt that failed.
+        attempt: u32,
+        /// The error with its chain of causes.
+        error: ErrorInfo,
+        /// Whether the retry policy schedules another attempt.
+        will_retry: bool,
+    },
+    /// Another attempt is scheduled after a delay.
+    StepRetrying {
+        /// The attempt that will run next.
+        next_attempt: u32,
+        /// How long the executor waits before it.
+        delay: Duration,
+    },
+    /// The asset was materialized.
+    Materialization {
+        /// Metadata the asset attached with `ctx.add_metadata`.
+        metadata: Metadata,
+        /// The asset's output, serialized.
+        value: serde_json::Value,
+        /// The asset's `code_version`, if it declares one.
+        code_version: Option<String>,
+    },
+    /// The step finished successfully.
+    StepSucceeded {
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// How long that attempt ran.
+        duration: Duration,
+    },
+    /// The step did not run.
+    StepSkipped {
+        /// Why, e.g. "upstream `a` failed" or "run cancelled".
+        reason: String,
+    },
+    /// The step was running when the run was cancelled.
+    StepCancelled {
+        /// The attempt that was interrupted.
+        attempt: u32,
+    },
+    /// A log line from `ctx.log`.
+    Log {
+        /// Its level.
+        level: LogLevel,
+        /// The text.
+        message: String,
+    },
+}
+
+/// The level of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Detail for debugging.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Something looks wrong but the asset goes on.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// An error as recorded in the event log: its message and the chain of its causes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The top-level message.
+    pub message: String,
+    /// The messages of the causes, outermost first (without `message`).
+    pub causes: Vec<String>,
+}
+
+impl ErrorInfo {
+    pub(crate) fn from_anyhow(error: &anyhow::Error) -> Self {
+        let mut chain = error.chain().map(|e| e.to_string());
+        ErrorInfo {
+            message: chain.next().unwrap_or_default(),
+            causes: chain.collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        for cause in &self.causes {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The state of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Started and not finished.
+    Running,
+    /// Every selected asset was materialized.
+    Succeeded,
+    /// At least one asset failed.
+    Failed,
+    /// Cancelled before the end.
+    Cancelled,
+}
+
+/// How one step of a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Materialized.
+    Succeeded,
+    /// Failed after its last attempt.
+    Failed,
+    /// Not run because something upstream failed or the run was cancelled.
+    Skipped,
+    /// Interrupted by cancellation while running.
+    Cancelled,
+}

@@ -1,0 +1,123 @@
+//! Software-defined data assets in Rust.
+//!
+//! Write plain functions that each produce one data asset, mark them with [`#[asset]`](asset),
+//! and let dagrs check the graph and materialize it: in dependency order, in parallel where
+//! the graph allows, with retries, config, injected resources and a complete event log.
+//!
+//! ```
+//! use dagrs_core::prelude::*;
+//!
+//! /// Tag names read from the source.
+//! #[asset(group = "ecoanp")]
+//! async fn tags(ctx: &AssetContext) -> Result<Vec<String>> {
+//!     ctx.log.info("reading tags");
+//!     Ok(vec!["D100".into(), "D101".into()])
+//! }
+//!
+//! #[asset(group = "ecoanp", retry = Retry::exponential(3, Duration::from_secs(1)))]
+//! async fn tag_count(ctx: &AssetContext, tags: Input<tags>) -> Result<usize> {
+//!     ctx.add_metadata("rows", tags.len());
+//!     Ok(tags.len())
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let defs = Definitions::builder().specs(assets![tags, tag_count]).build().unwrap();
+//! let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+//! assert!(result.success());
+//! assert_eq!(result.output::<tag_count>(), Some(&2));
+//! # });
+//! ```
+//!
+//! # Parameters
+//!
+//! An asset function's parameters are injected by type ([`AssetParam`]):
+//! [`&AssetContext`](AssetContext) (run id, attempt, `ctx.log`, metadata),
+//! [`Config<C>`] (serde config with defaults, checked before the run starts),
+//! [`Res<R>`] (a resource registered on the [`Definitions`]) and [`Input<A>`] (the output
+//! of asset `A`, typed by `A` itself). Functions may be `async` or blocking; blocking ones
+//! run on tokio's blocking pool.
+//!
+//! # Selections
+//!
+//! [`materialize`] and [`Definitions::select`] take a selection: space- or comma-separated
+//! terms whose union is selected.
+//!
+//! | term | selects |
+//! |---|---|
+//! | `name` | the asset |
+//! | `name+`, `name+2` | it and everything downstream (or 2 levels down) |
+//! | `+name`, `2+name` | it and everything upstream (or 2 levels up) |
+//! | `*` | every asset |
+//! | `group:x` | the assets of group `x` |
+//! | `tag:k=v`, `tag:k` | the assets with tag `k` (equal to `v`) |
+//!
+//! An unknown name is an error that suggests the closest names.
+
+mod asset;
+mod config;
+mod context;
+mod definitions;
+mod error;
+mod event;
+mod executor;
+mod graph;
+mod key;
+mod param;
+mod result;
+mod retry;
+mod selection;
+pub mod storage;
+
+pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult, Requirements};
+pub use config::RunConfig;
+pub use context::{build_asset_context, AssetContext, AssetContextBuilder, LogRecord, Logger};
+pub use definitions::{Definitions, DefinitionsBuilder, DEFAULT_MAX_CONCURRENCY};
+pub use error::{Error, Hint, Problems};
+pub use event::{ErrorInfo, Event, EventKind, LogLevel, Metadata, RunStatus, StepStatus};
+pub use executor::{launch, materialize, RunHandle, RunOptions};
+pub use key::{AssetKey, RunId};
+pub use param::{AssetParam, Config, Input, Res, Resources, StepScope};
+pub use result::{RunResult, StepOutcome};
+pub use retry::{Backoff, Retry};
+
+/// Marks a function as an asset. See the [crate docs](crate) for parameters.
+///
+/// Keys: `deps = [path, "string", ...]`, `group = "..."`, `tags(key = "value", ...)`,
+/// `description = "..."` (default: the doc comment), `retry = <Retry>`,
+/// `timeout = <Duration>`, `code_version = "..."`, `key = "..."` (default: the function name).
+///
+/// The macro keeps the function as written, so it stays callable from tests, and adds a
+/// marker type of the same name that implements [`Asset`]: name it in `deps`, in
+/// [`Input<A>`], in [`DefinitionsBuilder::asset`] and in [`RunResult::output`].
+pub use dagrs_macros::asset;
+
+/// The specs of several `#[asset]` functions, for [`DefinitionsBuilder::specs`]:
+/// `assets![influx_tags, influx_data, create_aggregates]`.
+#[macro_export]
+macro_rules! assets {
+    ($($asset:ty),* $(,)?) => {
+        ::std::vec![$(<$asset as $crate::Asset>::spec()),*]
+    };
+}
+
+/// What most asset code needs: `use dagrs_core::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        asset, assets, build_asset_context, materialize, AssetContext, Config, Definitions, Input,
+        Res, Retry, RunConfig,
+    };
+    pub use std::time::Duration;
+
+    /// The result type of asset functions: any error converts into it with `?`.
+    pub type Result<T, E = anyhow::Error> = std::result::Result<T, E>;
+}
+
+/// Re-exported for the code `#[asset]` generates; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::asset::{run_blocking, Asset, AssetSpec, IntoAssetResult};
+    pub use crate::param::{AssetParam, StepScope};
+}
+
+/// `anyhow`, which asset errors convert into.
+pub use anyhow;

@@ -1,0 +1,258 @@
+//! Parameter injection: what an asset function's parameters can be, decided by type the way
+//! axum extractors work.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::asset::{Asset, Requirements};
+use crate::config::ConfigValue;
+use crate::context::AssetContext;
+use crate::error::Error;
+use crate::key::AssetKey;
+
+/// A type that can be a parameter of an asset function.
+///
+/// [`declare`](AssetParam::declare) tells `Definitions::build` what the parameter needs, so
+/// a missing resource or config mistake is reported before any asset runs;
+/// [`extract`](AssetParam::extract) produces the value when the step runs.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be injected into an asset",
+    label = "not an asset parameter",
+    note = "asset parameters are `&AssetContext`, `Config<C>`, `Res<R>` (a resource), or `Input<A>` (the output of asset `A`)"
+)]
+pub trait AssetParam<'a>: Sized {
+    /// Records what this parameter needs.
+    fn declare(needs: &mut Requirements);
+    /// Takes the parameter's value out of the step's scope.
+    fn extract(scope: &'a StepScope) -> Result<Self, Error>;
+}
+
+/// Everything a step can draw its parameters from: its context, the resources, its decoded
+/// config and the outputs of its upstream assets.
+pub struct StepScope {
+    pub(crate) context: AssetContext,
+    pub(crate) resources: Resources,
+    pub(crate) config: Option<ConfigValue>,
+    pub(crate) inputs: Arc<HashMap<AssetKey, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl StepScope {
+    /// The step's context.
+    pub fn context(&self) -> &AssetContext {
+        &self.context
+    }
+
+    /// The resource of type `R`.
+    pub fn resource<R: Send + Sync + 'static>(&self) -> Result<Res<R>, Error> {
+        Res::extract(self)
+    }
+
+    /// The step's config, as `C`.
+    pub fn config<C: DeserializeOwned + Send + Sync + 'static>(&self) -> Result<Config<C>, Error> {
+        Config::extract(self)
+    }
+
+    /// The output of upstream asset `key`, as `T`.
+    pub fn input<T: Send + Sync + 'static>(&self, key: &str) -> Result<Arc<T>, Error> {
+        let value = self.inputs.get(key).ok_or_else(|| Error::Injection {
+            asset: self.context.asset_key().to_string(),
+            param: std::any::type_name::<T>(),
+            reason: format!("the output of `{key}` is not available to this step"),
+        })?;
+        Arc::clone(value)
+            .downcast::<T>()
+            .map_err(|_| Error::Injection {
+                asset: self.context.asset_key().to_string(),
+                param: std::any::type_name::<T>(),
+                reason: format!("the output of `{key}` has another type"),
+            })
+    }
+}
+
+impl<'a> AssetParam<'a> for &'a AssetContext {
+    fn declare(_: &mut Requirements) {}
+    fn extract(scope: &'a StepScope) -> Result<Self, Error> {
+        Ok(&scope.context)
+    }
+}
+
+/// The resources of a [`Definitions`](crate::Definitions), one value per type.
+#[derive(Clone, Default)]
+pub struct Resources(Arc<HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>>);
+
+impl Resources {
+    pub(crate) fn insert<R: Send + Sync + 'static>(&mut self, resource: R) {
+        Arc::make_mut(&mut self.0).insert(
+            TypeId::of::<R>(),
+            (std::any::type_name::<R>(), Arc::new(resource)),
+        );
+    }
+
+    pub(crate) fn contains(&self, id: TypeId) -> bool {
+        self.0.contains_key(&id)
+    }
+
+    /// The names of the resource types held.
+    pub fn type_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.values().map(|(name, _)| *name)
+    }
+
+    fn get<R: Send + Sync + 'static>(&self) -> Option<Arc<R>> {
+        let (_, value) = self.0.get(&TypeId::of::<R>())?;
+        Arc::clone(value).downcast::<R>().ok()
+    }
+}
+
+impl fmt::Debug for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.type_names()).finish()
+    }
+}
+
+/// A resource injected by type: any `Send + Sync + 'static` value registered with
+/// [`DefinitionsBuilder::resource`](crate::DefinitionsBuilder::resource), such as a
+/// connection pool. Dereferences to the resource.
+pub struct Res<R>(Arc<R>);
+
+impl<R> Res<R> {
+    /// Wraps a resource, for calling an asset function directly in a test.
+    pub fn new(resource: R) -> Self {
+        Res(Arc::new(resource))
+    }
+}
+
+impl<R> Clone for Res<R> {
+    fn clone(&self) -> Self {
+        Res(Arc::clone(&self.0))
+    }
+}
+
+impl<R> Deref for Res<R> {
+    type Target = R;
+    fn deref(&self) -> &R {
+        &self.0
+    }
+}
+
+impl<R: fmt::Debug> fmt::Debug for Res<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'a, R: Send + Sync + 'static> AssetParam<'a> for Res<R> {
+    fn declare(needs: &mut Requirements) {
+        needs.resource::<R>();
+    }
+    fn extract(scope: &'a StepScope) -> Result<Self, Error> {
+        scope
+            .resources
+            .get::<R>()
+            .map(Res)
+            .ok_or_else(|| Error::MissingResource {
+                asset: scope.context.asset_key().to_string(),
+                resource: std::any::type_name::<R>(),
+            })
+    }
+}
+
+/// The asset's config, deserialized (serde) from the run config over the type's defaults and
+/// checked before the run starts. Dereferences to `C`.
+pub struct Config<C>(Arc<C>);
+
+impl<C> Config<C> {
+    /// Wraps a config value, for calling an asset function directly in a test.
+    pub fn new(config: C) -> Self {
+        Config(Arc::new(config))
+    }
+}
+
+impl<C> Deref for Config<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.0
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for Config<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'a, C: DeserializeOwned + Send + Sync + 'static> AssetParam<'a> for Config<C> {
+    fn declare(needs: &mut Requirements) {
+        needs.config::<C>();
+    }
+    fn extract(scope: &'a StepScope) -> Result<Self, Error> {
+        let asset = scope.context.asset_key();
+        let value = match &scope.config {
+            Some(value) => Arc::clone(value),
+            None => Arc::new(crate::config::decode::<C>(asset, None)?),
+        };
+        value
+            .downcast::<C>()
+            .map(Config)
+            .map_err(|_| Error::Injection {
+                asset: asset.to_string(),
+                param: std::any::type_name::<C>(),
+                reason: "the decoded config has another type".into(),
+            })
+    }
+}
+
+/// The output of upstream asset `A`, handed over in memory. Dereferences to the output.
+///
+/// Taking an `Input<A>` makes `A` a dependency. The output type is `A`'s own, so a consumer
+/// cannot disagree with its producer; writing the type out (`Input<A, T>`) is allowed and
+/// only compiles when `T` is what `A` produces.
+pub struct Input<A: Asset, T = <A as Asset>::Output> {
+    value: Arc<T>,
+    asset: PhantomData<fn() -> A>,
+}
+
+impl<A: Asset> Input<A> {
+    /// Wraps a value, for calling an asset function directly in a test.
+    pub fn new(value: A::Output) -> Self {
+        Input {
+            value: Arc::new(value),
+            asset: PhantomData,
+        }
+    }
+
+    /// The shared output.
+    pub fn into_arc(self) -> Arc<A::Output> {
+        self.value
+    }
+}
+
+impl<A: Asset, T> Deref for Input<A, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<A: Asset, T: fmt::Debug> fmt::Debug for Input<A, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.value.fmt(f)
+    }
+}
+
+impl<'a, A: Asset> AssetParam<'a> for Input<A> {
+    fn declare(needs: &mut Requirements) {
+        needs.input::<A::Output>(A::KEY);
+    }
+    fn extract(scope: &'a StepScope) -> Result<Self, Error> {
+        Ok(Input {
+            value: scope.input::<A::Output>(A::KEY)?,
+            asset: PhantomData,
+        })
+    }
+}

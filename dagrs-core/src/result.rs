@@ -1,0 +1,144 @@
+//! What a run returns: status, per-asset outcomes, the event log and typed outputs.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::asset::Asset;
+use crate::event::{ErrorInfo, Event, EventKind, Metadata, RunStatus, StepStatus};
+use crate::key::{AssetKey, RunId};
+
+/// How one asset of a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    /// The asset.
+    pub key: AssetKey,
+    /// How it ended.
+    pub status: StepStatus,
+    /// How many attempts ran (0 when skipped).
+    pub attempts: u32,
+    /// How long the last attempt ran.
+    pub duration: Option<Duration>,
+    /// The metadata of its materialization.
+    pub metadata: Metadata,
+    /// The error of the last failed attempt.
+    pub error: Option<ErrorInfo>,
+}
+
+/// The result of a finished run.
+pub struct RunResult {
+    pub(crate) run_id: RunId,
+    pub(crate) status: RunStatus,
+    pub(crate) steps: Vec<StepOutcome>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) outputs: HashMap<AssetKey, Arc<dyn Any + Send + Sync>>,
+}
+
+impl RunResult {
+    /// Whether every selected asset was materialized.
+    pub fn success(&self) -> bool {
+        self.status == RunStatus::Succeeded
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+
+    /// How the run ended.
+    pub fn status(&self) -> RunStatus {
+        self.status
+    }
+
+    /// The outcome of every selected asset, dependencies first.
+    pub fn steps(&self) -> &[StepOutcome] {
+        &self.steps
+    }
+
+    /// The outcome of asset `key`, if it was selected.
+    pub fn step(&self, key: &str) -> Option<&StepOutcome> {
+        self.steps.iter().find(|s| s.key == key)
+    }
+
+    /// The run's complete event log, in order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The output of asset `A`, typed: `result.output::<influx_tags>()`. `None` when `A`
+    /// was not materialized in this run.
+    pub fn output<A: Asset>(&self) -> Option<&A::Output> {
+        self.outputs.get(A::KEY)?.downcast_ref::<A::Output>()
+    }
+
+    /// The serialized output of asset `key`, as recorded in the event log.
+    pub fn output_value(&self, key: &str) -> Option<&serde_json::Value> {
+        self.events
+            .iter()
+            .rev()
+            .find_map(|e| match (&e.asset, &e.kind) {
+                (Some(asset), EventKind::Materialization { value, .. }) if asset == key => {
+                    Some(value)
+                }
+                _ => None,
+            })
+    }
+}
+
+impl fmt::Debug for RunResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunResult")
+            .field("run_id", &self.run_id)
+            .field("status", &self.status)
+            .field("steps", &self.steps)
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A table of the run: one line per asset with status, attempts, duration and metadata,
+/// and the error of each failed asset.
+impl fmt::Display for RunResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "run {} {:?}", self.run_id, self.status)?;
+        let width = self
+            .steps
+            .iter()
+            .map(|s| s.key.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        writeln!(
+            f,
+            "  {:<width$}  {:<9}  {:>8}  {:>10}  metadata",
+            "asset", "status", "attempts", "duration"
+        )?;
+        for step in &self.steps {
+            let status = format!("{:?}", step.status).to_lowercase();
+            let duration = step
+                .duration
+                .map(|d| format!("{:.1?}", d))
+                .unwrap_or_else(|| "-".into());
+            let metadata: Vec<String> = step
+                .metadata
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(
+                f,
+                "  {:<width$}  {:<9}  {:>8}  {:>10}  {}",
+                step.key,
+                status,
+                step.attempts,
+                duration,
+                metadata.join(" ")
+            )?;
+            if let Some(error) = &step.error {
+                writeln!(f, "  {:<width$}  error: {error}", "")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! The `#[asset]` attribute of dagrs. Use it through `dagrs_core`, which re-exports it.
+//!
+//! This crate only parses, checks and emits: what a parameter *is* is decided by the
+//! `AssetParam` trait in dagrs-core, so errors about parameters come from the type checker,
+//! pointed at the parameter.
+
+mod attr;
+mod expand;
+
+use proc_macro::TokenStream;
+
+/// Marks a function as an asset; documented on `dagrs_core::asset`.
+#[proc_macro_attribute]
+pub fn asset(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::asset(args.into(), item.into()).into()
+}

@@ -1,0 +1,41 @@
+//! PostgreSQL for dagrs: a pooled connection resource, bulk `COPY`-based
+//! upserts, and TimescaleDB helpers that fall back to plain PostgreSQL.
+//!
+//! - [`PostgresResource`]: a deadpool-postgres pool built from a URL,
+//!   `DATABASE_URL` or a [`PostgresConfig`]; cheap to clone, injected into
+//!   assets as `Res<PostgresResource>`; passwords are masked everywhere.
+//! - [`Ident`], [`QualifiedName`], [`PgInterval`]: names and intervals from
+//!   configuration are validated and quoted, never pasted into SQL.
+//! - [`CopyRow`] and [`Upsert`]: binary `COPY` into a staging table and one
+//!   `INSERT … ON CONFLICT` per chunk, all in one transaction; or straight
+//!   `COPY` when the rows are known to be new.
+//! - [`timescaledb_available`], [`create_hypertable`], [`BucketAggregate`]:
+//!   continuous aggregates with refresh and compression policies on
+//!   TimescaleDB, materialized views over `date_bin` without it.
+//!
+//! [`tokio_postgres`] and [`deadpool_postgres`] are re-exported, so the
+//! versions always match.
+
+mod aggregate;
+mod copy;
+mod error;
+mod ident;
+mod interval;
+mod resource;
+mod timescale;
+mod upsert;
+
+pub use aggregate::{
+    list_aggregates, refresh_aggregate, AggregateInfo, AggregateKind, AggregateReport,
+    BucketAggregate, TimescalePolicy,
+};
+pub use copy::{CopyRow, RowWriter};
+pub use error::{Error, Result};
+pub use ident::{Ident, QualifiedName};
+pub use interval::PgInterval;
+pub use resource::{PoolOptions, PostgresConfig, PostgresResource, DATABASE_URL};
+pub use timescale::{create_hypertable, enable_timescaledb, timescaledb_available, TableKind};
+pub use upsert::{upsert, Upsert, UpsertStats, WriteMode, WritePath};
+
+pub use deadpool_postgres;
+pub use tokio_postgres;

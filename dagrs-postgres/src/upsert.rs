@@ -1,0 +1,501 @@
+//! Bulk upsert: binary COPY into a staging table, then one `INSERT … ON CONFLICT` per chunk.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Transaction};
+
+use crate::copy::{wire_type, CopyFailure, CopyIn, CopyRow};
+use crate::error::{describe, query_error, Error, Result};
+use crate::ident::{Ident, QualifiedName};
+
+/// Numbers staging tables, so calls inside one transaction never collide.
+static STAGING_TABLES: AtomicU64 = AtomicU64::new(0);
+
+/// How [`Upsert`] gets rows into the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WriteMode {
+    /// Always stage and merge: rows with a new key are inserted, rows with a
+    /// stored key update it, and when the input holds a key twice the later
+    /// row wins. Safe for any input and any table.
+    #[default]
+    Upsert,
+    /// Check whether the table is empty (one index-free probe). If it is, lock
+    /// it against concurrent writers (`SHARE ROW EXCLUSIVE`, until the
+    /// transaction ends) and COPY straight into it; otherwise behave like
+    /// [`Upsert`](Self::Upsert). On the direct path the input's keys must be
+    /// unique: a repeated key is an [`Error::DuplicateKey`].
+    Auto,
+    /// COPY straight into the table, for rows the caller knows are new (an
+    /// empty table, or a key range never written). A key that is already
+    /// taken, by a stored row or an earlier input row, fails the whole call
+    /// with [`Error::Conflict`]. This is as fast as a raw `COPY`.
+    Direct,
+}
+
+/// Which path an [`Upsert`] call took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePath {
+    /// Straight `COPY` into the target table.
+    Direct,
+    /// `COPY` into a staging table, then `INSERT … ON CONFLICT DO UPDATE`.
+    Staged,
+}
+
+/// What an [`Upsert`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpsertStats {
+    /// Rows written with a key the table did not hold.
+    pub inserted: u64,
+    /// Stored rows whose values changed.
+    pub updated: u64,
+    /// Input rows that changed nothing: equal to the stored row, or replaced
+    /// by a later input row with the same key.
+    pub unchanged: u64,
+    /// The path taken.
+    pub path: WritePath,
+}
+
+impl UpsertStats {
+    /// All input rows: `inserted + updated + unchanged`.
+    pub fn rows(&self) -> u64 {
+        self.inserted + self.updated + self.unchanged
+    }
+}
+
+/// A bulk write of [`CopyRow`]s into one table, close to raw `COPY` speed.
+///
+/// Everything happens in one transaction: when anything fails (a bad value,
+/// a violated constraint, a lost connection) the table is left exactly as it
+/// was. Rows are streamed from the input iterator in binary `COPY` format in
+/// chunks of [`chunk_size`](Self::chunk_size) rows (default 100,000), so
+/// memory stays bounded however many rows come; each chunk goes into a
+/// temporary staging table and is merged with
+/// `INSERT … SELECT … ON CONFLICT (keys) DO UPDATE`. A stored row is only
+/// rewritten when a value differs, so re-running the same input writes
+/// nothing. When the table has an `updated_at` column that the row type
+/// does not fill, updated rows get `updated_at = now()`.
+///
+/// The key columns must match a unique index or primary key of the table.
+/// Table and column names are quoted as [`Ident`]s.
+///
+/// ```no_run
+/// # use dagrs_postgres::{CopyRow, RowWriter};
+/// # struct Reading { ts: chrono::DateTime<chrono::Utc>, tag_name: String, value: f64 }
+/// # impl CopyRow for Reading {
+/// #     const COLUMNS: &'static [&'static str] = &["ts", "tag_name", "value"];
+/// #     fn write_row(&self, row: &mut RowWriter<'_>) { row.push(&self.ts).push(&self.tag_name).push(&self.value); }
+/// # }
+/// # async fn demo(pg: dagrs_postgres::PostgresResource, readings: Vec<Reading>) -> Result<(), dagrs_postgres::Error> {
+/// use dagrs_postgres::{QualifiedName, Upsert, WriteMode};
+/// let mut client = pg.get().await?;
+/// let stats = Upsert::new(QualifiedName::parse("influx_hist")?, &["ts", "tag_name"])?
+///     .mode(WriteMode::Auto)
+///     .execute(&mut client, &readings)
+///     .await?;
+/// println!("{} inserted, {} updated", stats.inserted, stats.updated);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    table: QualifiedName,
+    keys: Vec<Ident>,
+    chunk_size: usize,
+    mode: WriteMode,
+}
+
+impl Upsert {
+    /// Rows per chunk unless set otherwise.
+    pub const DEFAULT_CHUNK_SIZE: usize = 100_000;
+
+    /// A write into `table`, matching rows on `key_columns`.
+    pub fn new(table: QualifiedName, key_columns: &[&str]) -> Result<Self> {
+        if key_columns.is_empty() {
+            return Err(Error::InvalidSetting {
+                setting: "key_columns",
+                value: "[]".to_owned(),
+                reason: "an upsert needs at least one key column (those of the table's \
+                         primary key or of a unique index)",
+            });
+        }
+        let keys = key_columns
+            .iter()
+            .map(|&key| Ident::new(key))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            table,
+            keys,
+            chunk_size: Self::DEFAULT_CHUNK_SIZE,
+            mode: WriteMode::default(),
+        })
+    }
+
+    /// Rows per staging chunk (at least 1): bounds the staging table and the
+    /// work of each merge statement.
+    pub fn chunk_size(mut self, rows: usize) -> Self {
+        self.chunk_size = rows;
+        self
+    }
+
+    /// How rows get into the table; [`WriteMode::Upsert`] unless set.
+    pub fn mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Writes `rows` in a transaction of its own and commits it.
+    ///
+    /// A [`deadpool_postgres::Client`] from
+    /// [`PostgresResource::get`](crate::PostgresResource::get) can be passed
+    /// as `&mut client`.
+    pub async fn execute<R, I>(&self, client: &mut Client, rows: I) -> Result<UpsertStats>
+    where
+        R: CopyRow,
+        I: IntoIterator<Item = R>,
+    {
+        let tx = client.transaction().await.map_err(query_error(format!(
+            "starting a transaction to write {}",
+            self.table
+        )))?;
+        let stats = self.execute_in(&tx, rows).await?;
+        tx.commit().await.map_err(query_error(format!(
+            "committing the rows written to {}",
+            self.table
+        )))?;
+        Ok(stats)
+    }
+
+    /// Writes `rows` inside the caller's transaction, which the caller
+    /// commits, so other writes can commit or fail together with these rows.
+    /// After an error the transaction is aborted and must be rolled back.
+    pub async fn execute_in<R, I>(&self, tx: &Transaction<'_>, rows: I) -> Result<UpsertStats>
+    where
+        R: CopyRow,
+        I: IntoIterator<Item = R>,
+    {
+        if self.chunk_size == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "chunk_size",
+                value: "0".to_owned(),
+                reason: "a chunk must hold at least 1 row",
+            });
+        }
+        let columns = self.columns::<R>()?;
+        let column_list = join(&columns);
+        let table = &self.table;
+        let probe = tx
+            .prepare(&format!("SELECT {column_list} FROM {table}"))
+            .await
+            .map_err(query_error(format!("reading the column types of {table}")))?;
+        let types: Vec<Type> = probe
+            .columns()
+            .iter()
+            .map(|c| wire_type(c.type_()))
+            .collect();
+        let path = match self.mode {
+            WriteMode::Direct => WritePath::Direct,
+            WriteMode::Upsert => WritePath::Staged,
+            WriteMode::Auto => self.choose_path(tx).await?,
+        };
+        let mut rows = rows.into_iter().peekable();
+        let stats = match path {
+            WritePath::Direct => {
+                self.write_direct(tx, &column_list, &types, &mut rows)
+                    .await?
+            }
+            WritePath::Staged => {
+                self.write_staged(tx, &columns, &column_list, &types, &mut rows)
+                    .await?
+            }
+        };
+        tracing::debug!(
+            table = %table,
+            inserted = stats.inserted,
+            updated = stats.updated,
+            unchanged = stats.unchanged,
+            path = ?stats.path,
+            "bulk write done"
+        );
+        Ok(stats)
+    }
+
+    /// The row type's columns as identifiers, with every key among them.
+    fn columns<R: CopyRow>(&self) -> Result<Vec<Ident>> {
+        if R::COLUMNS.is_empty() {
+            return Err(Error::InvalidSetting {
+                setting: "CopyRow::COLUMNS",
+                value: "[]".to_owned(),
+                reason: "a row must fill at least one column",
+            });
+        }
+        let columns: Vec<Ident> = R::COLUMNS
+            .iter()
+            .map(|&name| Ident::new(name))
+            .collect::<Result<_>>()?;
+        if let Some(missing) = self.keys.iter().find(|key| !columns.contains(key)) {
+            return Err(Error::UnknownKeyColumn {
+                table: self.table.to_string(),
+                column: missing.as_str().to_owned(),
+                columns: R::COLUMNS.iter().map(|&c| c.to_owned()).collect(),
+            });
+        }
+        Ok(columns)
+    }
+
+    /// [`WriteMode::Auto`]: direct when the table is empty once locked.
+    async fn choose_path(&self, tx: &Transaction<'_>) -> Result<WritePath> {
+        let table = &self.table;
+        if !self.is_empty(tx).await? {
+            return Ok(WritePath::Staged);
+        }
+        tx.batch_execute(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"))
+            .await
+            .map_err(query_error(format!("locking {table} for a direct COPY")))?;
+        // Another writer may have committed rows before the lock was granted.
+        Ok(if self.is_empty(tx).await? {
+            WritePath::Direct
+        } else {
+            WritePath::Staged
+        })
+    }
+
+    async fn is_empty(&self, tx: &Transaction<'_>) -> Result<bool> {
+        let table = &self.table;
+        tx.query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {table})"), &[])
+            .await
+            .map(|row| row.get(0))
+            .map_err(query_error(format!("checking whether {table} is empty")))
+    }
+
+    async fn write_direct<R, I>(
+        &self,
+        tx: &Transaction<'_>,
+        column_list: &str,
+        types: &[Type],
+        rows: &mut std::iter::Peekable<I>,
+    ) -> Result<UpsertStats>
+    where
+        R: CopyRow,
+        I: Iterator<Item = R>,
+    {
+        let table = self.table.to_string();
+        let statement = format!("COPY {table} ({column_list}) FROM STDIN (FORMAT binary)");
+        let copy = CopyIn {
+            statement: &statement,
+            types,
+            table: &table,
+            limit: u64::MAX,
+            first_row: 0,
+        };
+        match copy.run(tx, rows).await {
+            Ok(inserted) => Ok(UpsertStats {
+                inserted,
+                updated: 0,
+                unchanged: 0,
+                path: WritePath::Direct,
+            }),
+            Err(CopyFailure::Encode(err)) => Err(err),
+            // Auto only goes direct into a table it found empty and locked,
+            // so a taken key can only come from the input itself.
+            Err(CopyFailure::Server(err))
+                if err.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                    && self.mode == WriteMode::Auto =>
+            {
+                Err(Error::DuplicateKey {
+                    table,
+                    keys: self.key_list(),
+                })
+            }
+            Err(CopyFailure::Server(err)) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                Err(Error::Conflict {
+                    table,
+                    reason: describe(&err),
+                    source: err,
+                })
+            }
+            Err(CopyFailure::Server(err)) => {
+                Err(query_error(format!("copying rows into {table}"))(err))
+            }
+        }
+    }
+
+    async fn write_staged<R, I>(
+        &self,
+        tx: &Transaction<'_>,
+        columns: &[Ident],
+        column_list: &str,
+        types: &[Type],
+        rows: &mut std::iter::Peekable<I>,
+    ) -> Result<UpsertStats>
+    where
+        R: CopyRow,
+        I: Iterator<Item = R>,
+    {
+        let table = self.table.to_string();
+        let staging = Ident::new(format!(
+            "dagrs_staging_{}",
+            STAGING_TABLES.fetch_add(1, Ordering::Relaxed)
+        ))?;
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE {staging} ON COMMIT DROP AS \
+             SELECT {column_list} FROM {table} WITH NO DATA"
+        ))
+        .await
+        .map_err(query_error(format!("creating a staging table for {table}")))?;
+        let touch_updated_at = !columns.iter().any(|c| c.as_str() == "updated_at")
+            && self.has_column(tx, "updated_at").await?;
+        let merge = tx
+            .prepare(&self.merge_sql(columns, column_list, &staging, touch_updated_at))
+            .await
+            .map_err(query_error(format!("preparing the upsert into {table}")))?;
+        let copy_sql = format!("COPY {staging} ({column_list}) FROM STDIN (FORMAT binary)");
+        let mut stats = UpsertStats {
+            inserted: 0,
+            updated: 0,
+            unchanged: 0,
+            path: WritePath::Staged,
+        };
+        let mut first_row = 0u64;
+        while rows.peek().is_some() {
+            if first_row > 0 {
+                // A fresh, empty heap keeps the staging rows in input order,
+                // which the merge relies on to let the later duplicate win.
+                tx.batch_execute(&format!("TRUNCATE {staging}"))
+                    .await
+                    .map_err(query_error(format!(
+                        "emptying the staging table for {table}"
+                    )))?;
+            }
+            let copy = CopyIn {
+                statement: &copy_sql,
+                types,
+                table: &table,
+                limit: u64::try_from(self.chunk_size).unwrap_or(u64::MAX),
+                first_row,
+            };
+            let sent = copy.run(tx, rows).await.map_err(|failure| match failure {
+                CopyFailure::Encode(err) => err,
+                CopyFailure::Server(err) => query_error(format!(
+                    "copying rows {first_row}.. into the staging table for {table}"
+                ))(err),
+            })?;
+            let counts = tx
+                .query_one(&merge, &[])
+                .await
+                .map_err(query_error(format!(
+                    "upserting rows {first_row}..{} into {table}",
+                    first_row + sent
+                )))?;
+            let inserted = u64::try_from(counts.get::<_, i64>(0)).unwrap_or(0);
+            let updated = u64::try_from(counts.get::<_, i64>(1)).unwrap_or(0);
+            stats.inserted += inserted;
+            stats.updated += updated;
+            stats.unchanged += sent.saturating_sub(inserted + updated);
+            first_row += sent;
+        }
+        tx.batch_execute(&format!("DROP TABLE {staging}"))
+            .await
+            .map_err(query_error(format!(
+                "dropping the staging table for {table}"
+            )))?;
+        Ok(stats)
+    }
+
+    /// The merge of one staged chunk; returns (inserted, updated).
+    ///
+    /// `DISTINCT ON (keys) … ORDER BY keys, ctid DESC` keeps the last input
+    /// row per key (the staging heap is filled in input order); the update
+    /// only happens when a value differs (compared as stored images, which
+    /// works for every type, `json` included); `xmax = 0` marks fresh inserts.
+    fn merge_sql(
+        &self,
+        columns: &[Ident],
+        column_list: &str,
+        staging: &Ident,
+        touch_updated_at: bool,
+    ) -> String {
+        let table = &self.table;
+        let keys = join(&self.keys);
+        let values: Vec<&Ident> = columns.iter().filter(|c| !self.keys.contains(c)).collect();
+        let on_conflict = if values.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            let mut set: Vec<String> = values
+                .iter()
+                .map(|c| format!("{c} = EXCLUDED.{c}"))
+                .collect();
+            if touch_updated_at {
+                set.push(format!("{} = now()", Ident::known("updated_at")));
+            }
+            let stored: Vec<String> = values.iter().map(|c| format!("dagrs_target.{c}")).collect();
+            let incoming: Vec<String> = values.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+            format!(
+                "DO UPDATE SET {} WHERE ROW({})::record *<> ROW({})::record",
+                set.join(", "),
+                stored.join(", "),
+                incoming.join(", ")
+            )
+        };
+        format!(
+            "WITH written AS (\
+                 INSERT INTO {table} AS dagrs_target ({column_list}) \
+                 SELECT DISTINCT ON ({keys}) {column_list} FROM {staging} \
+                 ORDER BY {keys}, ctid DESC \
+                 ON CONFLICT ({keys}) {on_conflict} \
+                 RETURNING (dagrs_target.xmax = 0) AS inserted) \
+             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) \
+             FROM written"
+        )
+    }
+
+    async fn has_column(&self, tx: &Transaction<'_>, column: &str) -> Result<bool> {
+        let table = self.table.to_string();
+        tx.query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attname = $2 AND attnum > 0 \
+             AND NOT attisdropped)",
+            &[&table, &column],
+        )
+        .await
+        .map(|row| row.get(0))
+        .map_err(query_error(format!(
+            "looking for column {column:?} in {table}"
+        )))
+    }
+
+    fn key_list(&self) -> String {
+        self.keys
+            .iter()
+            .map(Ident::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Writes `rows` into `table` with [`WriteMode::Upsert`] and the default
+/// chunk size, in a transaction of its own; see [`Upsert`].
+pub async fn upsert<R, I>(
+    client: &mut Client,
+    table: &QualifiedName,
+    key_columns: &[&str],
+    rows: I,
+) -> Result<UpsertStats>
+where
+    R: CopyRow,
+    I: IntoIterator<Item = R>,
+{
+    Upsert::new(table.clone(), key_columns)?
+        .execute(client, rows)
+        .await
+}
+
+fn join(idents: &[Ident]) -> String {
+    idents
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

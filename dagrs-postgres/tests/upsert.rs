@@ -1,0 +1,498 @@
+//! Bulk writes against a real server: upserts, chunking, rollback, direct COPY.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use common::TestDb;
+use dagrs_postgres::tokio_postgres::Client;
+use dagrs_postgres::{
+    upsert, CopyRow, Error, QualifiedName, RowWriter, Upsert, UpsertStats, WriteMode, WritePath,
+};
+use serde_json::{json, Value};
+
+/// The seed's `influx_hist` table.
+const INFLUX_HIST: &str = "CREATE TABLE influx_hist (
+    ts timestamptz NOT NULL,
+    tag_name text NOT NULL,
+    value double precision,
+    qc int,
+    meta jsonb,
+    updated_at timestamptz DEFAULT now(),
+    PRIMARY KEY (ts, tag_name))";
+
+#[derive(Debug, Clone, PartialEq)]
+struct Reading {
+    ts: DateTime<Utc>,
+    tag_name: String,
+    value: f64,
+    qc: Option<i32>,
+    meta: Value,
+}
+
+impl CopyRow for Reading {
+    const COLUMNS: &'static [&'static str] = &["ts", "tag_name", "value", "qc", "meta"];
+
+    fn write_row(&self, row: &mut RowWriter<'_>) {
+        row.push(&self.ts)
+            .push(&self.tag_name)
+            .push(&self.value)
+            .push(&self.qc)
+            .push(&self.meta);
+    }
+}
+
+/// Reading number `i`, with `version` folded into its value.
+fn reading(i: i64, version: u32) -> Reading {
+    Reading {
+        ts: Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap() + Duration::seconds(i / 9),
+        tag_name: format!("D{}", 100 + i % 9),
+        value: i as f64 * 0.5 + f64::from(version) * 1000.0,
+        qc: (i % 7 != 0).then_some(1),
+        meta: json!({ "source": "simulated", "i": i }),
+    }
+}
+
+fn readings(range: std::ops::Range<i64>, version: u32) -> Vec<Reading> {
+    range.map(|i| reading(i, version)).collect()
+}
+
+type Key = (DateTime<Utc>, String);
+
+/// The table's rows by key, with `updated_at`.
+async fn contents(client: &Client) -> BTreeMap<Key, (Reading, DateTime<Utc>)> {
+    client
+        .query(
+            "SELECT ts, tag_name, value, qc, meta, updated_at FROM influx_hist",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let reading = Reading {
+                ts: row.get(0),
+                tag_name: row.get(1),
+                value: row.get(2),
+                qc: row.get(3),
+                meta: row.get(4),
+            };
+            (
+                (reading.ts, reading.tag_name.clone()),
+                (reading, row.get(5)),
+            )
+        })
+        .collect()
+}
+
+/// What the table should hold: the last reading per key.
+fn expected(batches: &[&[Reading]]) -> BTreeMap<Key, Reading> {
+    batches
+        .iter()
+        .flat_map(|batch| batch.iter())
+        .map(|r| ((r.ts, r.tag_name.clone()), r.clone()))
+        .collect()
+}
+
+fn without_updated_at(rows: BTreeMap<Key, (Reading, DateTime<Utc>)>) -> BTreeMap<Key, Reading> {
+    rows.into_iter()
+        .map(|(key, (reading, _))| (key, reading))
+        .collect()
+}
+
+fn table() -> QualifiedName {
+    QualifiedName::parse("influx_hist").unwrap()
+}
+
+fn stats(
+    inserted: u64,
+    updated: u64,
+    unchanged: u64,
+    path: WritePath,
+) -> (u64, u64, u64, WritePath) {
+    (inserted, updated, unchanged, path)
+}
+
+fn tuple(s: UpsertStats) -> (u64, u64, u64, WritePath) {
+    (s.inserted, s.updated, s.unchanged, s.path)
+}
+
+async fn setup() -> (TestDb, deadpool_postgres::Client) {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    client.batch_execute(INFLUX_HIST).await.unwrap();
+    (db, client)
+}
+
+#[tokio::test]
+async fn upsert_inserts_updates_and_counts() {
+    let (_db, mut client) = setup().await;
+    let first = readings(0..1000, 1);
+    let s = upsert(&mut client, &table(), &["ts", "tag_name"], &first)
+        .await
+        .unwrap();
+    assert_eq!(tuple(s), stats(1000, 0, 0, WritePath::Staged));
+    let before = contents(&client).await;
+    assert_eq!(without_updated_at(before.clone()), expected(&[&first]));
+
+    // 500..800 change, 800..1000 are resent unchanged, 1000..1200 are new.
+    let mut second = readings(500..800, 2);
+    second.extend(readings(800..1200, 1));
+    let s = upsert(&mut client, &table(), &["ts", "tag_name"], &second)
+        .await
+        .unwrap();
+    assert_eq!(tuple(s), stats(200, 300, 200, WritePath::Staged));
+    assert_eq!(s.rows(), 700);
+    let after = contents(&client).await;
+    assert_eq!(
+        without_updated_at(after.clone()),
+        expected(&[&first, &second])
+    );
+    for (key, (_, updated_at)) in &before {
+        let now = after[key].1;
+        let changed = second[..300]
+            .iter()
+            .any(|r| (r.ts, &r.tag_name) == (key.0, &key.1));
+        assert_eq!(now > *updated_at, changed, "updated_at of {key:?}");
+    }
+}
+
+#[tokio::test]
+async fn rerunning_the_same_rows_changes_nothing() {
+    let (_db, mut client) = setup().await;
+    let rows = readings(0..2000, 1);
+    let writer = Upsert::new(table(), &["ts", "tag_name"]).unwrap();
+    assert_eq!(
+        tuple(writer.execute(&mut client, &rows).await.unwrap()),
+        stats(2000, 0, 0, WritePath::Staged)
+    );
+    let before = contents(&client).await;
+    let xmins: i64 = client
+        .query_one(
+            "SELECT sum(xmin::text::bigint)::bigint FROM influx_hist",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        tuple(writer.execute(&mut client, &rows).await.unwrap()),
+        stats(0, 0, 2000, WritePath::Staged)
+    );
+    assert_eq!(contents(&client).await, before);
+    let xmins_after: i64 = client
+        .query_one(
+            "SELECT sum(xmin::text::bigint)::bigint FROM influx_hist",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(xmins, xmins_after, "no row was rewritten");
+}
+
+#[tokio::test]
+async fn batches_span_chunks_and_the_last_duplicate_wins() {
+    let (_db, mut client) = setup().await;
+    let existing = readings(0..500, 1);
+    upsert(&mut client, &table(), &["ts", "tag_name"], &existing)
+        .await
+        .unwrap();
+    // 3,500 rows in chunks of 1,000: keys 0..3000 once (250..500 changed),
+    // then keys 2500..3000 again with new values, across a chunk boundary
+    // and inside the last chunk.
+    let mut batch = readings(250..3000, 2);
+    batch.extend(readings(2500..2750, 3));
+    batch.extend(readings(2600..2700, 4));
+    let s = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .chunk_size(1000)
+        .execute(&mut client, &batch)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 3100);
+    // Chunk 4 (rows 3000..3100) re-updates keys first written by chunk 3.
+    assert_eq!(s.inserted, 2500);
+    assert_eq!(s.rows(), 3100);
+    assert_eq!(
+        without_updated_at(contents(&client).await),
+        expected(&[&existing, &batch])
+    );
+}
+
+#[tokio::test]
+async fn a_failure_in_the_last_chunk_leaves_the_table_as_it_was() {
+    let (_db, mut client) = setup().await;
+    client
+        .batch_execute("ALTER TABLE influx_hist ADD CONSTRAINT qc_not_negative CHECK (qc >= 0)")
+        .await
+        .unwrap();
+    upsert(
+        &mut client,
+        &table(),
+        &["ts", "tag_name"],
+        &readings(0..300, 1),
+    )
+    .await
+    .unwrap();
+    let before = contents(&client).await;
+
+    let mut batch = readings(100..2600, 2);
+    batch[2450].qc = Some(-1);
+    let writer = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .chunk_size(1000);
+    let err = writer.execute(&mut client, &batch).await.unwrap_err();
+    assert!(matches!(err, Error::Query { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("upserting rows 2000..2500 into \"influx_hist\" failed: new row for relation \"influx_hist\" violates check constraint \"qc_not_negative\""),
+        "{message}"
+    );
+    assert_eq!(contents(&client).await, before);
+
+    // A value the column cannot take fails while encoding, naming column and row.
+    struct BadQc(i64);
+    impl CopyRow for BadQc {
+        const COLUMNS: &'static [&'static str] = &["ts", "tag_name", "qc"];
+        fn write_row(&self, row: &mut RowWriter<'_>) {
+            row.push(Utc::now())
+                .push(format!("T{}", self.0))
+                .push(self.0);
+        }
+    }
+    let err = writer
+        .execute(&mut client, (0..1500).map(BadQc))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Encode { column, row: 0, .. } if column == "qc"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "cannot encode column \"qc\" of row 0 for \"influx_hist\": cannot convert between the \
+         Rust type `i64` and the Postgres type `int4`; make the Rust value's type match the \
+         column's PostgreSQL type"
+    );
+    assert_eq!(contents(&client).await, before);
+    // The connection is still usable after the aborted COPY.
+    assert_eq!(
+        tuple(
+            writer
+                .execute(&mut client, &readings(0..10, 1))
+                .await
+                .unwrap()
+        ),
+        stats(0, 0, 10, WritePath::Staged)
+    );
+}
+
+#[tokio::test]
+async fn direct_mode_copies_straight_into_the_table() {
+    let (_db, mut client) = setup().await;
+    let rows = readings(0..5000, 1);
+    let direct = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .mode(WriteMode::Direct);
+    assert_eq!(
+        tuple(direct.execute(&mut client, &rows).await.unwrap()),
+        stats(5000, 0, 0, WritePath::Direct)
+    );
+    let before = contents(&client).await;
+    assert_eq!(without_updated_at(before.clone()), expected(&[&rows]));
+
+    // One taken key fails the whole COPY.
+    let err = direct
+        .execute(&mut client, &readings(4990..6000, 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with("direct COPY into \"influx_hist\" met a key that already exists: duplicate key value violates unique constraint \"influx_hist_pkey\""),
+        "{err}"
+    );
+    assert_eq!(contents(&client).await, before);
+}
+
+#[tokio::test]
+async fn auto_mode_copies_directly_only_into_an_empty_table() {
+    let (_db, mut client) = setup().await;
+    let auto = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .mode(WriteMode::Auto);
+
+    let mut duplicated = readings(0..100, 1);
+    duplicated.push(reading(5, 2));
+    let err = auto.execute(&mut client, &duplicated).await.unwrap_err();
+    assert!(matches!(err, Error::DuplicateKey { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "the rows written to \"influx_hist\" contain the same key (ts, tag_name) more than once; \
+         nothing was written; keep one row per key before writing"
+    );
+    assert!(contents(&client).await.is_empty());
+
+    let first = readings(0..1000, 1);
+    assert_eq!(
+        tuple(auto.execute(&mut client, &first).await.unwrap()),
+        stats(1000, 0, 0, WritePath::Direct)
+    );
+    let second = readings(900..1100, 2);
+    assert_eq!(
+        tuple(auto.execute(&mut client, &second).await.unwrap()),
+        stats(100, 100, 0, WritePath::Staged)
+    );
+    assert_eq!(
+        without_updated_at(contents(&client).await),
+        expected(&[&first, &second])
+    );
+}
+
+#[tokio::test]
+async fn execute_in_commits_or_rolls_back_with_the_callers_transaction() {
+    let (_db, mut client) = setup().await;
+    client
+        .batch_execute("CREATE TABLE runs (id int)")
+        .await
+        .unwrap();
+    let writer = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .mode(WriteMode::Auto);
+    let rows = readings(0..50, 1);
+
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute("INSERT INTO runs VALUES (1)")
+        .await
+        .unwrap();
+    writer.execute_in(&tx, &rows).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(contents(&client).await.is_empty());
+
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute("INSERT INTO runs VALUES (2)")
+        .await
+        .unwrap();
+    writer.execute_in(&tx, &rows).await.unwrap();
+    // Two calls in one transaction use two staging tables.
+    let s = writer.execute_in(&tx, &readings(25..75, 2)).await.unwrap();
+    assert_eq!(tuple(s), stats(25, 25, 0, WritePath::Staged));
+    tx.commit().await.unwrap();
+    assert_eq!(contents(&client).await.len(), 75);
+    let runs: i64 = client
+        .query_one("SELECT count(*) FROM runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+}
+
+#[tokio::test]
+async fn bad_columns_keys_and_settings_are_reported_before_writing() {
+    let (_db, mut client) = setup().await;
+    let rows = readings(0..10, 1);
+
+    let err = upsert(&mut client, &table(), &["ts", "tag"], &rows)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "key column \"tag\" is not one of the columns [\"ts\", \"tag_name\", \"value\", \"qc\", \
+         \"meta\"] written into \"influx_hist\"; add it to CopyRow::COLUMNS or fix the key list"
+    );
+
+    let missing = QualifiedName::parse("no_such_table").unwrap();
+    let err = upsert(&mut client, &missing, &["ts", "tag_name"], &rows)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "reading the column types of \"no_such_table\" failed: relation \"no_such_table\" does not exist"
+    );
+
+    let err = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .chunk_size(0)
+        .execute(&mut client, &rows)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid setting `chunk_size` = 0: a chunk must hold at least 1 row"
+    );
+
+    let err = Upsert::new(table(), &[]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidSetting {
+                setting: "key_columns",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    struct Short;
+    impl CopyRow for Short {
+        const COLUMNS: &'static [&'static str] = &["ts", "tag_name", "value"];
+        fn write_row(&self, row: &mut RowWriter<'_>) {
+            row.push(Utc::now()).push("x");
+        }
+    }
+    let err = upsert(&mut client, &table(), &["ts", "tag_name"], [Short])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "row 0 for \"influx_hist\" has 2 values but the row type declares 3 columns; \
+         CopyRow::write_row must push exactly one value per name in CopyRow::COLUMNS"
+    );
+
+    struct BadName;
+    impl CopyRow for BadName {
+        const COLUMNS: &'static [&'static str] = &["ts", ""];
+        fn write_row(&self, _: &mut RowWriter<'_>) {}
+    }
+    let err = upsert(&mut client, &table(), &["ts"], [BadName])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid SQL identifier \"\": must not be empty"
+    );
+
+    assert!(contents(&client).await.is_empty());
+}
+
+#[tokio::test]
+async fn rows_with_only_key_columns_are_inserted_once() {
+    let (_db, mut client) = setup().await;
+    struct Key(i64);
+    impl CopyRow for Key {
+        const COLUMNS: &'static [&'static str] = &["ts", "tag_name"];
+        fn write_row(&self, row: &mut RowWriter<'_>) {
+            let r = reading(self.0, 0);
+            row.push(&r.ts).push(&r.tag_name);
+        }
+    }
+    let s = upsert(
+        &mut client,
+        &table(),
+        &["ts", "tag_name"],
+        (0..100).map(Key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tuple(s), stats(100, 0, 0, WritePath::Staged));
+    let s = upsert(
+        &mut client,
+        &table(),
+        &["ts", "tag_name"],
+        (50..150).map(Key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tuple(s), stats(50, 0, 50, WritePath::Staged));
+}
