@@ -179,9 +179,13 @@ async fn refill(client: &mut Client, rows: &[Reading]) {
         .expect("refill");
     assert_eq!(stats.inserted, rows.len() as u64);
     client
-        .batch_execute("VACUUM ANALYZE influx_hist; CHECKPOINT")
+        .batch_execute("VACUUM ANALYZE influx_hist")
         .await
         .expect("VACUUM");
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("CHECKPOINT");
 }
 
 fn ingest(c: &mut Criterion) {

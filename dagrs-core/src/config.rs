@@ -60,6 +60,32 @@ impl RunConfig {
         })
     }
 
+    /// Reads config from a YAML (`.yaml`, `.yml`), JSON (`.json`) or TOML (`.toml`) file of
+    /// the form `assets: { <asset>: { ... } }`.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let invalid = |reason: String| Error::InvalidConfig {
+            asset: format!("<config file {}>", path.display()),
+            path: String::new(),
+            reason,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match extension.as_str() {
+            "json" => serde_json::from_str(&text).map_err(|e| invalid(e.to_string())),
+            "yaml" | "yml" => serde_yaml_ng::from_str(&text).map_err(|e| invalid(e.to_string())),
+            "toml" => toml::from_str(&text).map_err(|e| invalid(e.to_string())),
+            _ => Err(invalid(
+                "unknown format; name the file *.yaml, *.yml, *.json or *.toml".into(),
+            )),
+        }
+    }
+
     /// The config value of asset `key`, if one is set.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.assets.get(key)

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
+
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +33,7 @@ pub(crate) enum Sink {
 
 impl Sink {
     pub(crate) fn send(&self, asset: Option<&AssetKey>, kind: EventKind) {
-        let timestamp = Utc::now();
+        let timestamp = crate::event::now();
         match self {
             // A closed channel means the run has ended; late lines of a stray blocking task
             // have nowhere to go.

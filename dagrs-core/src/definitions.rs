@@ -9,7 +9,7 @@ use crate::error::{Error, Hint, Problems};
 use crate::graph::Graph;
 use crate::key::AssetKey;
 use crate::param::Resources;
-use crate::storage::{InMemoryStorage, Storage};
+use crate::storage::{InMemoryStorage, Retention, Storage};
 
 /// The default limit on steps running at once.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
@@ -43,6 +43,9 @@ pub(crate) struct Inner {
     pub(crate) resources: Resources,
     pub(crate) defaults: RunConfig,
     pub(crate) storage: Arc<dyn Storage>,
+    /// Whether the storage was chosen explicitly (else it is the in-memory default).
+    pub(crate) storage_chosen: bool,
+    pub(crate) retention: Option<Retention>,
     pub(crate) max_concurrency: usize,
 }
 
@@ -54,6 +57,7 @@ impl Definitions {
             resources: Resources::default(),
             defaults: RunConfig::default(),
             storage: None,
+            retention: None,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
         }
     }
@@ -106,6 +110,33 @@ impl Definitions {
     pub fn max_concurrency(&self) -> usize {
         self.0.max_concurrency
     }
+
+    /// Whether a storage was chosen with [`DefinitionsBuilder::storage`]; otherwise runs are
+    /// kept in memory, and the CLI uses the embedded SQLite store instead.
+    pub fn has_chosen_storage(&self) -> bool {
+        self.0.storage_chosen
+    }
+
+    /// The same definitions, recording runs in `storage`.
+    pub fn with_storage(&self, storage: Arc<dyn Storage>) -> Definitions {
+        Definitions(Arc::new(Inner {
+            assets: self.0.assets.clone(),
+            index: self.0.index.clone(),
+            graph: self.0.graph.clone(),
+            order: self.0.order.clone(),
+            resources: self.0.resources.clone(),
+            defaults: self.0.defaults.clone(),
+            storage,
+            storage_chosen: true,
+            retention: self.0.retention,
+            max_concurrency: self.0.max_concurrency,
+        }))
+    }
+
+    /// The retention enforced after each run, if any.
+    pub fn retention(&self) -> Option<Retention> {
+        self.0.retention
+    }
 }
 
 impl std::fmt::Debug for Definitions {
@@ -123,6 +154,7 @@ pub struct DefinitionsBuilder {
     resources: Resources,
     defaults: RunConfig,
     storage: Option<Arc<dyn Storage>>,
+    retention: Option<Retention>,
     max_concurrency: usize,
 }
 
@@ -161,6 +193,12 @@ impl DefinitionsBuilder {
     /// Records runs in a shared storage.
     pub fn shared_storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = Some(storage);
+        self
+    }
+
+    /// Prunes the event log to `keep` after each run (see [`Storage::prune`]).
+    pub fn retention(mut self, keep: Retention) -> Self {
+        self.retention = Some(keep);
         self
     }
 
@@ -274,9 +312,11 @@ impl DefinitionsBuilder {
             graph,
             resources: self.resources,
             defaults: self.defaults,
+            storage_chosen: self.storage.is_some(),
             storage: self
                 .storage
                 .unwrap_or_else(|| Arc::new(InMemoryStorage::new())),
+            retention: self.retention,
             max_concurrency: self.max_concurrency,
         })))
     }

@@ -149,6 +149,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// A run asked to be re-executed has nothing left to run.
+    #[error("run `{run_id}` has nothing to re-execute: every asset of it succeeded")]
+    NothingToReexecute {
+        /// The run.
+        run_id: String,
+    },
+
+    /// A run that is still running cannot be re-executed.
+    #[error(
+        "run `{run_id}` is still running; cancel it or wait for it to end before re-executing it"
+    )]
+    RunStillRunning {
+        /// The run.
+        run_id: String,
+    },
+
     /// A run id that storage does not know.
     #[error("run `{0}` not found in storage")]
     RunNotFound(String),

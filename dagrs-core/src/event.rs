@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::key::{AssetKey, RunId};
 
+/// The current time, to the microsecond: what every backend keeps exactly.
+pub(crate) fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Metadata an asset attaches to its materialization (row counts, paths, ...).
 pub type Metadata = BTreeMap<String, serde_json::Value>;
 
@@ -47,6 +53,12 @@ pub enum EventKind {
     },
     /// The run was cancelled before it could finish.
     RunCancelled,
+    /// The run's process died (or stopped sending heartbeats) before the run ended; written
+    /// by whoever found out.
+    RunAbandoned {
+        /// What was found, and how to re-execute the run.
+        reason: String,
+    },
     /// An attempt of a step started.
     StepStarted {
         /// 1 for the first attempt, 2 for the first retry, ...
@@ -101,6 +113,59 @@ pub enum EventKind {
         /// The text.
         message: String,
     },
+}
+
+/// A one-line description, as the CLI shows it.
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = |keys: &[AssetKey]| {
+            keys.iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            EventKind::RunStarted { selection } => write!(f, "run started: {}", keys(selection)),
+            EventKind::RunSucceeded => f.write_str("run succeeded"),
+            EventKind::RunFailed { failed, skipped } => write!(
+                f,
+                "run failed: failed [{}], skipped [{}]",
+                keys(failed),
+                keys(skipped)
+            ),
+            EventKind::RunCancelled => f.write_str("run cancelled"),
+            EventKind::RunAbandoned { reason } => write!(f, "run failed: {reason}"),
+            EventKind::StepStarted { attempt } => write!(f, "started (attempt {attempt})"),
+            EventKind::StepFailed {
+                attempt,
+                error,
+                will_retry,
+            } => write!(
+                f,
+                "failed (attempt {attempt}{}): {error}",
+                if *will_retry { ", will retry" } else { "" }
+            ),
+            EventKind::StepRetrying {
+                next_attempt,
+                delay,
+            } => write!(f, "retrying in {delay:?} (attempt {next_attempt})"),
+            EventKind::Materialization { metadata, .. } => {
+                f.write_str("materialized")?;
+                for (k, v) in metadata {
+                    write!(f, " {k}={v}")?;
+                }
+                Ok(())
+            }
+            EventKind::StepSucceeded { duration, .. } => {
+                write!(f, "succeeded in {:.1?}", duration)
+            }
+            EventKind::StepSkipped { reason } => write!(f, "skipped: {reason}"),
+            EventKind::StepCancelled { .. } => f.write_str("cancelled"),
+            EventKind::Log { level, message } => {
+                write!(f, "{}: {message}", format!("{level:?}").to_lowercase())
+            }
+        }
+    }
 }
 
 /// The level of a log line.

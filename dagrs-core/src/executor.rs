@@ -6,7 +6,6 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chrono::Utc;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -17,11 +16,13 @@ use crate::config::{ConfigValue, RunConfig};
 use crate::context::{AssetContext, Draft, Sink};
 use crate::definitions::Definitions;
 use crate::error::{Error, Hint, Problems};
+use crate::event::now;
 use crate::event::{ErrorInfo, Event, EventKind, Metadata, RunStatus, StepStatus};
 use crate::key::{AssetKey, RunId};
 use crate::param::StepScope;
 use crate::result::{RunResult, StepOutcome};
-use crate::storage::{RunRecord, Storage};
+use crate::storage::recovery::this_process;
+use crate::storage::{recover_abandoned_runs, RunRecord, Storage, HEARTBEAT_INTERVAL, LEASE};
 
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,7 @@ pub struct RunOptions {
     max_concurrency: Option<usize>,
     tags: BTreeMap<String, String>,
     run_id: Option<RunId>,
+    events: Option<mpsc::UnboundedSender<Event>>,
 }
 
 impl RunOptions {
@@ -61,6 +63,12 @@ impl RunOptions {
         self.run_id = Some(run_id.into());
         self
     }
+
+    /// Sends every event of the run, as it is recorded, to `events` (e.g. to show progress).
+    pub fn forward_events(mut self, events: mpsc::UnboundedSender<Event>) -> Self {
+        self.events = Some(events);
+        self
+    }
 }
 
 /// Materializes the assets of `selection` and waits for the run to end.
@@ -80,14 +88,79 @@ pub async fn materialize(
 }
 
 /// Starts a run in the background and returns a handle to cancel or await it.
+///
+/// Runs left "running" by a process that died are marked failed first (see
+/// [`recover_abandoned_runs`](crate::storage::recover_abandoned_runs)).
 pub async fn launch(
     defs: &Definitions,
     selection: &str,
     options: RunOptions,
 ) -> Result<RunHandle, Error> {
-    let plan = Plan::new(defs, selection, &options).await?;
-    let run_id = options.run_id.clone().unwrap_or_default();
+    recover_abandoned_runs(&**defs.storage(), LEASE, now()).await?;
+    let plan = Plan::new(defs, selection, &options, &HashMap::new()).await?;
+    start(defs, selection, options, plan, None).await
+}
+
+/// Re-executes the assets of run `run_id` that did not succeed (failed, skipped, cancelled
+/// or cut off by a crash), with the same config unless `options` gives one. The assets that
+/// succeeded are not run again: where an output of theirs is needed, it is read from that
+/// run's materializations.
+pub async fn reexecute_from_failure(
+    defs: &Definitions,
+    run_id: &RunId,
+    mut options: RunOptions,
+) -> Result<RunHandle, Error> {
     let storage = Arc::clone(defs.storage());
+    recover_abandoned_runs(&*storage, LEASE, now()).await?;
+    let parent = storage
+        .run(run_id)
+        .await?
+        .ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+    if parent.status == RunStatus::Running {
+        return Err(Error::RunStillRunning {
+            run_id: run_id.to_string(),
+        });
+    }
+    let mut outputs = HashMap::new();
+    let mut succeeded = Vec::new();
+    for event in storage.events(run_id, None).await? {
+        match (event.asset, event.kind) {
+            (Some(asset), EventKind::StepSucceeded { .. }) => succeeded.push(asset),
+            (Some(asset), EventKind::Materialization { value, .. }) => {
+                outputs.insert(asset, value);
+            }
+            _ => {}
+        }
+    }
+    let again: Vec<&str> = parent
+        .assets
+        .iter()
+        .filter(|a| !succeeded.contains(a))
+        .map(|a| a.as_str())
+        .collect();
+    if again.is_empty() {
+        return Err(Error::NothingToReexecute {
+            run_id: run_id.to_string(),
+        });
+    }
+    let selection = again.join(" ");
+    if options.config == RunConfig::default() {
+        options.config = parent.config.clone();
+    }
+    let plan = Plan::new(defs, &selection, &options, &outputs).await?;
+    start(defs, &selection, options, plan, Some(run_id.clone())).await
+}
+
+async fn start(
+    defs: &Definitions,
+    selection: &str,
+    options: RunOptions,
+    plan: Plan,
+    parent: Option<RunId>,
+) -> Result<RunHandle, Error> {
+    let storage = Arc::clone(defs.storage());
+    let run_id = options.run_id.clone().unwrap_or_default();
+    let started_at = now();
     storage
         .create_run(&RunRecord {
             run_id: run_id.clone(),
@@ -96,14 +169,27 @@ pub async fn launch(
             assets: plan.keys(defs),
             config: options.config,
             tags: options.tags,
-            started_at: Utc::now(),
+            started_at,
             ended_at: None,
-            owner: owner(),
+            owner: this_process(),
+            heartbeat_at: started_at,
+            parent_run_id: parent,
+            failure: None,
         })
         .await?;
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_events(Arc::clone(&storage), run_id.clone(), rx));
+    let writer = tokio::spawn(write_events(
+        Arc::clone(&storage),
+        run_id.clone(),
+        rx,
+        options.events,
+    ));
+    let heartbeat = tokio::spawn(heartbeat(
+        Arc::clone(&storage),
+        run_id.clone(),
+        cancel.clone(),
+    ));
     let limit = options
         .max_concurrency
         .unwrap_or_else(|| defs.max_concurrency());
@@ -114,18 +200,22 @@ pub async fn launch(
         cancel: cancel.clone(),
         semaphore: Arc::new(Semaphore::new(limit)),
     };
+    let retention = defs.retention();
     let task = tokio::spawn({
         let run_id = run_id.clone();
         async move {
             let (status, steps, outputs) = run.drive(plan).await;
             drop(run);
-            let (events, write_error) = writer.await.map_err(|e| Error::RunInterrupted {
+            let written = writer.await;
+            heartbeat.abort();
+            let (events, write_error) = written.map_err(|e| Error::RunInterrupted {
                 run_id: run_id.to_string(),
                 reason: format!("the event writer stopped: {e}"),
             })?;
-            storage
-                .set_run_status(&run_id, status, Some(Utc::now()))
-                .await?;
+            storage.finish_run(&run_id, status, now(), None).await?;
+            if let Some(keep) = retention {
+                storage.prune(keep, now()).await?;
+            }
             if let Some(error) = write_error {
                 return Err(error);
             }
@@ -145,17 +235,24 @@ pub async fn launch(
     })
 }
 
-fn owner() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}", std::process::id())
+/// Records a heartbeat for the run every [`HEARTBEAT_INTERVAL`] until aborted, and cancels
+/// the run when its stored status says it ended (a `run cancel` from another process).
+async fn heartbeat(storage: Arc<dyn Storage>, run_id: RunId, cancel: CancellationToken) {
+    let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(e) = storage.heartbeat(&run_id, now()).await {
+            tracing::warn!(target: "dagrs::storage", run_id = %run_id, "cannot record a heartbeat: {e}");
+        }
+        match storage.run(&run_id).await {
+            Ok(Some(run)) if run.status != RunStatus::Running => cancel.cancel(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(target: "dagrs::storage", run_id = %run_id, "cannot read the run's status: {e}")
+            }
+        }
+    }
 }
 
 /// A run in progress.
@@ -163,6 +260,15 @@ pub struct RunHandle {
     run_id: RunId,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<Result<RunResult, Error>>,
+}
+
+impl std::fmt::Debug for RunHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunHandle")
+            .field("run_id", &self.run_id)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunHandle {
@@ -207,7 +313,14 @@ struct Plan {
 }
 
 impl Plan {
-    async fn new(defs: &Definitions, selection: &str, options: &RunOptions) -> Result<Self, Error> {
+    /// Plans a run; upstream outputs found in `known` (serialized, e.g. those of the run being
+    /// re-executed) are used before the latest stored materializations.
+    async fn new(
+        defs: &Definitions,
+        selection: &str,
+        options: &RunOptions,
+        known: &HashMap<AssetKey, serde_json::Value>,
+    ) -> Result<Self, Error> {
         let inner = defs.inner();
         let selected = crate::selection::resolve(defs, selection)?;
         let mut problems = Vec::new();
@@ -248,12 +361,20 @@ impl Plan {
                 if is_selected[inner.index[&input.key]] || external.contains_key(&input.key) {
                     continue;
                 }
-                match defs.storage().latest_materialization(&input.key).await? {
+                let stored = match known.get(&input.key) {
+                    Some(value) => Some(value.clone()),
+                    None => defs
+                        .storage()
+                        .latest_materialization(&input.key)
+                        .await?
+                        .map(|record| record.value),
+                };
+                match stored {
                     None => problems.push(Error::MissingInput {
                         asset: spec.key.to_string(),
                         input: input.key.to_string(),
                     }),
-                    Some(record) => match (producer.decode_output)(record.value) {
+                    Some(value) => match (producer.decode_output)(value) {
                         Ok(value) => {
                             external.insert(input.key.clone(), value);
                         }
@@ -429,14 +550,7 @@ impl Run {
 
     fn skip(&self, key: &AssetKey, reason: String) -> StepOutcome {
         self.emit(Some(key), EventKind::StepSkipped { reason });
-        StepOutcome {
-            key: key.clone(),
-            status: StepStatus::Skipped,
-            attempts: 0,
-            duration: None,
-            metadata: Metadata::new(),
-            error: None,
-        }
+        StepOutcome::new(key.clone(), StepStatus::Skipped)
     }
 
     fn spawn_step(
@@ -487,14 +601,7 @@ impl Step {
     async fn run(self) -> StepReport {
         let spec = &self.defs.inner().assets[self.asset];
         let key = &spec.key;
-        let mut outcome = StepOutcome {
-            key: key.clone(),
-            status: StepStatus::Cancelled,
-            attempts: 0,
-            duration: None,
-            metadata: Metadata::new(),
-            error: None,
-        };
+        let mut outcome = StepOutcome::new(key.clone(), StepStatus::Cancelled);
         for attempt in 1.. {
             let permit = tokio::select! {
                 biased;
@@ -639,6 +746,7 @@ async fn write_events(
     storage: Arc<dyn Storage>,
     run_id: RunId,
     mut rx: mpsc::UnboundedReceiver<Draft>,
+    forward: Option<mpsc::UnboundedSender<Event>>,
 ) -> (Vec<Event>, Option<Error>) {
     const BATCH: usize = 1024;
     let mut all = Vec::new();
@@ -674,24 +782,16 @@ async fn write_events(
                 error = Some(e);
             }
         }
+        if let Some(forward) = &forward {
+            for event in &batch {
+                // The receiver may have stopped listening; the run goes on.
+                let _ = forward.send(event.clone());
+            }
+        }
         all.extend(batch);
         if finished {
             break;
         }
     }
     (all, error)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_names_host_and_pid() {
-        let owner = owner();
-        assert!(
-            owner.ends_with(&format!(":{}", std::process::id())),
-            "{owner}"
-        );
-    }
 }

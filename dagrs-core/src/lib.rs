@@ -54,6 +54,7 @@
 //! An unknown name is an error that suggests the closest names.
 
 mod asset;
+pub mod cli;
 mod config;
 mod context;
 mod definitions;
@@ -66,6 +67,7 @@ mod param;
 mod result;
 mod retry;
 mod selection;
+mod state;
 pub mod storage;
 
 pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult, Requirements};
@@ -74,11 +76,12 @@ pub use context::{build_asset_context, AssetContext, AssetContextBuilder, LogRec
 pub use definitions::{Definitions, DefinitionsBuilder, DEFAULT_MAX_CONCURRENCY};
 pub use error::{Error, Hint, Problems};
 pub use event::{ErrorInfo, Event, EventKind, LogLevel, Metadata, RunStatus, StepStatus};
-pub use executor::{launch, materialize, RunHandle, RunOptions};
+pub use executor::{launch, materialize, reexecute_from_failure, RunHandle, RunOptions};
 pub use key::{AssetKey, RunId};
 pub use param::{AssetParam, Config, Input, Res, Resources, StepScope};
-pub use result::{RunResult, StepOutcome};
+pub use result::{outcomes_from_events, RunResult, StepOutcome};
 pub use retry::{Backoff, Retry};
+pub use state::{asset_states, AssetState, Staleness};
 
 /// Marks a function as an asset. See the [crate docs](crate) for parameters.
 ///

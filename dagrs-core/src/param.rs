@@ -82,9 +82,12 @@ impl<'a> AssetParam<'a> for &'a AssetContext {
     }
 }
 
+/// A resource with the name of its type.
+type NamedResource = (&'static str, Arc<dyn Any + Send + Sync>);
+
 /// The resources of a [`Definitions`](crate::Definitions), one value per type.
 #[derive(Clone, Default)]
-pub struct Resources(Arc<HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>>);
+pub struct Resources(Arc<HashMap<TypeId, NamedResource>>);
 
 impl Resources {
     pub(crate) fn insert<R: Send + Sync + 'static>(&mut self, resource: R) {

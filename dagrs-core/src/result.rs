@@ -27,6 +27,69 @@ pub struct StepOutcome {
     pub error: Option<ErrorInfo>,
 }
 
+impl StepOutcome {
+    /// An outcome with no attempts, duration, metadata or error yet.
+    pub(crate) fn new(key: AssetKey, status: StepStatus) -> Self {
+        StepOutcome {
+            key,
+            status,
+            attempts: 0,
+            duration: None,
+            metadata: Metadata::new(),
+            error: None,
+        }
+    }
+}
+
+/// The outcome of each of `assets` as told by a run's event log (for stored runs).
+pub fn outcomes_from_events(assets: &[AssetKey], events: &[Event]) -> Vec<StepOutcome> {
+    let mut outcomes: Vec<StepOutcome> = assets
+        .iter()
+        .map(|key| StepOutcome::new(key.clone(), StepStatus::Skipped))
+        .collect();
+    let mut running = vec![false; assets.len()];
+    for event in events {
+        let Some(i) = event
+            .asset
+            .as_ref()
+            .and_then(|a| assets.iter().position(|k| k == a))
+        else {
+            continue;
+        };
+        let outcome = &mut outcomes[i];
+        match &event.kind {
+            EventKind::StepStarted { attempt } => {
+                outcome.attempts = *attempt;
+                running[i] = true;
+            }
+            EventKind::StepFailed { error, .. } => {
+                outcome.status = StepStatus::Failed;
+                outcome.error = Some(error.clone());
+                running[i] = false;
+            }
+            EventKind::Materialization { metadata, .. } => outcome.metadata = metadata.clone(),
+            EventKind::StepSucceeded { duration, .. } => {
+                outcome.status = StepStatus::Succeeded;
+                outcome.duration = Some(*duration);
+                outcome.error = None;
+                running[i] = false;
+            }
+            EventKind::StepCancelled { .. } => {
+                outcome.status = StepStatus::Cancelled;
+                running[i] = false;
+            }
+            _ => {}
+        }
+    }
+    // A step that started and never ended was cut off (its process died).
+    for (outcome, cut) in outcomes.iter_mut().zip(running) {
+        if cut {
+            outcome.status = StepStatus::Cancelled;
+        }
+    }
+    outcomes
+}
+
 /// The result of a finished run.
 pub struct RunResult {
     pub(crate) run_id: RunId,

@@ -229,6 +229,23 @@ pub enum Error {
         /// What was found instead.
         found: &'static str,
     },
+
+    /// A dagrs store was written by a newer dagrs-postgres than this one; it was left as it is.
+    #[error(
+        "the dagrs store in schema {schema} of {url} is at schema version {found}, but this \
+         dagrs-postgres knows versions up to {supported} only; nothing was changed; upgrade \
+         dagrs-postgres in this program, or give it a schema of its own"
+    )]
+    SchemaTooNew {
+        /// The connection URL, password masked.
+        url: String,
+        /// The store's schema, quoted.
+        schema: String,
+        /// The version the store is at.
+        found: u32,
+        /// The newest version this build knows ([`SCHEMA_VERSION`](crate::SCHEMA_VERSION)).
+        supported: u32,
+    },
 }
 
 /// A `Result` whose error is this crate's [`Error`].

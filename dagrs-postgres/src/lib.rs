@@ -22,6 +22,7 @@ mod error;
 mod ident;
 mod interval;
 mod resource;
+mod storage;
 mod timescale;
 mod upsert;
 
@@ -34,6 +35,7 @@ pub use error::{Error, Result};
 pub use ident::{Ident, QualifiedName};
 pub use interval::PgInterval;
 pub use resource::{PoolOptions, PostgresConfig, PostgresResource, DATABASE_URL};
+pub use storage::{PgStorage, DEFAULT_SCHEMA, SCHEMA_VERSION};
 pub use timescale::{create_hypertable, enable_timescaledb, timescaledb_available, TableKind};
 pub use upsert::{upsert, Upsert, UpsertStats, WriteMode, WritePath};
 

@@ -226,10 +226,10 @@ struct HistRow<'a> {
 impl CopyRow for HistRow<'_> {
     const COLUMNS: &'static [&'static str] = &["ts", "tag_name", "value", "qc", "meta"];
     fn write_row(&self, row: &mut RowWriter<'_>) {
-        row.push(&self.reading.ts)
+        row.push(self.reading.ts)
             .push(&self.reading.tag_name)
-            .push(&self.reading.value)
-            .push(&self.reading.qc)
+            .push(self.reading.value)
+            .push(self.reading.qc)
             .push(self.meta);
     }
 }

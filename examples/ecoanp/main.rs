@@ -11,6 +11,10 @@
 //! - Readings come from a deterministic simulator unless `INFLUX_URL` points at an InfluxDB
 //!   (`INFLUX_DB`, default `ecoanp`). If that database does not exist yet, it is created and
 //!   filled with the simulator's last two hours first, so the pipeline has data to read.
+//!
+//! With arguments it is the dagrs command line (`asset list`, `asset materialize --select
+//! influx_tags+`, `run list`, `run show ID --logs`, ...); without, it materializes everything.
+//! Runs are recorded in `$DAGRS_HOME/dagrs.db` (default `./.dagrs/dagrs.db`).
 
 mod assets;
 #[allow(dead_code)]
@@ -21,6 +25,8 @@ mod simulator;
 #[allow(dead_code)]
 mod source;
 
+use std::ffi::OsString;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::{DurationRound, TimeDelta, Utc};
@@ -54,27 +60,40 @@ fn source_from_env() -> anyhow::Result<Source> {
         let readings = sim.readings(end - TimeDelta::hours(2), end);
         client.create_database(&database)?;
         let written = client.write_readings(sim.tags(), &readings)?;
-        println!("seeded InfluxDB database {database} with {written} simulated readings");
+        eprintln!("seeded InfluxDB database {database} with {written} simulated readings");
     }
     Ok(Source::Influx(Arc::new(client)))
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    let defs = match setup().await {
+        Ok(defs) => defs,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if args.len() == 1 {
+        // No arguments: the main job, materialize everything.
+        args.extend(["asset", "materialize", "--all"].map(OsString::from));
+    }
+    dagrs_core::cli::run(defs, args).await
+}
+
+/// Connects the resources (creating the database when missing) and builds the definitions.
+async fn setup() -> anyhow::Result<Definitions> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
     let pg = PostgresResource::from_url(&url)?;
     if pg.ensure_database().await? {
-        println!("created database {}", pg.dbname());
+        eprintln!("created database {}", pg.dbname());
     }
     let source = tokio::task::spawn_blocking(source_from_env).await??;
-    println!(
-        "materializing ecoanp: PostgreSQL {}, source {}",
+    eprintln!(
+        "ecoanp: PostgreSQL {}, source {}",
         pg.masked_url(),
         source.describe()
     );
-    let defs = definitions(pg, source)?;
-    let result = materialize(&defs, "*", RunConfig::new()).await?;
-    print!("{result}");
-    anyhow::ensure!(result.success(), "run {} failed", result.run_id());
-    Ok(())
+    Ok(definitions(pg, source)?)
 }

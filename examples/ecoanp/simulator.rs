@@ -167,7 +167,7 @@ impl Simulator {
         // A uniform number in [-0.2, 0.2) from the hash's top 53 bits.
         let wobble = ((h >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.4;
         let value = ((level + amplitude * phase.sin() + wobble) * 1e4).round() / 1e4;
-        let qc = if mix(h) % 100 == 0 { 0 } else { 1 };
+        let qc = if mix(h).is_multiple_of(100) { 0 } else { 1 };
         (value, qc)
     }
 }

@@ -1,12 +1,12 @@
 //! The in-memory store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{MaterializationRecord, RunRecord, Storage};
+use super::{runs_to_prune, MaterializationRecord, PruneReport, Retention, RunRecord, Storage};
 use crate::error::Error;
 use crate::event::{Event, EventKind, RunStatus};
 use crate::key::{AssetKey, RunId};
@@ -22,7 +22,10 @@ pub struct InMemoryStorage {
 struct Inner {
     runs: Vec<RunRecord>,
     events: HashMap<RunId, Vec<Event>>,
-    latest: HashMap<AssetKey, MaterializationRecord>,
+    /// Every materialization, oldest first.
+    materializations: Vec<MaterializationRecord>,
+    ticks: HashSet<(String, DateTime<Utc>)>,
+    cursors: BTreeMap<String, String>,
 }
 
 impl InMemoryStorage {
@@ -33,6 +36,37 @@ impl InMemoryStorage {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn run_mut(&mut self, run_id: &RunId) -> Result<&mut RunRecord, Error> {
+        self.runs
+            .iter_mut()
+            .find(|r| &r.run_id == run_id)
+            .ok_or_else(|| Error::RunNotFound(run_id.to_string()))
+    }
+}
+
+pub(crate) fn materialization_of(event: &Event) -> Option<MaterializationRecord> {
+    match (&event.asset, &event.kind) {
+        (
+            Some(asset),
+            EventKind::Materialization {
+                metadata,
+                value,
+                code_version,
+            },
+        ) => Some(MaterializationRecord {
+            asset: asset.clone(),
+            run_id: event.run_id.clone(),
+            seq: event.seq,
+            timestamp: event.timestamp,
+            metadata: metadata.clone(),
+            value: value.clone(),
+            code_version: code_version.clone(),
+        }),
+        _ => None,
     }
 }
 
@@ -52,51 +86,50 @@ impl Storage for InMemoryStorage {
 
     async fn append_events(&self, events: &[Event]) -> Result<(), Error> {
         let mut inner = self.lock();
+        let mut batch = HashSet::new();
         for event in events {
-            if let (
-                Some(asset),
-                EventKind::Materialization {
-                    metadata,
-                    value,
-                    code_version,
-                },
-            ) = (&event.asset, &event.kind)
-            {
-                inner.latest.insert(
-                    asset.clone(),
-                    MaterializationRecord {
-                        asset: asset.clone(),
-                        run_id: event.run_id.clone(),
-                        timestamp: event.timestamp,
-                        metadata: metadata.clone(),
-                        value: value.clone(),
-                        code_version: code_version.clone(),
-                    },
-                );
-            }
-            inner
+            let taken = inner
                 .events
-                .entry(event.run_id.clone())
-                .or_default()
-                .push(event.clone());
+                .get(&event.run_id)
+                .is_some_and(|log| log.iter().any(|e| e.seq == event.seq));
+            if taken || !batch.insert((&event.run_id, event.seq)) {
+                return Err(Error::storage(
+                    "append events",
+                    format!("run `{}` already has event {}", event.run_id, event.seq),
+                ));
+            }
+        }
+        for event in events {
+            if let Some(record) = materialization_of(event) {
+                inner.materializations.push(record);
+            }
+            let log = inner.events.entry(event.run_id.clone()).or_default();
+            log.push(event.clone());
+            log.sort_by_key(|e| e.seq);
         }
         Ok(())
     }
 
-    async fn set_run_status(
+    async fn finish_run(
         &self,
         run_id: &RunId,
         status: RunStatus,
-        ended_at: Option<DateTime<Utc>>,
-    ) -> Result<(), Error> {
+        ended_at: DateTime<Utc>,
+        failure: Option<&str>,
+    ) -> Result<bool, Error> {
         let mut inner = self.lock();
-        let run = inner
-            .runs
-            .iter_mut()
-            .find(|r| &r.run_id == run_id)
-            .ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+        let run = inner.run_mut(run_id)?;
+        if run.status != RunStatus::Running {
+            return Ok(false);
+        }
         run.status = status;
-        run.ended_at = ended_at;
+        run.ended_at = Some(ended_at);
+        run.failure = failure.map(str::to_owned);
+        Ok(true)
+    }
+
+    async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), Error> {
+        self.lock().run_mut(run_id)?.heartbeat_at = at;
         Ok(())
     }
 
@@ -110,7 +143,22 @@ impl Storage for InMemoryStorage {
     }
 
     async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error> {
-        Ok(self.lock().runs.iter().rev().take(limit).cloned().collect())
+        let mut runs = self.lock().runs.clone();
+        // Stable: runs started at the same instant stay newest (last created) first.
+        runs.reverse();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
+    async fn running_runs(&self) -> Result<Vec<RunRecord>, Error> {
+        Ok(self
+            .lock()
+            .runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Running)
+            .cloned()
+            .collect())
     }
 
     async fn events(&self, run_id: &RunId, after: Option<u64>) -> Result<Vec<Event>, Error> {
@@ -127,6 +175,84 @@ impl Storage for InMemoryStorage {
         &self,
         asset: &AssetKey,
     ) -> Result<Option<MaterializationRecord>, Error> {
-        Ok(self.lock().latest.get(asset).cloned())
+        Ok(self
+            .lock()
+            .materializations
+            .iter()
+            .rev()
+            .find(|m| &m.asset == asset)
+            .cloned())
     }
+
+    async fn latest_materializations(&self) -> Result<Vec<MaterializationRecord>, Error> {
+        let inner = self.lock();
+        let mut latest: BTreeMap<&AssetKey, &MaterializationRecord> = BTreeMap::new();
+        for record in &inner.materializations {
+            latest.insert(&record.asset, record);
+        }
+        Ok(latest.into_values().cloned().collect())
+    }
+
+    async fn materializations(
+        &self,
+        asset: &AssetKey,
+        limit: usize,
+    ) -> Result<Vec<MaterializationRecord>, Error> {
+        Ok(self
+            .lock()
+            .materializations
+            .iter()
+            .rev()
+            .filter(|m| &m.asset == asset)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> Result<PruneReport, Error> {
+        let mut inner = self.lock();
+        let doomed: HashSet<RunId> = runs_to_prune(&inner.runs, keep, now).into_iter().collect();
+        let mut report = PruneReport::default();
+        inner.runs.retain(|r| !doomed.contains(&r.run_id));
+        for run_id in &doomed {
+            if let Some(events) = inner.events.remove(run_id) {
+                report.events += events.len() as u64;
+            }
+        }
+        report.runs = doomed.len() as u64;
+        let mut latest: HashMap<AssetKey, usize> = HashMap::new();
+        for (i, record) in inner.materializations.iter().enumerate() {
+            latest.insert(record.asset.clone(), i);
+        }
+        let keep_index: HashSet<usize> = latest.into_values().collect();
+        let before = inner.materializations.len();
+        let mut index = 0;
+        inner.materializations.retain(|m| {
+            let kept = keep_index.contains(&index) || !doomed.contains(&m.run_id);
+            index += 1;
+            kept
+        });
+        report.materializations = (before - inner.materializations.len()) as u64;
+        Ok(report)
+    }
+
+    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, Error> {
+        Ok(self.lock().ticks.insert((name.to_owned(), tick)))
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, Error> {
+        Ok(self.lock().cursors.get(name).cloned())
+    }
+
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), Error> {
+        self.lock()
+            .cursors
+            .insert(name.to_owned(), value.to_owned());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::storage_contract_tests!(async { super::InMemoryStorage::new() });
 }

@@ -1,12 +1,21 @@
-//! Where runs and their event logs are kept. The executor writes through the [`Storage`]
-//! trait in batches; [`InMemoryStorage`] keeps everything in the process (tests, one-off
-//! runs), and other backends (SQLite, PostgreSQL) implement the same trait.
+//! Where runs, their event logs and asset materializations are kept.
+//!
+//! The executor writes through the [`Storage`] trait in batches. Backends:
+//! [`InMemoryStorage`] (tests, one-off runs), [`SqliteStorage`] (the embedded default) and, in
+//! `dagrs-postgres`, a PostgreSQL store for shared deployments. Every backend passes the same
+//! contract suite, [`contract`].
 
+pub mod contract;
 mod memory;
+pub(crate) mod recovery;
+mod sqlite;
 
 pub use memory::InMemoryStorage;
+pub use recovery::{recover_abandoned_runs, HEARTBEAT_INTERVAL, LEASE};
+pub use sqlite::SqliteStorage;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,15 +47,23 @@ pub struct RunRecord {
     pub ended_at: Option<DateTime<Utc>>,
     /// The process that runs it, as `host:pid`.
     pub owner: String,
+    /// The last sign of life of that process.
+    pub heartbeat_at: DateTime<Utc>,
+    /// The run this one re-executes, if any.
+    pub parent_run_id: Option<RunId>,
+    /// Why the run failed, when it did not fail through its assets (e.g. its process died).
+    pub failure: Option<String>,
 }
 
-/// The latest materialization of an asset.
+/// One materialization of an asset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MaterializationRecord {
     /// The asset.
     pub asset: AssetKey,
     /// The run that materialized it.
     pub run_id: RunId,
+    /// The event's position in that run's log.
+    pub seq: u64,
     /// When.
     pub timestamp: DateTime<Utc>,
     /// Its metadata.
@@ -57,32 +74,62 @@ pub struct MaterializationRecord {
     pub code_version: Option<String>,
 }
 
-/// A store for runs, event logs and asset materializations.
+/// What to keep when pruning the event log; `None` fields do not limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Keep finished runs younger than this.
+    pub max_age: Option<Duration>,
+    /// Keep at most this many finished runs (the newest).
+    pub max_runs: Option<usize>,
+}
+
+/// What [`Storage::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Runs removed.
+    pub runs: u64,
+    /// Events removed.
+    pub events: u64,
+    /// Materialization records removed (never an asset's latest).
+    pub materializations: u64,
+}
+
+/// A store for runs, event logs, asset materializations and schedule/sensor state.
 ///
-/// Implementations must keep each run's events in `seq` order, make `append_events`
-/// atomic (all of a batch or none), and update the latest materialization of an asset from
-/// the `Materialization` events they append.
+/// The contract (checked by [`contract`]): `append_events` is atomic and rejects a
+/// `(run_id, seq)` pair it already holds; events come back in `seq` order; every
+/// `Materialization` event appended becomes a [`MaterializationRecord`]; `finish_run`
+/// only moves a run out of `Running`; `prune` never removes a running run nor the latest
+/// materialization of an asset; `claim_tick` says yes once per `(name, tick)`.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// Records a new run.
+    /// Records a new run; fails if the id is taken.
     async fn create_run(&self, run: &RunRecord) -> Result<(), Error>;
 
-    /// Appends a batch of events (of one or more runs), atomically.
+    /// Appends a batch of events (of one or more runs), all or none.
     async fn append_events(&self, events: &[Event]) -> Result<(), Error>;
 
-    /// Sets a run's status and end time.
-    async fn set_run_status(
+    /// Ends a run that is still `Running` with `status`, `ended_at` and an optional failure
+    /// reason; returns `false` (and changes nothing) when the run had already ended.
+    async fn finish_run(
         &self,
         run_id: &RunId,
         status: RunStatus,
-        ended_at: Option<DateTime<Utc>>,
-    ) -> Result<(), Error>;
+        ended_at: DateTime<Utc>,
+        failure: Option<&str>,
+    ) -> Result<bool, Error>;
+
+    /// Records a sign of life of the process running `run_id`.
+    async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), Error>;
 
     /// One run, if known.
     async fn run(&self, run_id: &RunId) -> Result<Option<RunRecord>, Error>;
 
-    /// The newest runs first, at most `limit`.
+    /// The newest runs first (by start time), at most `limit`.
     async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error>;
+
+    /// The runs whose status is `Running`.
+    async fn running_runs(&self) -> Result<Vec<RunRecord>, Error>;
 
     /// A run's events with `seq > after` (all when `after` is `None`), in order.
     async fn events(&self, run_id: &RunId, after: Option<u64>) -> Result<Vec<Event>, Error>;
@@ -92,4 +139,50 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         asset: &AssetKey,
     ) -> Result<Option<MaterializationRecord>, Error>;
+
+    /// The latest materialization of every asset that has one.
+    async fn latest_materializations(&self) -> Result<Vec<MaterializationRecord>, Error>;
+
+    /// The materializations of `asset`, newest first, at most `limit`.
+    async fn materializations(
+        &self,
+        asset: &AssetKey,
+        limit: usize,
+    ) -> Result<Vec<MaterializationRecord>, Error>;
+
+    /// Removes finished runs outside `keep` (as of `now`) with their events and
+    /// materialization records, except each asset's latest materialization.
+    async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> Result<PruneReport, Error>;
+
+    /// Claims tick `tick` of schedule or sensor `name`; `true` only for the first claim, so
+    /// a tick fires once even with several daemons.
+    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, Error>;
+
+    /// The cursor stored under `name` (a sensor's position), if any.
+    async fn cursor(&self, name: &str) -> Result<Option<String>, Error>;
+
+    /// Stores `value` as the cursor `name`.
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), Error>;
+}
+
+/// Which runs [`Storage::prune`] removes: finished, and older than `max_age` or beyond the
+/// newest `max_runs` finished runs. Shared by the backends so they agree.
+pub fn runs_to_prune(runs: &[RunRecord], keep: Retention, now: DateTime<Utc>) -> Vec<RunId> {
+    let mut finished: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.status != RunStatus::Running)
+        .collect();
+    finished.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+    finished
+        .iter()
+        .enumerate()
+        .filter(|(rank, run)| {
+            let too_many = keep.max_runs.is_some_and(|max| *rank >= max);
+            let too_old = keep.max_age.is_some_and(|age| {
+                chrono::Duration::from_std(age).is_ok_and(|age| run.started_at < now - age)
+            });
+            too_many || too_old
+        })
+        .map(|(_, run)| run.run_id.clone())
+        .collect()
 }

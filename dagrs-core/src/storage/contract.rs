@@ -1,0 +1,578 @@
+//! The contract every [`Storage`] backend must meet, as a test suite that backends run.
+//!
+//! In a backend's tests, generate one test per part of the contract with
+//! [`storage_contract_tests!`](crate::storage_contract_tests), giving an expression that
+//! makes a fresh, empty store:
+//!
+//! ```ignore
+//! dagrs_core::storage_contract_tests!(async { MyStorage::open_fresh().await.unwrap() });
+//! ```
+//!
+//! Each check panics with a message naming the broken rule.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+
+use super::{Retention, RunRecord, Storage};
+use crate::config::RunConfig;
+use crate::event::{ErrorInfo, Event, EventKind, LogLevel, RunStatus};
+use crate::key::{AssetKey, RunId};
+
+/// Generates one `#[tokio::test]` per part of the storage contract; `$make` is an
+/// expression that evaluates to a future of a fresh, empty store.
+#[macro_export]
+macro_rules! storage_contract_tests {
+    ($make:expr) => {
+        $crate::storage_contract_tests!(@each $make;
+            runs, events, every_event_kind_round_trips, materializations,
+            finishing_and_heartbeats, retention, ticks_and_cursors);
+        #[::tokio::test]
+        async fn storage_contract_concurrent_writers() {
+            $crate::storage::contract::concurrent_writers(::std::sync::Arc::new($make.await))
+                .await;
+        }
+    };
+    (@each $make:expr; $($part:ident),*) => {
+        $(
+            #[::tokio::test]
+            async fn $part() {
+                $crate::storage::contract::$part(&$make.await).await;
+            }
+        )*
+    };
+}
+
+/// A fixed instant, `minutes` after 2026-01-01 00:00 UTC (whole microseconds, which every
+/// backend keeps exactly).
+pub fn at(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+}
+
+/// A running run started at `at(minutes)`.
+pub fn run_record(id: &str, minutes: i64) -> RunRecord {
+    RunRecord {
+        run_id: RunId::from(id),
+        status: RunStatus::Running,
+        selection: "a+".into(),
+        assets: vec![AssetKey::from("a"), AssetKey::from("b")],
+        config: RunConfig::new().asset("a", json!({"batch_size": 10, "name": "x'\"y"})),
+        tags: BTreeMap::from([("team".to_owned(), "data".to_owned())]),
+        started_at: at(minutes),
+        ended_at: None,
+        owner: "host-a:4242".into(),
+        heartbeat_at: at(minutes),
+        parent_run_id: None,
+        failure: None,
+    }
+}
+
+/// An event of run `id`.
+pub fn event(id: &str, seq: u64, asset: Option<&str>, kind: EventKind) -> Event {
+    Event {
+        run_id: RunId::from(id),
+        seq,
+        timestamp: at(seq as i64) + chrono::Duration::microseconds(123_456),
+        asset: asset.map(AssetKey::from),
+        kind,
+    }
+}
+
+fn materialization(value: serde_json::Value, code_version: Option<&str>) -> EventKind {
+    EventKind::Materialization {
+        metadata: BTreeMap::from([("rows".to_owned(), json!(3))]),
+        value,
+        code_version: code_version.map(str::to_owned),
+    }
+}
+
+/// Runs are stored as given, ids are unique, and `runs` lists newest first.
+pub async fn runs(storage: &dyn Storage) {
+    let mut parent = run_record("r1", 0);
+    parent.parent_run_id = None;
+    storage.create_run(&parent).await.expect("create_run");
+    assert_eq!(
+        storage.run(&parent.run_id).await.unwrap().as_ref(),
+        Some(&parent),
+        "a run comes back as it was stored"
+    );
+    assert!(
+        storage.create_run(&parent).await.is_err(),
+        "a second run with the same id is rejected"
+    );
+    let mut child = run_record("r2", 10);
+    child.parent_run_id = Some(parent.run_id.clone());
+    storage.create_run(&child).await.unwrap();
+    storage.create_run(&run_record("r3", 5)).await.unwrap();
+    let ids: Vec<String> = storage
+        .runs(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.run_id.to_string())
+        .collect();
+    assert_eq!(ids, ["r2", "r3", "r1"], "runs are listed newest first");
+    assert_eq!(
+        storage.runs(2).await.unwrap().len(),
+        2,
+        "runs respects its limit"
+    );
+    assert_eq!(
+        storage
+            .run(&RunId::from("r2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .parent_run_id,
+        Some(RunId::from("r1"))
+    );
+    assert_eq!(storage.run(&RunId::from("nope")).await.unwrap(), None);
+}
+
+/// Events come back in order, after a given seq, and a batch is all or nothing.
+pub async fn events(storage: &dyn Storage) {
+    storage.create_run(&run_record("e1", 0)).await.unwrap();
+    storage.create_run(&run_record("e2", 1)).await.unwrap();
+    let log = |seq, text: &str| {
+        event(
+            "e1",
+            seq,
+            Some("a"),
+            EventKind::Log {
+                level: LogLevel::Info,
+                message: text.into(),
+            },
+        )
+    };
+    storage
+        .append_events(&[
+            log(0, "zero"),
+            log(1, "one"),
+            event("e2", 0, None, EventKind::RunSucceeded),
+        ])
+        .await
+        .unwrap();
+    storage
+        .append_events(&[log(2, "two"), log(3, "three")])
+        .await
+        .unwrap();
+    let all = storage.events(&RunId::from("e1"), None).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(
+        all.iter().enumerate().all(|(i, e)| e.seq == i as u64),
+        "events come back in seq order"
+    );
+    assert_eq!(
+        all[2],
+        log(2, "two"),
+        "an event comes back as it was stored"
+    );
+    let after = storage.events(&RunId::from("e1"), Some(1)).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(
+        storage
+            .events(&RunId::from("e2"), None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let clash = storage
+        .append_events(&[log(4, "four"), log(2, "again")])
+        .await;
+    assert!(
+        clash.is_err(),
+        "appending an event with a seq the run already has fails"
+    );
+    assert_eq!(
+        storage
+            .events(&RunId::from("e1"), None)
+            .await
+            .unwrap()
+            .len(),
+        4,
+        "a failed batch leaves nothing behind"
+    );
+    assert!(storage
+        .events(&RunId::from("unknown"), None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Every kind of event survives storage unchanged.
+pub async fn every_event_kind_round_trips(storage: &dyn Storage) {
+    storage.create_run(&run_record("k", 0)).await.unwrap();
+    let kinds = vec![
+        EventKind::RunStarted {
+            selection: vec!["a".into(), "b".into()],
+        },
+        EventKind::StepStarted { attempt: 1 },
+        EventKind::Log {
+            level: LogLevel::Warn,
+            message: "ünïcode, 'quotes' \"and\" \\ backslashes\nnew line".into(),
+        },
+        EventKind::StepFailed {
+            attempt: 1,
+            error: ErrorInfo {
+                message: "cannot connect".into(),
+                causes: vec!["connection refused".into()],
+            },
+            will_retry: true,
+        },
+        EventKind::StepRetrying {
+            next_attempt: 2,
+            delay: Duration::from_millis(1500),
+        },
+        materialization(json!({"rows": 3, "nested": [1.5, null, "x"]}), Some("v2")),
+        EventKind::StepSucceeded {
+            attempt: 2,
+            duration: Duration::from_micros(2_500),
+        },
+        EventKind::StepSkipped {
+            reason: "upstream `a` failed".into(),
+        },
+        EventKind::StepCancelled { attempt: 1 },
+        EventKind::RunFailed {
+            failed: vec!["a".into()],
+            skipped: vec!["b".into()],
+        },
+        EventKind::RunCancelled,
+        EventKind::RunAbandoned {
+            reason: "its process is gone".into(),
+        },
+        EventKind::RunSucceeded,
+    ];
+    let events: Vec<Event> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| event("k", i as u64, (i % 2 == 1).then_some("a"), kind))
+        .collect();
+    storage.append_events(&events).await.unwrap();
+    assert_eq!(
+        storage.events(&RunId::from("k"), None).await.unwrap(),
+        events
+    );
+}
+
+/// Materialization events become records: latest per asset, and history newest first.
+pub async fn materializations(storage: &dyn Storage) {
+    storage.create_run(&run_record("m1", 0)).await.unwrap();
+    storage.create_run(&run_record("m2", 10)).await.unwrap();
+    assert_eq!(
+        storage.latest_materialization(&"a".into()).await.unwrap(),
+        None
+    );
+    storage
+        .append_events(&[
+            event("m1", 0, Some("a"), materialization(json!(1), Some("v1"))),
+            event("m1", 1, Some("b"), materialization(json!([1, 2]), None)),
+        ])
+        .await
+        .unwrap();
+    storage
+        .append_events(&[event(
+            "m2",
+            20,
+            Some("a"),
+            materialization(json!(2), Some("v2")),
+        )])
+        .await
+        .unwrap();
+    let latest = storage
+        .latest_materialization(&"a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            latest.run_id.as_str(),
+            latest.seq,
+            &latest.value,
+            latest.code_version.as_deref()
+        ),
+        ("m2", 20, &json!(2), Some("v2")),
+        "the latest materialization is the newest"
+    );
+    assert_eq!(latest.metadata["rows"], json!(3));
+    assert_eq!(
+        latest.timestamp,
+        at(20) + chrono::Duration::microseconds(123_456)
+    );
+    let history: Vec<serde_json::Value> = storage
+        .materializations(&"a".into(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.value)
+        .collect();
+    assert_eq!(history, [json!(2), json!(1)], "history is newest first");
+    assert_eq!(
+        storage
+            .materializations(&"a".into(), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let mut all: Vec<(String, serde_json::Value)> = storage
+        .latest_materializations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.asset.to_string(), m.value))
+        .collect();
+    all.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(all, [("a".into(), json!(2)), ("b".into(), json!([1, 2]))]);
+}
+
+/// `finish_run` only ends running runs; heartbeats move; `running_runs` lists the rest.
+pub async fn finishing_and_heartbeats(storage: &dyn Storage) {
+    storage.create_run(&run_record("f1", 0)).await.unwrap();
+    storage.create_run(&run_record("f2", 1)).await.unwrap();
+    storage.heartbeat(&RunId::from("f1"), at(7)).await.unwrap();
+    assert_eq!(
+        storage
+            .run(&RunId::from("f1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .heartbeat_at,
+        at(7)
+    );
+    let changed = storage
+        .finish_run(
+            &RunId::from("f1"),
+            RunStatus::Failed,
+            at(8),
+            Some("its process is gone"),
+        )
+        .await
+        .unwrap();
+    assert!(changed, "finishing a running run changes it");
+    let again = storage
+        .finish_run(&RunId::from("f1"), RunStatus::Succeeded, at(9), None)
+        .await
+        .unwrap();
+    assert!(!again, "a finished run cannot be finished again");
+    let f1 = storage.run(&RunId::from("f1")).await.unwrap().unwrap();
+    assert_eq!(
+        (f1.status, f1.ended_at, f1.failure.as_deref()),
+        (RunStatus::Failed, Some(at(8)), Some("its process is gone"))
+    );
+    let running: Vec<String> = storage
+        .running_runs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.run_id.to_string())
+        .collect();
+    assert_eq!(running, ["f2"]);
+    assert!(storage
+        .finish_run(&RunId::from("missing"), RunStatus::Failed, at(1), None)
+        .await
+        .is_err());
+}
+
+/// Pruning removes old finished runs with their events, keeps running runs and every
+/// asset's latest materialization.
+pub async fn retention(storage: &dyn Storage) {
+    // old1 (finished, day 0), old2 (finished, day 1, holds the latest of `b`),
+    // stuck (running, day 0), new (finished, day 9).
+    let day = 24 * 60;
+    for (id, start) in [("old1", 0), ("old2", day), ("stuck", 0), ("new", 9 * day)] {
+        storage.create_run(&run_record(id, start)).await.unwrap();
+    }
+    for id in ["old1", "old2", "new"] {
+        storage
+            .finish_run(
+                &RunId::from(id),
+                RunStatus::Succeeded,
+                at(9 * day + 1),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    storage
+        .append_events(&[
+            event("old1", 0, Some("a"), materialization(json!("a-old"), None)),
+            event("old1", 1, Some("b"), materialization(json!("b-old"), None)),
+            event(
+                "old2",
+                0,
+                Some("b"),
+                materialization(json!("b-latest"), None),
+            ),
+            event(
+                "stuck",
+                0,
+                None,
+                EventKind::RunStarted { selection: vec![] },
+            ),
+            event(
+                "new",
+                0,
+                Some("a"),
+                materialization(json!("a-latest"), None),
+            ),
+            event("new", 1, None, EventKind::RunSucceeded),
+        ])
+        .await
+        .unwrap();
+    let now = at(10 * day);
+    let report = storage
+        .prune(
+            Retention {
+                max_age: Some(Duration::from_secs(5 * 86_400)),
+                max_runs: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.runs, report.events),
+        (2, 3),
+        "old finished runs and their events go"
+    );
+    assert_eq!(
+        report.materializations, 2,
+        "a-old and b-old go; b-latest stays"
+    );
+    let left: Vec<String> = storage
+        .runs(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.run_id.to_string())
+        .collect();
+    assert_eq!(left, ["new", "stuck"], "a running run is never pruned");
+    assert!(storage
+        .events(&RunId::from("old1"), None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        storage
+            .events(&RunId::from("new"), None)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        storage
+            .events(&RunId::from("stuck"), None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let b = storage
+        .latest_materialization(&"b".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b.value,
+        json!("b-latest"),
+        "an asset's latest materialization survives"
+    );
+    assert_eq!(
+        storage
+            .materializations(&"a".into(), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let report = storage
+        .prune(
+            Retention {
+                max_age: None,
+                max_runs: Some(0),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.runs, 1, "max_runs = 0 removes every finished run");
+    assert_eq!(storage.runs(10).await.unwrap().len(), 1);
+    assert_eq!(
+        storage
+            .latest_materialization(&"a".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        json!("a-latest")
+    );
+    let nothing = storage.prune(Retention::default(), now).await.unwrap();
+    assert_eq!(
+        nothing,
+        Default::default(),
+        "an empty retention keeps everything"
+    );
+}
+
+/// A tick is claimed once; cursors are stored and replaced.
+pub async fn ticks_and_cursors(storage: &dyn Storage) {
+    assert!(storage.claim_tick("hourly", at(60)).await.unwrap());
+    assert!(
+        !storage.claim_tick("hourly", at(60)).await.unwrap(),
+        "a tick is claimed once"
+    );
+    assert!(storage.claim_tick("hourly", at(120)).await.unwrap());
+    assert!(storage.claim_tick("daily", at(60)).await.unwrap());
+    assert_eq!(storage.cursor("new_files").await.unwrap(), None);
+    storage.set_cursor("new_files", "offset=10").await.unwrap();
+    storage.set_cursor("new_files", "offset=20").await.unwrap();
+    assert_eq!(
+        storage.cursor("new_files").await.unwrap().as_deref(),
+        Some("offset=20")
+    );
+}
+
+/// Many writers at once (as concurrent runs in one process) all succeed, and nothing is lost.
+pub async fn concurrent_writers(storage: std::sync::Arc<dyn Storage>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..8 {
+        let storage = std::sync::Arc::clone(&storage);
+        tasks.spawn(async move {
+            let id = format!("c{writer}");
+            storage.create_run(&run_record(&id, writer)).await.unwrap();
+            for batch in 0..10u64 {
+                let events: Vec<Event> = (0..5)
+                    .map(|i| {
+                        event(
+                            &id,
+                            batch * 5 + i,
+                            Some("a"),
+                            EventKind::StepStarted { attempt: 1 },
+                        )
+                    })
+                    .collect();
+                storage.append_events(&events).await.unwrap();
+                storage
+                    .heartbeat(&RunId::from(id.as_str()), at(batch as i64))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a concurrent writer failed");
+    }
+    for writer in 0..8 {
+        let events = storage
+            .events(&RunId::from(format!("c{writer}")), None)
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 50, "every event of every writer is stored");
+    }
+}

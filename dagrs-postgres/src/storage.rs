@@ -1,0 +1,942 @@
+//! A PostgreSQL [`Storage`] for dagrs: the run store that several processes, on several
+//! machines, share.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dagrs_core::storage::{
+    runs_to_prune, MaterializationRecord, PruneReport, Retention, RunRecord, Storage,
+};
+use dagrs_core::{AssetKey, Event, EventKind, Metadata, RunId, RunStatus};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
+use tokio_postgres::Row;
+
+use crate::error::{describe, query_error, Error, Result};
+use crate::ident::Ident;
+use crate::resource::PostgresResource;
+
+/// The schema [`PgStorage`] keeps its tables in unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "dagrs";
+
+/// One step of the store's layout, applied once, in order.
+struct Migration {
+    /// Positive; the stored version after this step.
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, oldest first; versions count up from 1 without gaps.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "runs, events, materializations, ticks and cursors",
+    sql: include_str!("migrations/0001_initial.sql"),
+}];
+
+/// The schema version this build of dagrs-postgres creates and understands: the version of
+/// its newest migration.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version as u32;
+
+/// The table, inside the store's schema, that records the applied migrations.
+const VERSION_TABLE: &str = "dagrs_schema_version";
+
+/// The columns of `runs`, in the order [`run_from_row`] reads them.
+const RUN_COLUMNS: &str = "run_id, status, selection, assets, config, tags, started_at, \
+                           ended_at, owner, heartbeat_at, parent_run_id, failure";
+
+/// The columns of `materializations`, in the order [`materialization_from_row`] reads them.
+const MATERIALIZATION_COLUMNS: &str = "asset, run_id, seq, ts, metadata, value, code_version";
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+type CoreResult<T> = std::result::Result<T, dagrs_core::Error>;
+
+/// Runs, event logs, asset materializations, schedule ticks and sensor cursors, kept in
+/// tables of one PostgreSQL schema, for deployments where several processes share one
+/// run history.
+///
+/// Every process that points at the same database and schema sees the same runs; a
+/// schedule tick is claimed by one of them only ([`Storage::claim_tick`] is an
+/// `INSERT … ON CONFLICT DO NOTHING`), and a run is finished once (a compare-and-set on
+/// its status). Several stores can live side by side in one database under different
+/// schema names.
+///
+/// [`PgStorage::new`] only checks the schema name; [`PgStorage::migrate`] creates the schema
+/// and its tables or brings them up to date, and [`PgStorage::connect`] does both. The layout
+/// is versioned ([`SCHEMA_VERSION`]); migrations run in one transaction behind an advisory
+/// lock, so processes starting together do not race, and a store written by a newer
+/// dagrs-postgres is refused ([`Error::SchemaTooNew`]) without being touched.
+///
+/// Cheap to clone (one `Arc`); clones share the [`PostgresResource`]'s pool.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use dagrs_postgres::{PgStorage, PostgresResource, DEFAULT_SCHEMA};
+/// let pg = PostgresResource::from_env()?;
+/// let storage = PgStorage::connect(pg, DEFAULT_SCHEMA).await?;
+/// let defs = dagrs_core::Definitions::builder()
+///     .specs([dagrs_core::AssetSpec::new("answer", |_| async { Ok(42) })])
+///     .storage(storage)
+///     .build()?;
+/// dagrs_core::materialize(&defs, "*", dagrs_core::RunConfig::new()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pg: PostgresResource,
+    schema: Ident,
+    sql: Statements,
+}
+
+/// The statements of the store, with the schema's quoted name filled in once.
+struct Statements {
+    create_run: String,
+    append_events: String,
+    finish_run: String,
+    heartbeat: String,
+    run: String,
+    runs: String,
+    running_runs: String,
+    events: String,
+    latest_materialization: String,
+    latest_materializations: String,
+    materializations: String,
+    finished_runs: String,
+    delete_events: String,
+    delete_materializations: String,
+    delete_runs: String,
+    claim_tick: String,
+    cursor: String,
+    set_cursor: String,
+    version: String,
+}
+
+impl Statements {
+    fn new(schema: &Ident) -> Self {
+        let runs = format!("{schema}.runs");
+        let events = format!("{schema}.events");
+        let materializations = format!("{schema}.materializations");
+        let ticks = format!("{schema}.ticks");
+        let cursors = format!("{schema}.cursors");
+        let version_table = format!("{schema}.{}", Ident::known(VERSION_TABLE));
+        Self {
+            create_run: format!(
+                "INSERT INTO {runs} ({RUN_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ),
+            // One statement, so one transaction and one round trip for the whole batch: the
+            // events go in from arrays (one row per element) in a data-modifying CTE, the
+            // materializations among them (split out in Rust, so the server never parses the
+            // JSON) from arrays of their own, in batch order. A duplicate (run_id, seq) fails
+            // the statement as a whole, and nothing of it stays.
+            append_events: format!(
+                "WITH logged AS ( \
+                     INSERT INTO {events} (run_id, seq, ts, asset, kind) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], \
+                                          $4::text[], $5::json[]) \
+                 ) \
+                 INSERT INTO {materializations} \
+                     (asset, run_id, seq, ts, metadata, value, code_version) \
+                 SELECT asset, run_id, seq, ts, metadata, value, code_version \
+                 FROM unnest($6::text[], $7::text[], $8::bigint[], $9::timestamptz[], \
+                             $10::json[], $11::json[], $12::text[]) WITH ORDINALITY \
+                     AS m(asset, run_id, seq, ts, metadata, value, code_version, n) \
+                 ORDER BY n"
+            ),
+            // Whether the compare-and-set changed the run, and whether the run exists.
+            finish_run: format!(
+                "WITH finished AS ( \
+                     UPDATE {runs} SET status = $2, ended_at = $3, failure = $4 \
+                     WHERE run_id = $1 AND status = 'running' RETURNING 1 \
+                 ) \
+                 SELECT EXISTS (SELECT 1 FROM finished), \
+                        EXISTS (SELECT 1 FROM {runs} WHERE run_id = $1)"
+            ),
+            heartbeat: format!("UPDATE {runs} SET heartbeat_at = $2 WHERE run_id = $1"),
+            run: format!("SELECT {RUN_COLUMNS} FROM {runs} WHERE run_id = $1"),
+            runs: format!(
+                "SELECT {RUN_COLUMNS} FROM {runs} ORDER BY started_at DESC, created DESC LIMIT $1"
+            ),
+            running_runs: format!(
+                "SELECT {RUN_COLUMNS} FROM {runs} WHERE status = 'running' \
+                 ORDER BY started_at, created"
+            ),
+            events: format!(
+                "SELECT seq, ts, asset, kind FROM {events} \
+                 WHERE run_id = $1 AND seq > $2 ORDER BY seq"
+            ),
+            latest_materialization: format!(
+                "SELECT {MATERIALIZATION_COLUMNS} FROM {materializations} \
+                 WHERE asset = $1 ORDER BY id DESC LIMIT 1"
+            ),
+            latest_materializations: format!(
+                "SELECT DISTINCT ON (asset) {MATERIALIZATION_COLUMNS} FROM {materializations} \
+                 ORDER BY asset, id DESC"
+            ),
+            materializations: format!(
+                "SELECT {MATERIALIZATION_COLUMNS} FROM {materializations} \
+                 WHERE asset = $1 ORDER BY id DESC LIMIT $2"
+            ),
+            // Running runs never count for retention, so they are not even read.
+            finished_runs: format!("SELECT {RUN_COLUMNS} FROM {runs} WHERE status <> 'running'"),
+            delete_events: format!("DELETE FROM {events} WHERE run_id = ANY ($1)"),
+            delete_materializations: format!(
+                "DELETE FROM {materializations} AS m WHERE m.run_id = ANY ($1) \
+                 AND m.id <> (SELECT max(latest.id) FROM {materializations} AS latest \
+                              WHERE latest.asset = m.asset)"
+            ),
+            delete_runs: format!("DELETE FROM {runs} WHERE run_id = ANY ($1)"),
+            claim_tick: format!(
+                "INSERT INTO {ticks} (name, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            ),
+            cursor: format!("SELECT value FROM {cursors} WHERE name = $1"),
+            set_cursor: format!(
+                "INSERT INTO {cursors} (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"
+            ),
+            version: format!("SELECT max(version) FROM {version_table}"),
+        }
+    }
+}
+
+impl PgStorage {
+    /// A store in `schema` (e.g. [`DEFAULT_SCHEMA`]) of the database `resource` connects to.
+    ///
+    /// Checks the schema name (an [`Ident`]: 1 to 63 bytes, no NUL; used as written, quoted)
+    /// and opens no connection: call [`migrate`](Self::migrate) before the first use, or use
+    /// [`connect`](Self::connect), which does both.
+    pub fn new(resource: PostgresResource, schema: &str) -> Result<Self> {
+        let schema = Ident::new(schema)?;
+        let sql = Statements::new(&schema);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pg: resource,
+                schema,
+                sql,
+            }),
+        })
+    }
+
+    /// [`new`](Self::new) and [`migrate`](Self::migrate): a store that is ready to use.
+    pub async fn connect(resource: PostgresResource, schema: &str) -> Result<Self> {
+        let storage = Self::new(resource, schema)?;
+        storage.migrate().await?;
+        Ok(storage)
+    }
+
+    /// Creates the schema and its tables, or applies the migrations the store is missing;
+    /// returns how many were applied (0 when it was up to date).
+    ///
+    /// All of it happens in one transaction that holds an advisory lock on the schema
+    /// (`pg_advisory_xact_lock`), so processes that start together wait for each other and
+    /// the migrations run once. A store already at [`SCHEMA_VERSION`] is only read. A store
+    /// at a newer version than this build knows is refused with [`Error::SchemaTooNew`], and
+    /// nothing is changed.
+    pub async fn migrate(&self) -> Result<u32> {
+        let mut client = self.inner.pg.get().await?;
+        // Up to date (the usual case): no lock, no transaction, no DDL.
+        if self.current_version(&client).await? == Some(SCHEMA_VERSION) {
+            return Ok(0);
+        }
+        let schema = &self.inner.schema;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(self.query_error(format!("starting to migrate schema {schema}")))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&lock_key("migrate", schema)],
+        )
+        .await
+        .map_err(self.query_error(format!("locking schema {schema} for migration")))?;
+        // Another process may have migrated the store while this one waited for the lock.
+        let current = self.current_version(&tx).await?.unwrap_or(0);
+        if current == SCHEMA_VERSION {
+            return Ok(0);
+        }
+        let creating = format!("migrating schema {schema} from version {current}");
+        let schema_exists = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+                &[&schema.as_str()],
+            )
+            .await
+            .and_then(|row| row.try_get::<_, bool>(0))
+            .map_err(self.query_error(creating.clone()))?;
+        let mut setup = String::new();
+        if !schema_exists {
+            setup.push_str(&format!("CREATE SCHEMA {schema};\n"));
+        }
+        // Unqualified names in the migrations land in the store's schema.
+        setup.push_str(&format!(
+            "SET LOCAL search_path TO {schema};\n\
+             CREATE TABLE IF NOT EXISTS {version_table} (\n\
+                 version    integer     PRIMARY KEY CHECK (version > 0),\n\
+                 name       text        NOT NULL,\n\
+                 applied_at timestamptz NOT NULL DEFAULT now()\n\
+             );",
+            version_table = Ident::known(VERSION_TABLE),
+        ));
+        tx.batch_execute(&setup)
+            .await
+            .map_err(self.query_error(creating.clone()))?;
+        let record = format!(
+            "INSERT INTO {schema}.{} (version, name) VALUES ($1, $2)",
+            Ident::known(VERSION_TABLE)
+        );
+        let mut applied = 0;
+        for migration in MIGRATIONS.iter().filter(|m| m.version as u32 > current) {
+            let action = format!(
+                "applying migration {} ({}) to schema {schema}",
+                migration.version, migration.name
+            );
+            tx.batch_execute(migration.sql)
+                .await
+                .map_err(self.query_error(action.clone()))?;
+            tx.execute(&record, &[&migration.version, &migration.name])
+                .await
+                .map_err(self.query_error(action))?;
+            applied += 1;
+        }
+        tx.commit()
+            .await
+            .map_err(self.query_error(format!("committing the migration of schema {schema}")))?;
+        tracing::info!(
+            schema = %schema,
+            database = %self.inner.pg.masked_url(),
+            from = current,
+            to = SCHEMA_VERSION,
+            "migrated the dagrs store"
+        );
+        Ok(applied)
+    }
+
+    /// The store's schema version: `None` when it has not been created yet.
+    pub async fn schema_version(&self) -> Result<Option<u32>> {
+        let client = self.inner.pg.get().await?;
+        self.read_version(&client).await
+    }
+
+    /// The schema the tables live in.
+    pub fn schema(&self) -> &Ident {
+        &self.inner.schema
+    }
+
+    /// The connection pool the store uses.
+    pub fn resource(&self) -> &PostgresResource {
+        &self.inner.pg
+    }
+
+    /// The store's version, refusing one newer than [`SCHEMA_VERSION`].
+    async fn current_version(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+    ) -> Result<Option<u32>> {
+        let version = self.read_version(client).await?;
+        match version {
+            Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
+                url: self.inner.pg.masked_url().to_owned(),
+                schema: self.inner.schema.to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            }),
+            _ => Ok(version),
+        }
+    }
+
+    async fn read_version(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+    ) -> Result<Option<u32>> {
+        let schema = &self.inner.schema;
+        let action = || format!("reading the schema version of {schema}");
+        let exists = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables \
+                 WHERE schemaname = $1 AND tablename = $2)",
+                &[&schema.as_str(), &VERSION_TABLE],
+            )
+            .await
+            .and_then(|row| row.try_get::<_, bool>(0))
+            .map_err(self.query_error(action()))?;
+        if !exists {
+            return Ok(None);
+        }
+        let version: Option<i32> = client
+            .query_one(&self.inner.sql.version, &[])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(self.query_error(action()))?;
+        // The table's CHECK keeps versions positive.
+        Ok(version.and_then(|v| u32::try_from(v).ok()))
+    }
+
+    fn query_error(&self, action: String) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let action = format!("{action} on {}", self.inner.pg.masked_url());
+        query_error(action)
+    }
+
+    /// A pooled client, for `operation` of the [`Storage`] trait.
+    async fn client(&self, operation: &'static str) -> CoreResult<deadpool_postgres::Client> {
+        self.inner
+            .pg
+            .get()
+            .await
+            .map_err(|e| storage_error(operation, e))
+    }
+
+    /// Turns a driver error met during `operation` into dagrs-core's storage error, naming
+    /// the schema and database, with a hint when the tables are missing.
+    fn db_error(
+        &self,
+        operation: &'static str,
+    ) -> impl FnOnce(tokio_postgres::Error) -> dagrs_core::Error + '_ {
+        move |source| {
+            let schema = &self.inner.schema;
+            let mut reason = describe(&source);
+            if source.code() == Some(&SqlState::UNDEFINED_TABLE) {
+                reason.push_str(&format!(
+                    "; the dagrs tables are missing from schema {schema}: call \
+                     PgStorage::migrate (or create the store with PgStorage::connect) first"
+                ));
+            }
+            storage_error(
+                operation,
+                Error::Query {
+                    action: format!(
+                        "the statement on schema {schema} of {}",
+                        self.inner.pg.masked_url()
+                    ),
+                    reason,
+                    source,
+                },
+            )
+        }
+    }
+
+    /// Runs a cached prepared statement and returns its rows.
+    async fn query(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> CoreResult<Vec<Row>> {
+        let client = self.client(operation).await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(self.db_error(operation))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(self.db_error(operation))
+    }
+
+    /// Runs a cached prepared statement and returns how many rows it changed.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> CoreResult<u64> {
+        let client = self.client(operation).await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(self.db_error(operation))?;
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(self.db_error(operation))
+    }
+
+    async fn runs_where(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> CoreResult<Vec<RunRecord>> {
+        self.query(operation, sql, params)
+            .await?
+            .iter()
+            .map(|row| run_from_row(row).map_err(|e| storage_error(operation, e)))
+            .collect()
+    }
+
+    async fn materializations_where(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> CoreResult<Vec<MaterializationRecord>> {
+        self.query(operation, sql, params)
+            .await?
+            .iter()
+            .map(|row| materialization_from_row(row).map_err(|e| storage_error(operation, e)))
+            .collect()
+    }
+}
+
+impl fmt::Debug for PgStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStorage")
+            .field("url", &self.inner.pg.masked_url())
+            .field("schema", &self.inner.schema)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Storage for PgStorage {
+    async fn create_run(&self, run: &RunRecord) -> CoreResult<()> {
+        const OP: &str = "create a run";
+        let status = status_text(run.status).map_err(|e| storage_error(OP, e))?;
+        self.execute(
+            OP,
+            &self.inner.sql.create_run,
+            &[
+                &run.run_id.as_str(),
+                &status,
+                &run.selection,
+                &Json(&run.assets),
+                &Json(&run.config),
+                &Json(&run.tags),
+                &run.started_at,
+                &run.ended_at,
+                &run.owner,
+                &run.heartbeat_at,
+                &run.parent_run_id.as_ref().map(RunId::as_str),
+                &run.failure,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn append_events(&self, events: &[Event]) -> CoreResult<()> {
+        const OP: &str = "append events";
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut run_ids = Vec::with_capacity(events.len());
+        let mut seqs = Vec::with_capacity(events.len());
+        let mut timestamps = Vec::with_capacity(events.len());
+        let mut assets = Vec::with_capacity(events.len());
+        let mut kinds = Vec::with_capacity(events.len());
+        let mut m = MaterializationColumns::default();
+        for event in events {
+            let seq = seq_param(event).map_err(|e| storage_error(OP, e))?;
+            run_ids.push(event.run_id.as_str());
+            seqs.push(seq);
+            timestamps.push(event.timestamp);
+            assets.push(event.asset.as_deref());
+            kinds.push(Json(&event.kind));
+            if let (
+                Some(asset),
+                EventKind::Materialization {
+                    metadata,
+                    value,
+                    code_version,
+                },
+            ) = (&event.asset, &event.kind)
+            {
+                m.assets.push(asset.as_str());
+                m.run_ids.push(event.run_id.as_str());
+                m.seqs.push(seq);
+                m.timestamps.push(event.timestamp);
+                m.metadata.push(Json(metadata));
+                m.values.push(Json(value));
+                m.code_versions.push(code_version.as_deref());
+            }
+        }
+        self.execute(
+            OP,
+            &self.inner.sql.append_events,
+            &[
+                &run_ids,
+                &seqs,
+                &timestamps,
+                &assets,
+                &kinds,
+                &m.assets,
+                &m.run_ids,
+                &m.seqs,
+                &m.timestamps,
+                &m.metadata,
+                &m.values,
+                &m.code_versions,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &RunId,
+        status: RunStatus,
+        ended_at: DateTime<Utc>,
+        failure: Option<&str>,
+    ) -> CoreResult<bool> {
+        const OP: &str = "finish a run";
+        let status = status_text(status).map_err(|e| storage_error(OP, e))?;
+        let rows = self
+            .query(
+                OP,
+                &self.inner.sql.finish_run,
+                &[&run_id.as_str(), &status, &ended_at, &failure],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| storage_error(OP, "the statement returned no row"))?;
+        let changed: bool = row.try_get(0).map_err(|e| storage_error(OP, e))?;
+        let exists: bool = row.try_get(1).map_err(|e| storage_error(OP, e))?;
+        if !exists {
+            return Err(dagrs_core::Error::RunNotFound(run_id.to_string()));
+        }
+        Ok(changed)
+    }
+
+    async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> CoreResult<()> {
+        let changed = self
+            .execute(
+                "record a heartbeat",
+                &self.inner.sql.heartbeat,
+                &[&run_id.as_str(), &at],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(dagrs_core::Error::RunNotFound(run_id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn run(&self, run_id: &RunId) -> CoreResult<Option<RunRecord>> {
+        Ok(self
+            .runs_where("read a run", &self.inner.sql.run, &[&run_id.as_str()])
+            .await?
+            .pop())
+    }
+
+    async fn runs(&self, limit: usize) -> CoreResult<Vec<RunRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.runs_where("list runs", &self.inner.sql.runs, &[&limit])
+            .await
+    }
+
+    async fn running_runs(&self) -> CoreResult<Vec<RunRecord>> {
+        self.runs_where("list running runs", &self.inner.sql.running_runs, &[])
+            .await
+    }
+
+    async fn events(&self, run_id: &RunId, after: Option<u64>) -> CoreResult<Vec<Event>> {
+        const OP: &str = "read events";
+        let after = match after.map(i64::try_from) {
+            None => -1,
+            Some(Ok(after)) => after,
+            // Nothing is stored past the largest bigint.
+            Some(Err(_)) => return Ok(Vec::new()),
+        };
+        self.query(OP, &self.inner.sql.events, &[&run_id.as_str(), &after])
+            .await?
+            .iter()
+            .map(|row| event_from_row(run_id, row).map_err(|e| storage_error(OP, e)))
+            .collect()
+    }
+
+    async fn latest_materialization(
+        &self,
+        asset: &AssetKey,
+    ) -> CoreResult<Option<MaterializationRecord>> {
+        Ok(self
+            .materializations_where(
+                "read the latest materialization",
+                &self.inner.sql.latest_materialization,
+                &[&asset.as_str()],
+            )
+            .await?
+            .pop())
+    }
+
+    async fn latest_materializations(&self) -> CoreResult<Vec<MaterializationRecord>> {
+        self.materializations_where(
+            "read the latest materializations",
+            &self.inner.sql.latest_materializations,
+            &[],
+        )
+        .await
+    }
+
+    async fn materializations(
+        &self,
+        asset: &AssetKey,
+        limit: usize,
+    ) -> CoreResult<Vec<MaterializationRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.materializations_where(
+            "read materializations",
+            &self.inner.sql.materializations,
+            &[&asset.as_str(), &limit],
+        )
+        .await
+    }
+
+    async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> CoreResult<PruneReport> {
+        const OP: &str = "prune the event log";
+        let sql = &self.inner.sql;
+        let mut client = self.client(OP).await?;
+        let tx = client.transaction().await.map_err(self.db_error(OP))?;
+        // One pruner at a time per store: concurrent ones would delete the same rows in
+        // different orders and could deadlock.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&lock_key("prune", &self.inner.schema)],
+        )
+        .await
+        .map_err(self.db_error(OP))?;
+        let finished = tx
+            .prepare_cached(&sql.finished_runs)
+            .await
+            .map_err(self.db_error(OP))?;
+        let runs = tx
+            .query(&finished, &[])
+            .await
+            .map_err(self.db_error(OP))?
+            .iter()
+            .map(|row| run_from_row(row).map_err(|e| storage_error(OP, e)))
+            .collect::<CoreResult<Vec<_>>>()?;
+        let doomed = runs_to_prune(&runs, keep, now);
+        if doomed.is_empty() {
+            tx.rollback().await.map_err(self.db_error(OP))?;
+            return Ok(PruneReport::default());
+        }
+        let ids: Vec<&str> = doomed.iter().map(RunId::as_str).collect();
+        let mut deleted = [0; 3];
+        let steps = [
+            &sql.delete_events,
+            &sql.delete_materializations,
+            &sql.delete_runs,
+        ];
+        for (count, statement) in deleted.iter_mut().zip(steps) {
+            let statement = tx
+                .prepare_cached(statement)
+                .await
+                .map_err(self.db_error(OP))?;
+            *count = tx
+                .execute(&statement, &[&ids])
+                .await
+                .map_err(self.db_error(OP))?;
+        }
+        tx.commit().await.map_err(self.db_error(OP))?;
+        let [events, materializations, runs] = deleted;
+        Ok(PruneReport {
+            runs,
+            events,
+            materializations,
+        })
+    }
+
+    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> CoreResult<bool> {
+        let inserted = self
+            .execute("claim a tick", &self.inner.sql.claim_tick, &[&name, &tick])
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn cursor(&self, name: &str) -> CoreResult<Option<String>> {
+        const OP: &str = "read a cursor";
+        match self
+            .query(OP, &self.inner.sql.cursor, &[&name])
+            .await?
+            .first()
+        {
+            Some(row) => row.try_get(0).map_err(|e| storage_error(OP, e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_cursor(&self, name: &str, value: &str) -> CoreResult<()> {
+        self.execute(
+            "store a cursor",
+            &self.inner.sql.set_cursor,
+            &[&name, &value],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The materializations of one `append_events` batch, column by column.
+#[derive(Default)]
+struct MaterializationColumns<'a> {
+    assets: Vec<&'a str>,
+    run_ids: Vec<&'a str>,
+    seqs: Vec<i64>,
+    timestamps: Vec<DateTime<Utc>>,
+    metadata: Vec<Json<&'a Metadata>>,
+    values: Vec<Json<&'a serde_json::Value>>,
+    code_versions: Vec<Option<&'a str>>,
+}
+
+fn storage_error(operation: &'static str, source: impl Into<BoxError>) -> dagrs_core::Error {
+    dagrs_core::Error::Storage {
+        operation,
+        source: source.into(),
+    }
+}
+
+/// An advisory lock key for `purpose` on `schema`: a stable 64-bit FNV-1a hash, the same in
+/// every process and build.
+fn lock_key(purpose: &str, schema: &Ident) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in ["dagrs-postgres", purpose, schema.as_str()]
+        .join("\0")
+        .bytes()
+    {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+fn seq_param(event: &Event) -> std::result::Result<i64, BoxError> {
+    i64::try_from(event.seq).map_err(|_| {
+        format!(
+            "event {} of run `{}` is beyond the largest seq PostgreSQL stores ({})",
+            event.seq,
+            event.run_id,
+            i64::MAX
+        )
+        .into()
+    })
+}
+
+/// A run status as stored: its serde name (`running`, `succeeded`, ...).
+fn status_text(status: RunStatus) -> std::result::Result<String, BoxError> {
+    match serde_json::to_value(status)? {
+        serde_json::Value::String(text) => Ok(text),
+        other => Err(format!("run status {status:?} serializes to {other}, not a string").into()),
+    }
+}
+
+fn status_from_text(text: String) -> std::result::Result<RunStatus, BoxError> {
+    serde_json::from_value(serde_json::Value::String(text.clone()))
+        .map_err(|e| format!("stored run status {text:?} is unknown: {e}").into())
+}
+
+fn seq_from(value: i64) -> std::result::Result<u64, BoxError> {
+    u64::try_from(value).map_err(|_| format!("stored seq {value} is negative").into())
+}
+
+fn run_from_row(row: &Row) -> std::result::Result<RunRecord, BoxError> {
+    Ok(RunRecord {
+        run_id: RunId::from(row.try_get::<_, &str>(0)?),
+        status: status_from_text(row.try_get(1)?)?,
+        selection: row.try_get(2)?,
+        assets: row.try_get::<_, Json<_>>(3)?.0,
+        config: row.try_get::<_, Json<_>>(4)?.0,
+        tags: row.try_get::<_, Json<_>>(5)?.0,
+        started_at: row.try_get(6)?,
+        ended_at: row.try_get(7)?,
+        owner: row.try_get(8)?,
+        heartbeat_at: row.try_get(9)?,
+        parent_run_id: row.try_get::<_, Option<&str>>(10)?.map(RunId::from),
+        failure: row.try_get(11)?,
+    })
+}
+
+fn event_from_row(run_id: &RunId, row: &Row) -> std::result::Result<Event, BoxError> {
+    Ok(Event {
+        run_id: run_id.clone(),
+        seq: seq_from(row.try_get(0)?)?,
+        timestamp: row.try_get(1)?,
+        asset: row.try_get::<_, Option<&str>>(2)?.map(AssetKey::from),
+        kind: row.try_get::<_, Json<EventKind>>(3)?.0,
+    })
+}
+
+fn materialization_from_row(row: &Row) -> std::result::Result<MaterializationRecord, BoxError> {
+    Ok(MaterializationRecord {
+        asset: AssetKey::from(row.try_get::<_, &str>(0)?),
+        run_id: RunId::from(row.try_get::<_, &str>(1)?),
+        seq: seq_from(row.try_get(2)?)?,
+        timestamp: row.try_get(3)?,
+        metadata: row.try_get::<_, Json<_>>(4)?.0,
+        value: row.try_get(5)?,
+        code_version: row.try_get(6)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_count_up_from_one_without_gaps() {
+        for (i, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version as usize, i + 1, "{}", migration.name);
+            assert!(!migration.sql.trim().is_empty());
+        }
+        assert_eq!(SCHEMA_VERSION as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn statuses_are_stored_by_their_serde_names() {
+        let statuses = [
+            (RunStatus::Running, "running"),
+            (RunStatus::Succeeded, "succeeded"),
+            (RunStatus::Failed, "failed"),
+            (RunStatus::Cancelled, "cancelled"),
+        ];
+        for (status, text) in statuses {
+            assert_eq!(status_text(status).unwrap(), text);
+            assert_eq!(status_from_text(text.to_owned()).unwrap(), status);
+            assert!(
+                MIGRATIONS[0].sql.contains(&format!("'{text}'")),
+                "the runs_status_known check allows {text}"
+            );
+        }
+        let err = status_from_text("paused".to_owned()).unwrap_err();
+        assert!(err.to_string().contains("\"paused\""), "{err}");
+    }
+
+    #[test]
+    fn lock_keys_differ_by_purpose_and_schema_and_are_stable() {
+        let dagrs = Ident::new("dagrs").unwrap();
+        let other = Ident::new("other").unwrap();
+        assert_ne!(lock_key("migrate", &dagrs), lock_key("prune", &dagrs));
+        assert_ne!(lock_key("migrate", &dagrs), lock_key("migrate", &other));
+        assert_eq!(lock_key("migrate", &dagrs), lock_key("migrate", &dagrs));
+    }
+
+    #[test]
+    fn statements_quote_the_schema() {
+        let storage = PgStorage::new(
+            PostgresResource::from_url("postgres://u:s3cret@h/d").unwrap(),
+            r#"my "odd" schema"#,
+        )
+        .unwrap();
+        assert!(storage
+            .inner
+            .sql
+            .create_run
+            .starts_with(r#"INSERT INTO "my ""odd"" schema".runs"#));
+        let debug = format!("{storage:?}");
+        assert!(
+            debug.contains("***") && !debug.contains("s3cret"),
+            "{debug}"
+        );
+        assert!(matches!(
+            PgStorage::new(PostgresResource::from_url("postgres://h/d").unwrap(), ""),
+            Err(Error::InvalidIdent { .. })
+        ));
+    }
+}

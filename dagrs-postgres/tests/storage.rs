@@ -1,0 +1,827 @@
+//! The PostgreSQL run store against a real server: the storage contract, migrations,
+//! schemas side by side, several writers at once, and a run through the executor.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use common::TestDb;
+use dagrs_core::storage::contract::{at, event, run_record};
+use dagrs_core::storage::{MaterializationRecord, PruneReport, Retention, RunRecord, Storage};
+use dagrs_core::{AssetKey, Event, EventKind, LogLevel, RunId, RunStatus};
+use dagrs_postgres::{Error, Ident, PgStorage, PostgresResource, DEFAULT_SCHEMA, SCHEMA_VERSION};
+use serde_json::json;
+use tokio_postgres::Config;
+
+/// A migrated store in a database of its own, dropped with it.
+struct Fresh {
+    storage: PgStorage,
+    db: TestDb,
+}
+
+impl Fresh {
+    async fn new() -> Self {
+        let db = TestDb::create().await;
+        let storage = PgStorage::connect(db.pg.clone(), DEFAULT_SCHEMA)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create the store in {}: {e}", db.name));
+        Self { storage, db }
+    }
+}
+
+#[async_trait]
+impl Storage for Fresh {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), dagrs_core::Error> {
+        self.storage.create_run(run).await
+    }
+    async fn append_events(&self, events: &[Event]) -> Result<(), dagrs_core::Error> {
+        self.storage.append_events(events).await
+    }
+    async fn finish_run(
+        &self,
+        run_id: &RunId,
+        status: RunStatus,
+        ended_at: DateTime<Utc>,
+        failure: Option<&str>,
+    ) -> Result<bool, dagrs_core::Error> {
+        self.storage
+            .finish_run(run_id, status, ended_at, failure)
+            .await
+    }
+    async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), dagrs_core::Error> {
+        self.storage.heartbeat(run_id, at).await
+    }
+    async fn run(&self, run_id: &RunId) -> Result<Option<RunRecord>, dagrs_core::Error> {
+        self.storage.run(run_id).await
+    }
+    async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, dagrs_core::Error> {
+        self.storage.runs(limit).await
+    }
+    async fn running_runs(&self) -> Result<Vec<RunRecord>, dagrs_core::Error> {
+        self.storage.running_runs().await
+    }
+    async fn events(
+        &self,
+        run_id: &RunId,
+        after: Option<u64>,
+    ) -> Result<Vec<Event>, dagrs_core::Error> {
+        self.storage.events(run_id, after).await
+    }
+    async fn latest_materialization(
+        &self,
+        asset: &AssetKey,
+    ) -> Result<Option<MaterializationRecord>, dagrs_core::Error> {
+        self.storage.latest_materialization(asset).await
+    }
+    async fn latest_materializations(
+        &self,
+    ) -> Result<Vec<MaterializationRecord>, dagrs_core::Error> {
+        self.storage.latest_materializations().await
+    }
+    async fn materializations(
+        &self,
+        asset: &AssetKey,
+        limit: usize,
+    ) -> Result<Vec<MaterializationRecord>, dagrs_core::Error> {
+        self.storage.materializations(asset, limit).await
+    }
+    async fn prune(
+        &self,
+        keep: Retention,
+        now: DateTime<Utc>,
+    ) -> Result<PruneReport, dagrs_core::Error> {
+        self.storage.prune(keep, now).await
+    }
+    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, dagrs_core::Error> {
+        self.storage.claim_tick(name, tick).await
+    }
+    async fn cursor(&self, name: &str) -> Result<Option<String>, dagrs_core::Error> {
+        self.storage.cursor(name).await
+    }
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), dagrs_core::Error> {
+        self.storage.set_cursor(name, value).await
+    }
+}
+
+dagrs_core::storage_contract_tests!(Fresh::new());
+
+fn materialization(value: serde_json::Value) -> EventKind {
+    EventKind::Materialization {
+        metadata: BTreeMap::from([("rows".to_owned(), json!(1))]),
+        value,
+        code_version: None,
+    }
+}
+
+fn log(message: &str) -> EventKind {
+    EventKind::Log {
+        level: LogLevel::Info,
+        message: message.into(),
+    }
+}
+
+/// A pool on the test database that carries a password (ignored by trust auth), to check
+/// that it never shows.
+fn resource_with_password(db: &TestDb) -> PostgresResource {
+    let mut config: Config = db.url.parse().unwrap();
+    config.password("s3cret-pw");
+    PostgresResource::from_pg_config(config, Default::default()).unwrap()
+}
+
+/// The tables of `schema` and the rows of its version table, to compare before and after.
+async fn snapshot(db: &TestDb, schema: &str) -> (Vec<String>, Vec<(i32, String)>) {
+    let client = db.client().await;
+    let tables = client
+        .query(
+            "SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = $1 ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let versions = client
+        .query(
+            &format!(
+                "SELECT version, name FROM {}.dagrs_schema_version ORDER BY 1",
+                Ident::new(schema).unwrap()
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    (tables, versions)
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_and_idempotent() {
+    let db = TestDb::create().await;
+    let storage = PgStorage::new(db.pg.clone(), DEFAULT_SCHEMA).unwrap();
+    assert_eq!(
+        storage.schema_version().await.unwrap(),
+        None,
+        "nothing exists yet"
+    );
+    assert_eq!(
+        storage.migrate().await.unwrap(),
+        SCHEMA_VERSION,
+        "every migration applies"
+    );
+    assert_eq!(
+        storage.schema_version().await.unwrap(),
+        Some(SCHEMA_VERSION)
+    );
+    storage.create_run(&run_record("kept", 0)).await.unwrap();
+    let before = snapshot(&db, DEFAULT_SCHEMA).await;
+    assert_eq!(
+        before.0,
+        [
+            "cursors",
+            "dagrs_schema_version",
+            "events",
+            "materializations",
+            "runs",
+            "ticks"
+        ]
+    );
+    assert_eq!(
+        before.1.iter().map(|(v, _)| *v as u32).collect::<Vec<_>>(),
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
+        "one row per migration"
+    );
+
+    assert_eq!(
+        storage.migrate().await.unwrap(),
+        0,
+        "a second migrate does nothing"
+    );
+    let again = PgStorage::connect(db.pg.clone(), DEFAULT_SCHEMA)
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&db, DEFAULT_SCHEMA).await, before);
+    assert!(
+        again.run(&RunId::from("kept")).await.unwrap().is_some(),
+        "data survives reconnecting"
+    );
+}
+
+#[tokio::test]
+async fn processes_starting_together_migrate_once() {
+    let db = TestDb::create().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        // A pool of its own per "process".
+        let pg = PostgresResource::from_url(&db.url).unwrap();
+        tasks.spawn(async move { PgStorage::new(pg, DEFAULT_SCHEMA).unwrap().migrate().await });
+    }
+    let mut applied = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        applied.push(done.unwrap().expect("a concurrent migrate failed"));
+    }
+    applied.sort_unstable();
+    let mut expected = vec![0; 7];
+    expected.push(SCHEMA_VERSION);
+    assert_eq!(
+        applied, expected,
+        "exactly one process applies the migrations"
+    );
+    assert_eq!(
+        snapshot(&db, DEFAULT_SCHEMA).await.1.len(),
+        SCHEMA_VERSION as usize
+    );
+}
+
+#[tokio::test]
+async fn two_schemas_in_one_database_stay_independent() {
+    let db = TestDb::create().await;
+    let odd = r#"Team "B" runs"#;
+    let a = PgStorage::connect(db.pg.clone(), DEFAULT_SCHEMA)
+        .await
+        .unwrap();
+    let b = PgStorage::connect(db.pg.clone(), odd).await.unwrap();
+    assert_eq!(b.schema().as_str(), odd);
+
+    a.create_run(&run_record("r1", 0)).await.unwrap();
+    a.append_events(&[
+        event("r1", 0, Some("x"), materialization(json!("from a"))),
+        event("r1", 1, None, log("only in a")),
+    ])
+    .await
+    .unwrap();
+    a.set_cursor("sensor", "a-position").await.unwrap();
+    assert!(a.claim_tick("hourly", at(60)).await.unwrap());
+
+    assert_eq!(b.run(&RunId::from("r1")).await.unwrap(), None);
+    assert!(b.events(&RunId::from("r1"), None).await.unwrap().is_empty());
+    assert_eq!(b.latest_materialization(&"x".into()).await.unwrap(), None);
+    assert_eq!(b.cursor("sensor").await.unwrap(), None);
+    assert!(
+        b.claim_tick("hourly", at(60)).await.unwrap(),
+        "each store claims its own ticks"
+    );
+    b.create_run(&run_record("r1", 5))
+        .await
+        .expect("the same run id in another schema");
+    b.finish_run(&RunId::from("r1"), RunStatus::Succeeded, at(6), None)
+        .await
+        .unwrap();
+    let pruned = b
+        .prune(
+            Retention {
+                max_age: None,
+                max_runs: Some(0),
+            },
+            at(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pruned.runs, 1);
+
+    let r1 = a
+        .run(&RunId::from("r1"))
+        .await
+        .unwrap()
+        .expect("a keeps its run");
+    assert_eq!((r1.status, r1.started_at), (RunStatus::Running, at(0)));
+    assert_eq!(a.events(&RunId::from("r1"), None).await.unwrap().len(), 2);
+    assert_eq!(
+        a.cursor("sensor").await.unwrap().as_deref(),
+        Some("a-position")
+    );
+    let (tables, _) = snapshot(&db, odd).await;
+    assert!(tables.contains(&"runs".to_owned()), "{tables:?}");
+}
+
+#[tokio::test]
+async fn a_newer_store_is_refused_and_left_untouched() {
+    let db = TestDb::create().await;
+    let pg = resource_with_password(&db);
+    let current = PgStorage::connect(pg.clone(), DEFAULT_SCHEMA)
+        .await
+        .unwrap();
+    current.create_run(&run_record("old", 0)).await.unwrap();
+    let newer = SCHEMA_VERSION + 1;
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO dagrs.dagrs_schema_version (version, name) VALUES ($1, 'from the future')",
+            &[&(newer as i32)],
+        )
+        .await
+        .unwrap();
+    let before = snapshot(&db, DEFAULT_SCHEMA).await;
+
+    let err = PgStorage::connect(pg.clone(), DEFAULT_SCHEMA)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::SchemaTooNew {
+            url,
+            schema,
+            found,
+            supported,
+        } => {
+            assert_eq!(url, pg.masked_url());
+            assert_eq!(schema, "\"dagrs\"");
+            assert_eq!((*found, *supported), (newer, SCHEMA_VERSION));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    let message = err.to_string();
+    for part in [
+        pg.masked_url(),
+        "\"dagrs\"",
+        &format!("version {newer}"),
+        &format!("up to {SCHEMA_VERSION}"),
+        "nothing was changed",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    assert!(pg.masked_url().contains(":***@"), "{}", pg.masked_url());
+    assert!(!message.contains("s3cret"), "{message}");
+    assert!(matches!(
+        current.migrate().await,
+        Err(Error::SchemaTooNew { .. })
+    ));
+    assert_eq!(current.schema_version().await.unwrap(), Some(newer));
+    assert_eq!(
+        snapshot(&db, DEFAULT_SCHEMA).await,
+        before,
+        "nothing was modified"
+    );
+    assert!(current.run(&RunId::from("old")).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn schema_names_are_validated() {
+    let db = TestDb::reserve();
+    for bad in ["", "a\0b", &"s".repeat(64)] {
+        assert!(
+            matches!(
+                PgStorage::new(db.pg.clone(), bad),
+                Err(Error::InvalidIdent { .. })
+            ),
+            "{bad:?} should be rejected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_was_never_migrated_says_what_to_do() {
+    let db = TestDb::create().await;
+    let storage = PgStorage::new(db.pg.clone(), DEFAULT_SCHEMA).unwrap();
+    let err = storage.create_run(&run_record("r", 0)).await.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(
+        err,
+        dagrs_core::Error::Storage {
+            operation: "create a run",
+            ..
+        }
+    ));
+    assert!(message.contains("PgStorage::migrate"), "{message}");
+    assert!(message.contains(db.pg.masked_url()), "{message}");
+}
+
+#[tokio::test]
+async fn unknown_runs_are_not_found() {
+    let fresh = Fresh::new().await;
+    let ghost = RunId::from("ghost");
+    let not_found = |result: Result<_, dagrs_core::Error>| matches!(result, Err(dagrs_core::Error::RunNotFound(id)) if id == "ghost");
+    assert!(not_found(fresh.heartbeat(&ghost, at(1)).await.map(|_| ())));
+    assert!(not_found(
+        fresh
+            .finish_run(&ghost, RunStatus::Failed, at(1), None)
+            .await
+            .map(|_| ())
+    ));
+}
+
+#[tokio::test]
+async fn statuses_are_stored_as_their_serde_names() {
+    let fresh = Fresh::new().await;
+    for (id, status) in [
+        ("s", RunStatus::Succeeded),
+        ("f", RunStatus::Failed),
+        ("c", RunStatus::Cancelled),
+        ("r", RunStatus::Running),
+    ] {
+        fresh.create_run(&run_record(id, 0)).await.unwrap();
+        if status != RunStatus::Running {
+            assert!(fresh
+                .finish_run(&RunId::from(id), status, at(1), None)
+                .await
+                .unwrap());
+        }
+        assert_eq!(
+            fresh.run(&RunId::from(id)).await.unwrap().unwrap().status,
+            status
+        );
+    }
+    let stored: Vec<(String, String)> = fresh
+        .db
+        .client()
+        .await
+        .query("SELECT run_id, status FROM dagrs.runs ORDER BY run_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let expected = [
+        ("c", "cancelled"),
+        ("f", "failed"),
+        ("r", "running"),
+        ("s", "succeeded"),
+    ]
+    .map(|(a, b)| (a.to_owned(), b.to_owned()));
+    assert_eq!(stored, expected);
+}
+
+#[tokio::test]
+async fn a_failed_batch_leaves_neither_events_nor_materializations() {
+    let fresh = Fresh::new().await;
+    fresh.create_run(&run_record("b", 0)).await.unwrap();
+    fresh
+        .append_events(&[
+            event("b", 0, Some("a"), materialization(json!(0))),
+            event("b", 1, None, log("one")),
+        ])
+        .await
+        .unwrap();
+    let clash = fresh
+        .append_events(&[
+            event("b", 2, Some("a"), materialization(json!(2))),
+            event("b", 1, None, log("again")),
+        ])
+        .await;
+    let message = clash.unwrap_err().to_string();
+    assert!(
+        message.contains("append events") && message.contains("(b, 1)"),
+        "{message}"
+    );
+    let twice = fresh
+        .append_events(&[
+            event("b", 5, Some("a"), materialization(json!(5))),
+            event("b", 5, Some("a"), materialization(json!(5))),
+        ])
+        .await;
+    assert!(
+        twice.is_err(),
+        "a seq repeated inside one batch fails the batch"
+    );
+    assert_eq!(
+        fresh.events(&RunId::from("b"), None).await.unwrap().len(),
+        2
+    );
+    let values: Vec<_> = fresh
+        .materializations(&"a".into(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.value)
+        .collect();
+    assert_eq!(
+        values,
+        [json!(0)],
+        "no materialization of a failed batch is kept"
+    );
+}
+
+#[tokio::test]
+async fn big_batches_and_odd_text_round_trip() {
+    let fresh = Fresh::new().await;
+    fresh.create_run(&run_record("big", 0)).await.unwrap();
+    let odd = "NUL \0 inside, ünïcode, 'quotes' \"and\" \\ backslashes";
+    let events: Vec<Event> = (0..5_000u64)
+        .map(|seq| match seq % 50 {
+            0 => event(
+                "big",
+                seq,
+                Some(["a", "b"][(seq / 50 % 2) as usize]),
+                EventKind::Materialization {
+                    metadata: BTreeMap::from([("note".to_owned(), json!(odd))]),
+                    value: json!({ "seq": seq, "text": odd, "big": u64::MAX, "x": 1.5e-7 }),
+                    code_version: Some(format!("v{seq}")),
+                },
+            ),
+            1 => event("big", seq, None, log(odd)),
+            _ => event("big", seq, Some("a"), EventKind::StepStarted { attempt: 1 }),
+        })
+        .collect();
+    fresh.append_events(&events).await.unwrap();
+    assert_eq!(
+        fresh.events(&RunId::from("big"), None).await.unwrap(),
+        events
+    );
+    assert_eq!(
+        fresh
+            .events(&RunId::from("big"), Some(4_997))
+            .await
+            .unwrap(),
+        events[4_998..]
+    );
+    assert!(fresh
+        .events(&RunId::from("big"), Some(u64::MAX))
+        .await
+        .unwrap()
+        .is_empty());
+    let a = fresh.materializations(&"a".into(), 1_000).await.unwrap();
+    assert_eq!(a.len(), 50);
+    let newest = &a[0];
+    assert_eq!(
+        (newest.seq, newest.code_version.as_deref()),
+        (4_900, Some("v4900"))
+    );
+    assert_eq!(newest.value["text"], json!(odd));
+    assert_eq!(newest.metadata["note"], json!(odd));
+    assert_eq!(newest.value["big"], json!(u64::MAX));
+    assert_eq!(newest.value["x"], json!(1.5e-7));
+    let latest: Vec<(String, u64)> = fresh
+        .latest_materializations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.asset.to_string(), m.seq))
+        .collect();
+    assert_eq!(latest, [("a".to_owned(), 4_900), ("b".to_owned(), 4_950)]);
+}
+
+#[tokio::test]
+async fn seqs_beyond_bigint_are_refused_and_nothing_is_written() {
+    let fresh = Fresh::new().await;
+    fresh.create_run(&run_record("s", 0)).await.unwrap();
+    let err = fresh
+        .append_events(&[
+            event("s", 0, None, log("ok")),
+            event("s", u64::MAX, None, log("no")),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("beyond the largest seq"), "{err}");
+    assert!(fresh
+        .events(&RunId::from("s"), None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_append_events_from_many_tasks() {
+    let fresh = Fresh::new().await;
+    let shared = RunId::from("contested");
+    fresh.create_run(&run_record("contested", 0)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..16u64 {
+        let storage = fresh.storage.clone();
+        tasks.spawn(async move {
+            let id = format!("w{writer}");
+            storage
+                .create_run(&run_record(&id, writer as i64))
+                .await
+                .unwrap();
+            for batch in 0..20u64 {
+                let mut events: Vec<Event> = (0..9)
+                    .map(|i| {
+                        event(
+                            &id,
+                            batch * 10 + i,
+                            Some("a"),
+                            EventKind::StepStarted { attempt: 1 },
+                        )
+                    })
+                    .collect();
+                events.push(event(
+                    &id,
+                    batch * 10 + 9,
+                    Some("shared"),
+                    materialization(json!(writer)),
+                ));
+                storage.append_events(&events).await.unwrap();
+            }
+            // Every writer also races for the same seq of one run: one of them gets it.
+            storage
+                .append_events(&[event(
+                    "contested",
+                    0,
+                    None,
+                    log(&format!("writer {writer}")),
+                )])
+                .await
+                .is_ok()
+        });
+    }
+    let mut winners = 0;
+    while let Some(done) = tasks.join_next().await {
+        winners += usize::from(done.expect("a writer failed"));
+    }
+    assert_eq!(winners, 1, "exactly one writer stores (contested, 0)");
+    assert_eq!(fresh.events(&shared, None).await.unwrap().len(), 1);
+    for writer in 0..16 {
+        let events = fresh
+            .events(&RunId::from(format!("w{writer}")), None)
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 200, "writer {writer}");
+        assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64));
+    }
+    assert_eq!(
+        fresh
+            .materializations(&"shared".into(), 1_000)
+            .await
+            .unwrap()
+            .len(),
+        320
+    );
+}
+
+#[tokio::test]
+async fn several_daemons_claim_a_tick_once() {
+    let fresh = Fresh::new().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        // A store of its own per daemon, on a pool of its own.
+        let pg = PostgresResource::from_url(&fresh.db.url).unwrap();
+        tasks.spawn(async move {
+            let storage = PgStorage::connect(pg, DEFAULT_SCHEMA).await.unwrap();
+            storage.claim_tick("nightly", at(24 * 60)).await.unwrap()
+        });
+    }
+    let mut claims = 0;
+    while let Some(done) = tasks.join_next().await {
+        claims += usize::from(done.unwrap());
+    }
+    assert_eq!(claims, 1);
+}
+
+#[tokio::test]
+async fn concurrent_pruners_agree() {
+    let fresh = Fresh::new().await;
+    for i in 0..20 {
+        let id = format!("p{i}");
+        fresh.create_run(&run_record(&id, i)).await.unwrap();
+        fresh
+            .append_events(&[
+                event(&id, 0, Some("a"), materialization(json!(i))),
+                event(&id, 1, None, EventKind::RunSucceeded),
+            ])
+            .await
+            .unwrap();
+        fresh
+            .finish_run(
+                &RunId::from(id.as_str()),
+                RunStatus::Succeeded,
+                at(i + 1),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    fresh.create_run(&run_record("live", 30)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let storage = fresh.storage.clone();
+        tasks.spawn(async move {
+            storage
+                .prune(
+                    Retention {
+                        max_age: None,
+                        max_runs: Some(5),
+                    },
+                    at(60),
+                )
+                .await
+        });
+    }
+    let mut total = PruneReport::default();
+    while let Some(done) = tasks.join_next().await {
+        let report = done.unwrap().expect("a concurrent prune failed");
+        total.runs += report.runs;
+        total.events += report.events;
+        total.materializations += report.materializations;
+    }
+    assert_eq!(
+        total,
+        PruneReport {
+            runs: 15,
+            events: 30,
+            materializations: 15
+        },
+        "the runs are pruned once between all pruners"
+    );
+    let left: Vec<String> = fresh
+        .runs(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.run_id.to_string())
+        .collect();
+    assert_eq!(left, ["live", "p19", "p18", "p17", "p16", "p15"]);
+    assert_eq!(
+        fresh
+            .latest_materialization(&"a".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        json!(19)
+    );
+}
+
+#[tokio::test]
+async fn runs_through_the_executor_are_stored_end_to_end() {
+    let fresh = Fresh::new().await;
+    let defs = dagrs_core::Definitions::builder()
+        .specs([
+            dagrs_core::AssetSpec::new("a", |_| async { Ok(1) }),
+            dagrs_core::AssetSpec::new("b", |_| async { Ok(vec!["x".to_owned(), "y".to_owned()]) })
+                .dep("a"),
+            dagrs_core::AssetSpec::new("c", |_| async {
+                Err::<u32, _>(std::io::Error::other("the source is down").into())
+            }),
+        ])
+        .storage(fresh.storage.clone())
+        .build()
+        .unwrap();
+    let result = dagrs_core::materialize(&defs, "a b", dagrs_core::RunConfig::new())
+        .await
+        .unwrap();
+    assert!(result.success());
+
+    // Another process on the same database sees the same history.
+    let other = PgStorage::connect(
+        PostgresResource::from_url(&fresh.db.url).unwrap(),
+        DEFAULT_SCHEMA,
+    )
+    .await
+    .unwrap();
+    let run = other
+        .run(result.run_id())
+        .await
+        .unwrap()
+        .expect("the run is stored");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.selection, "a b");
+    assert!(run.ended_at.is_some_and(|end| end >= run.started_at));
+    let events = other.events(result.run_id(), None).await.unwrap();
+    assert_eq!(events, result.events(), "the stored log is the run's log");
+    assert!(matches!(
+        events.first().map(|e| &e.kind),
+        Some(EventKind::RunStarted { .. })
+    ));
+    assert!(matches!(
+        events.last().map(|e| &e.kind),
+        Some(EventKind::RunSucceeded)
+    ));
+    assert_eq!(
+        other
+            .latest_materialization(&"a".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        json!(1)
+    );
+    let b = other
+        .latest_materialization(&"b".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (b.run_id, b.value),
+        (result.run_id().clone(), json!(["x", "y"]))
+    );
+
+    let failed = dagrs_core::materialize(&defs, "c", dagrs_core::RunConfig::new())
+        .await
+        .unwrap();
+    assert!(!failed.success());
+    let run = other.run(failed.run_id()).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    let events = other.events(failed.run_id(), None).await.unwrap();
+    assert!(events
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::StepFailed { error, .. }
+        if error.message.contains("the source is down"))));
+    let listed: Vec<RunId> = other
+        .runs(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(listed, [failed.run_id().clone(), result.run_id().clone()]);
+    assert!(other.running_runs().await.unwrap().is_empty());
+}
+
+// PgStorage is a `Storage` that clones cheaply and moves between tasks and threads.
+const _: fn() = || {
+    fn shareable<T: Storage + Clone + Send + Sync + 'static>() {}
+    shareable::<PgStorage>();
+};

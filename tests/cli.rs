@@ -1,0 +1,295 @@
+//! The command line, run as a user would (a separate process on a SQLite store), and crash
+//! safety end to end: a process running a pipeline is killed with SIGKILL in the
+//! middle of a step; the next command marks the run failed, keeps its event log up to the
+//! kill, and a re-execution from failure completes it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dagrs_core::storage::{SqliteStorage, Storage};
+use dagrs_core::{EventKind, RunId, RunStatus};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_dagrs-crash-probe");
+
+struct Home(PathBuf);
+
+impl Home {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("dagrs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Home(dir)
+    }
+
+    fn probe(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(PROBE);
+        command
+            .args(args)
+            .env("DAGRS_HOME", &self.0)
+            .env_remove("PROBE_HANG")
+            .env_remove("PROBE_FAIL")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let output = self.probe(args).output().expect("the probe runs");
+        println!(
+            "$ probe {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    fn store(&self) -> SqliteStorage {
+        SqliteStorage::open(self.0.join("dagrs.db")).expect("the store opens")
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// Waits until the store shows `slow` started (bounded, so a broken probe fails the test
+/// instead of hanging it).
+async fn wait_for_slow(store: &dyn Storage) -> RunId {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(run) = store.runs(1).await.unwrap().into_iter().next() {
+            let events = store.events(&run.run_id, None).await.unwrap();
+            if events.iter().any(|e| {
+                e.asset.as_deref() == Some("slow")
+                    && matches!(e.kind, EventKind::StepStarted { .. })
+            }) {
+                return run.run_id;
+            }
+        }
+        assert!(Instant::now() < deadline, "the probe never started `slow`");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_run_is_marked_failed_and_reexecutes_from_failure() {
+    let home = Home::new("crash");
+    let mut child = home
+        .probe(&["asset", "materialize", "--all"])
+        .env("PROBE_HANG", "1")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = home.store();
+    let run_id = wait_for_slow(&store).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let before = store.events(&run_id, None).await.unwrap();
+    assert_eq!(
+        store.run(&run_id).await.unwrap().unwrap().status,
+        RunStatus::Running,
+        "nothing marked the run yet"
+    );
+
+    let listed = home.run(&["run", "list", "--json"]);
+    assert!(listed.status.success());
+    let runs = json(&listed);
+    assert_eq!(runs[0]["run_id"], run_id.as_str());
+    assert_eq!(runs[0]["status"], "failed");
+    let failure = runs[0]["failure"].as_str().unwrap();
+    assert!(failure.contains("is gone"), "{failure}");
+    assert!(failure.contains("--from-failure"), "{failure}");
+
+    // The log up to the kill is intact, followed by one RunAbandoned event.
+    let after = store.events(&run_id, None).await.unwrap();
+    assert_eq!(&after[..before.len()], &before[..]);
+    assert_eq!(after.len(), before.len() + 1);
+    assert!(matches!(
+        after.last().unwrap().kind,
+        EventKind::RunAbandoned { .. }
+    ));
+    assert!(after.iter().any(|e| e.asset.as_deref() == Some("first")
+        && matches!(e.kind, EventKind::StepSucceeded { .. })));
+
+    let shown = home.run(&["run", "show", run_id.as_str(), "--json"]);
+    let steps = json(&shown)["steps"].clone();
+    assert_eq!(steps[0]["status"], "succeeded");
+    assert_eq!(steps[1]["status"], "cancelled", "slow was cut off");
+    assert_eq!(steps[2]["status"], "skipped", "last never started");
+
+    let again = home.run(&[
+        "run",
+        "reexecute",
+        run_id.as_str(),
+        "--from-failure",
+        "--json",
+    ]);
+    assert!(again.status.success());
+    let result = json(&again);
+    assert_eq!(result["status"], "succeeded");
+    let assets: Vec<&str> = result["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["asset"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        assets,
+        ["slow", "last"],
+        "only what did not succeed runs again"
+    );
+    let child_run = RunId::from(result["run_id"].as_str().unwrap());
+    let record = store.run(&child_run).await.unwrap().unwrap();
+    assert_eq!(record.parent_run_id, Some(run_id.clone()));
+    let last = store
+        .latest_materialization(&"last".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        last.value,
+        serde_json::json!(63),
+        "first's stored output was reused"
+    );
+}
+
+#[test]
+fn asset_list_shows_staleness_change_after_an_upstream_rematerialization() {
+    let home = Home::new("stale");
+    let listed = json(&home.run(&["asset", "list", "--json"]));
+    assert_eq!(listed[0]["stale"]["reason"], "never_materialized");
+
+    assert!(home
+        .run(&["asset", "materialize", "--all"])
+        .status
+        .success());
+    let listed = json(&home.run(&["asset", "list", "--json"]));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["stale"].is_null()),
+        "{listed}"
+    );
+
+    assert!(home
+        .run(&["asset", "materialize", "--select", "first"])
+        .status
+        .success());
+    let listed = json(&home.run(&["asset", "list", "--json"]));
+    let stale = |key: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .unwrap()["stale"]
+            .clone()
+    };
+    assert!(stale("first").is_null());
+    assert_eq!(stale("slow")["reason"], "upstream_newer");
+    assert_eq!(stale("slow")["upstream"], "first");
+
+    let table = home.run(&["asset", "list"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("yes (upstream `first` is newer)"), "{text}");
+}
+
+#[test]
+fn config_files_in_every_format_and_bad_config_fails_before_the_run() {
+    let home = Home::new("config");
+    for (name, text) in [
+        ("run.yaml", "assets:\n  first:\n    value: 5\n"),
+        ("run.json", r#"{"assets": {"first": {"value": 5}}}"#),
+        ("run.toml", "[assets.first]\nvalue = 5\n"),
+    ] {
+        let path = home.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = home.run(&[
+            "asset",
+            "materialize",
+            "--all",
+            "--config",
+            path.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(out.status.success(), "{name}");
+        assert_eq!(json(&out)["status"], "succeeded");
+    }
+    let store_runs = || {
+        let runs = json(&home.run(&["run", "list", "--json"]));
+        runs.as_array().unwrap().len()
+    };
+    let before = store_runs();
+    let bad = home.0.join("bad.yaml");
+    std::fs::write(&bad, "assets:\n  first:\n    value: lots\n").unwrap();
+    let out = home.run(&[
+        "asset",
+        "materialize",
+        "--all",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid config for asset `first` at `value`"),
+        "{stderr}"
+    );
+    assert_eq!(store_runs(), before, "nothing ran");
+
+    let out = home.run(&["asset", "materialize", "--select", "frist"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `first`?"));
+}
+
+#[test]
+fn a_failed_run_exits_non_zero_and_prune_keeps_what_it_should() {
+    let home = Home::new("prune");
+    for _ in 0..3 {
+        assert!(home
+            .run(&["asset", "materialize", "--all"])
+            .status
+            .success());
+    }
+    let out = home.run(&["storage", "prune", "--max-runs", "1"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pruned 2 runs"));
+    let runs = json(&home.run(&["run", "list", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    let listed = json(&home.run(&["asset", "list", "--json"]));
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| !a["latest"].is_null()));
+
+    let out = home.run(&["storage", "prune"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let failed = home
+        .probe(&["asset", "materialize", "--all"])
+        .env("PROBE_FAIL", "1")
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1), "a failed run exits with 1");
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert!(text.contains("slow was told to fail"), "{text}");
+    let out = home.run(&["run", "show", "no-such-run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `no-such-run` not found"));
+}

@@ -1,0 +1,56 @@
+//! A small pipeline with the dagrs command line, for tests that run it as a separate process
+//! (and kill it). `first` → `slow` → `last`; with `PROBE_HANG=1`, `slow` never finishes; with
+//! `PROBE_FAIL=1` it fails.
+//! Runs are kept in the SQLite store under `$DAGRS_HOME`.
+
+use std::process::ExitCode;
+
+use dagrs_core::prelude::*;
+
+/// Config of `first`.
+#[derive(serde::Deserialize)]
+#[serde(default)]
+struct FirstConfig {
+    value: u64,
+}
+
+impl Default for FirstConfig {
+    fn default() -> Self {
+        FirstConfig { value: 21 }
+    }
+}
+
+/// A value the later assets need.
+#[asset(group = "probe")]
+async fn first(ctx: &AssetContext, config: Config<FirstConfig>) -> Result<u64> {
+    ctx.log.info("first ran");
+    Ok(config.value)
+}
+
+/// Hangs when `PROBE_HANG` is set, so the process can be killed in the middle of it.
+#[asset]
+async fn slow(ctx: &AssetContext, first: Input<first>) -> Result<u64> {
+    ctx.log.info("slow started");
+    if std::env::var_os("PROBE_HANG").is_some() {
+        std::future::pending::<()>().await;
+    }
+    anyhow::ensure!(
+        std::env::var_os("PROBE_FAIL").is_none(),
+        "slow was told to fail"
+    );
+    Ok(*first * 2)
+}
+
+/// Depends on both.
+#[asset]
+async fn last(first: Input<first>, slow: Input<slow>) -> Result<u64> {
+    Ok(*first + *slow)
+}
+
+fn main() -> ExitCode {
+    let defs = Definitions::builder()
+        .specs(assets![first, slow, last])
+        .build()
+        .expect("valid definitions");
+    dagrs_core::cli::main(defs)
+}
