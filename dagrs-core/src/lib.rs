@@ -52,6 +52,14 @@
 //! | `tag:k=v`, `tag:k` | the assets with tag `k` (equal to `v`) |
 //!
 //! An unknown name is an error that suggests the closest names.
+//!
+//! # Run history
+//!
+//! Runs and their event logs are kept by a [`storage::Storage`]: [`storage::InMemoryStorage`]
+//! (the default of [`Definitions`]), [`storage::SqliteStorage`] (the embedded default of the
+//! [`cli`]), or PostgreSQL through `dagrs-postgres`. A run whose process died is marked failed
+//! by [`storage::recover_abandoned_runs`]; [`reexecute_from_failure`] runs what did not
+//! succeed; [`asset_states`] tells which assets are stale.
 
 mod asset;
 pub mod cli;

@@ -37,7 +37,7 @@ const SEND_AT: usize = 256 * 1024;
 /// impl CopyRow for Reading {
 ///     const COLUMNS: &'static [&'static str] = &["ts", "tag_name", "value", "qc"];
 ///     fn write_row(&self, row: &mut RowWriter<'_>) {
-///         row.push(&self.ts).push(&self.tag_name).push(&self.value).push(&self.qc);
+///         row.push(self.ts).push(&self.tag_name).push(self.value).push(self.qc);
 ///     }
 /// }
 /// ```

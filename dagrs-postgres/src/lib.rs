@@ -23,6 +23,7 @@ mod ident;
 mod interval;
 mod resource;
 mod storage;
+pub mod testing;
 mod timescale;
 mod upsert;
 

@@ -374,38 +374,39 @@ impl PostgresResource {
         }
     }
 
+    /// A connection to the `postgres` maintenance database, or to `template1`
+    /// when `postgres` does not exist.
     async fn maintenance_client(&self) -> Result<tokio_postgres::Client> {
-        let mut last_error = None;
-        for dbname in MAINTENANCE_DATABASES {
-            let mut config = self.inner.config.clone();
-            config.dbname(dbname);
-            let target = Target::of(&config);
-            let connecting =
-                tokio::time::timeout(self.inner.connect_timeout, config.connect(NoTls));
-            match connecting.await {
-                Ok(Ok((client, connection))) => {
-                    tokio::spawn(async move {
-                        if let Err(err) = connection.await {
-                            tracing::debug!(error = %err, "maintenance connection ended");
-                        }
-                    });
-                    return Ok(client);
-                }
-                Ok(Err(err)) => match backend_error(&target, err) {
-                    err @ Error::DatabaseNotFound { .. } => last_error = Some(err),
-                    other => return Err(other),
-                },
-                Err(_elapsed) => {
-                    return Err(Error::Connect {
-                        server: target.server,
-                        url: target.url,
-                        reason: format!("no answer within {:?}", self.inner.connect_timeout),
-                        source: None,
-                    })
-                }
+        match self.connect_directly(MAINTENANCE_DATABASES[0]).await {
+            Err(Error::DatabaseNotFound { .. }) => {
+                self.connect_directly(MAINTENANCE_DATABASES[1]).await
             }
+            other => other,
         }
-        Err(last_error.unwrap_or_else(|| unreachable!("MAINTENANCE_DATABASES is not empty")))
+    }
+
+    /// One connection outside the pool, to `dbname` on the same server.
+    async fn connect_directly(&self, dbname: &str) -> Result<tokio_postgres::Client> {
+        let mut config = self.inner.config.clone();
+        config.dbname(dbname);
+        let target = Target::of(&config);
+        match tokio::time::timeout(self.inner.connect_timeout, config.connect(NoTls)).await {
+            Ok(Ok((client, connection))) => {
+                tokio::spawn(async move {
+                    if let Err(err) = connection.await {
+                        tracing::debug!(error = %err, "maintenance connection ended");
+                    }
+                });
+                Ok(client)
+            }
+            Ok(Err(err)) => Err(backend_error(&target, err)),
+            Err(_elapsed) => Err(Error::Connect {
+                server: target.server,
+                url: target.url,
+                reason: format!("no answer within {:?}", self.inner.connect_timeout),
+                source: None,
+            }),
+        }
     }
 
     /// The connection URL with the password masked: `postgres://user:***@host:port/db`.

@@ -166,7 +166,7 @@ impl Statements {
             ),
             running_runs: format!(
                 "SELECT {RUN_COLUMNS} FROM {runs} WHERE status = 'running' \
-                 ORDER BY started_at, created"
+                 ORDER BY created"
             ),
             events: format!(
                 "SELECT seq, ts, asset, kind FROM {events} \

@@ -87,7 +87,7 @@ impl UpsertStats {
 /// # struct Reading { ts: chrono::DateTime<chrono::Utc>, tag_name: String, value: f64 }
 /// # impl CopyRow for Reading {
 /// #     const COLUMNS: &'static [&'static str] = &["ts", "tag_name", "value"];
-/// #     fn write_row(&self, row: &mut RowWriter<'_>) { row.push(&self.ts).push(&self.tag_name).push(&self.value); }
+/// #     fn write_row(&self, row: &mut RowWriter<'_>) { row.push(self.ts).push(&self.tag_name).push(self.value); }
 /// # }
 /// # async fn demo(pg: dagrs_postgres::PostgresResource, readings: Vec<Reading>) -> Result<(), dagrs_postgres::Error> {
 /// use dagrs_postgres::{QualifiedName, Upsert, WriteMode};

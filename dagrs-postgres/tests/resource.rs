@@ -79,6 +79,36 @@ async fn clones_share_one_pool() {
 }
 
 #[tokio::test]
+async fn a_busy_pool_reports_its_size_instead_of_waiting_forever() {
+    let db = TestDb::create().await;
+    let pg = PostgresConfig {
+        dbname: db.name.clone(),
+        pool_size: 1,
+        acquire_timeout: Duration::from_millis(200),
+        ..PostgresConfig::default()
+    }
+    .build()
+    .unwrap();
+    let held = pg.get().await.unwrap();
+    let err = pg.get().await.unwrap_err();
+    assert!(
+        matches!(err, Error::PoolExhausted { pool_size: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "timed out after 200ms waiting for a free connection from the pool of 1 to \
+             PostgreSQL at 127.0.0.1:5432/{name} (postgres://postgres@127.0.0.1:5432/{name}); \
+             raise pool_size or return clients to the pool sooner",
+            name = db.name
+        )
+    );
+    drop(held);
+    assert_eq!(current_database(&pg).await, db.name);
+}
+
+#[tokio::test]
 async fn debug_and_masked_url_hide_the_password() {
     let db = TestDb::create().await;
     // Trust authentication on the test server accepts any password.

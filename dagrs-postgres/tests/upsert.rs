@@ -35,10 +35,10 @@ impl CopyRow for Reading {
     const COLUMNS: &'static [&'static str] = &["ts", "tag_name", "value", "qc", "meta"];
 
     fn write_row(&self, row: &mut RowWriter<'_>) {
-        row.push(&self.ts)
+        row.push(self.ts)
             .push(&self.tag_name)
-            .push(&self.value)
-            .push(&self.qc)
+            .push(self.value)
+            .push(self.qc)
             .push(&self.meta);
     }
 }
@@ -474,7 +474,7 @@ async fn rows_with_only_key_columns_are_inserted_once() {
         const COLUMNS: &'static [&'static str] = &["ts", "tag_name"];
         fn write_row(&self, row: &mut RowWriter<'_>) {
             let r = reading(self.0, 0);
-            row.push(&r.ts).push(&r.tag_name);
+            row.push(r.ts).push(&r.tag_name);
         }
     }
     let s = upsert(

@@ -21,7 +21,8 @@ pub struct InMemoryStorage {
 #[derive(Debug, Default)]
 struct Inner {
     runs: Vec<RunRecord>,
-    events: HashMap<RunId, Vec<Event>>,
+    /// Each run's events by seq.
+    events: HashMap<RunId, BTreeMap<u64, Event>>,
     /// Every materialization, oldest first.
     materializations: Vec<MaterializationRecord>,
     ticks: HashSet<(String, DateTime<Utc>)>,
@@ -91,7 +92,7 @@ impl Storage for InMemoryStorage {
             let taken = inner
                 .events
                 .get(&event.run_id)
-                .is_some_and(|log| log.iter().any(|e| e.seq == event.seq));
+                .is_some_and(|log| log.contains_key(&event.seq));
             if taken || !batch.insert((&event.run_id, event.seq)) {
                 return Err(Error::storage(
                     "append events",
@@ -103,9 +104,11 @@ impl Storage for InMemoryStorage {
             if let Some(record) = materialization_of(event) {
                 inner.materializations.push(record);
             }
-            let log = inner.events.entry(event.run_id.clone()).or_default();
-            log.push(event.clone());
-            log.sort_by_key(|e| e.seq);
+            inner
+                .events
+                .entry(event.run_id.clone())
+                .or_default()
+                .insert(event.seq, event.clone());
         }
         Ok(())
     }
@@ -163,12 +166,14 @@ impl Storage for InMemoryStorage {
 
     async fn events(&self, run_id: &RunId, after: Option<u64>) -> Result<Vec<Event>, Error> {
         let inner = self.lock();
-        let events = inner.events.get(run_id).map(Vec::as_slice).unwrap_or(&[]);
-        Ok(events
-            .iter()
-            .filter(|e| after.is_none_or(|a| e.seq > a))
-            .cloned()
-            .collect())
+        let Some(log) = inner.events.get(run_id) else {
+            return Ok(Vec::new());
+        };
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        Ok(match after {
+            Some(u64::MAX) => Vec::new(),
+            _ => log.range(from..).map(|(_, e)| e.clone()).collect(),
+        })
     }
 
     async fn latest_materialization(

@@ -30,7 +30,7 @@ CREATE TABLE runs (
     created       bigint      GENERATED ALWAYS AS IDENTITY
 );
 CREATE INDEX runs_newest ON runs (started_at DESC, created DESC);
-CREATE INDEX runs_running ON runs (started_at) WHERE status = 'running';
+CREATE INDEX runs_running ON runs (created) WHERE status = 'running';
 
 CREATE TABLE events (
     run_id text        NOT NULL,

@@ -1,0 +1,327 @@
+//! The EcoAnP pipeline on real PostgreSQL (and, for its source, the real InfluxDB): each asset
+//! unit-tested with `build_asset_context`, the aggregates checked against sums computed here,
+//! bad config rejected before any SQL runs, and the whole pipeline run twice.
+
+#[path = "../examples/ecoanp/assets.rs"]
+mod assets;
+#[allow(dead_code)]
+#[path = "../examples/ecoanp/influx.rs"]
+mod influx;
+#[path = "../examples/ecoanp/schema.rs"]
+mod schema;
+#[allow(dead_code)]
+#[path = "../examples/ecoanp/simulator.rs"]
+mod simulator;
+#[allow(dead_code)]
+#[path = "../examples/ecoanp/source.rs"]
+mod source;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use assets::{
+    create_aggregates, influx_data, influx_tags, AggregatesSummary, IngestSummary, Source,
+    TagSummary,
+};
+use chrono::{DateTime, TimeZone, Utc};
+use dagrs_core::prelude::*;
+use dagrs_core::AssetContextBuilder;
+use dagrs_postgres::testing::TestDatabase;
+use serde_json::json;
+use simulator::Simulator;
+
+fn window_end() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+fn sim() -> Simulator {
+    Simulator::default()
+}
+
+fn context(db: &TestDatabase) -> AssetContextBuilder {
+    build_asset_context()
+        .resource(db.pg.clone())
+        .resource(Source::Simulator(sim()))
+}
+
+async fn tags(db: &TestDatabase) -> TagSummary {
+    context(db).invoke::<influx_tags>().await.unwrap()
+}
+
+async fn data(db: &TestDatabase, tags: TagSummary) -> IngestSummary {
+    context(db)
+        .input::<influx_tags>(tags)
+        .config(json!({ "window_end": window_end(), "batch_size": 500 }))
+        .invoke::<influx_data>()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn influx_tags_creates_then_updates_nothing() {
+    let db = TestDatabase::create().await;
+    let first = tags(&db).await;
+    assert_eq!((first.tags_created, first.total_tags), (9, 9));
+    assert_eq!(first.tag_names.first().map(String::as_str), Some("D100"));
+    let second = tags(&db).await;
+    assert_eq!(
+        (second.tags_created, second.tags_updated, second.total_tags),
+        (0, 0, 9)
+    );
+
+    let client = db.pg.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT tag_id, tag_type, unit, meta->>'source' FROM influx_tag WHERE key = 'D104'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (id, kind, unit, source): (String, String, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(
+        (id.as_str(), kind.as_str(), unit.as_str(), source.as_str()),
+        ("5", "float", "V", "simulator")
+    );
+}
+
+#[tokio::test]
+async fn influx_data_copies_a_new_window_then_upserts_idempotently() {
+    let db = TestDatabase::create().await;
+    let tags = tags(&db).await;
+    let first = data(&db, tags.clone()).await;
+    assert_eq!(first.records, 9 * 360, "9 tags every 10 s for an hour");
+    assert_eq!((first.inserted, first.updated), (3240, 0));
+    assert!(first.direct_copy, "a new window goes straight in with COPY");
+    assert_eq!(
+        first.window_start,
+        window_end() - chrono::Duration::hours(1)
+    );
+
+    let again = data(&db, tags).await;
+    assert_eq!(again.records, 3240);
+    assert_eq!((again.inserted, again.updated), (0, 0));
+    assert!(!again.direct_copy);
+
+    let client = db.pg.get().await.unwrap();
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM influx_hist", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3240);
+    let expected = sim().readings(first.window_start, first.window_end);
+    let probe = &expected[1234];
+    let stored: f64 = client
+        .query_one(
+            "SELECT value FROM influx_hist WHERE ts = $1 AND tag_name = $2",
+            &[&probe.ts, &probe.tag_name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, probe.value);
+}
+
+#[tokio::test]
+async fn aggregates_match_sums_computed_independently() {
+    let db = TestDatabase::create().await;
+    let ingest = data(&db, tags(&db).await).await;
+    let summary: AggregatesSummary = context(&db)
+        .input::<influx_data>(ingest.clone())
+        .invoke::<create_aggregates>()
+        .await
+        .unwrap();
+    assert!(!summary.continuous, "TimescaleDB is not installed here");
+    assert_eq!(summary.aggregates_created, 3);
+    assert_eq!(
+        summary.aggregate_list,
+        [
+            "influx_agg_1_hour",
+            "influx_agg_1_minute",
+            "influx_agg_5_minutes"
+        ]
+    );
+
+    let readings = sim().readings(ingest.window_start, ingest.window_end);
+    let client = db.pg.get().await.unwrap();
+    for (view, seconds) in [
+        ("influx_agg_1_minute", 60),
+        ("influx_agg_5_minutes", 300),
+        ("influx_agg_1_hour", 3600),
+    ] {
+        let mut expected: BTreeMap<(i64, String), (f64, f64, f64, i64)> = BTreeMap::new();
+        for r in &readings {
+            let bucket = r.ts.timestamp().div_euclid(seconds) * seconds;
+            let e = expected.entry((bucket, r.tag_name.clone())).or_insert((
+                0.0,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                0,
+            ));
+            e.0 += r.value;
+            e.1 = e.1.min(r.value);
+            e.2 = e.2.max(r.value);
+            e.3 += 1;
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT extract(epoch FROM bucket)::bigint, tag_name, avg_value, min_value, \
+                     max_value, record_count FROM {view}"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.len(),
+            expected.len(),
+            "{view}: one row per bucket and tag"
+        );
+        for row in rows {
+            let key = (row.get::<_, i64>(0), row.get::<_, String>(1));
+            let (sum, min, max, count) = expected[&key];
+            let (avg, lo, hi, n): (f64, f64, f64, i64) =
+                (row.get(2), row.get(3), row.get(4), row.get(5));
+            assert!(
+                (avg - sum / count as f64).abs() < 1e-9,
+                "{view} {key:?} avg"
+            );
+            assert_eq!((lo, hi, n), (min, max, count), "{view} {key:?}");
+        }
+    }
+
+    // A second run refreshes the views and picks up new rows.
+    let earlier = ingest.window_start - chrono::Duration::minutes(30);
+    client
+        .execute(
+            "INSERT INTO influx_hist (ts, tag_name, value, qc) VALUES ($1, 'D100', 1000.0, 1)",
+            &[&earlier],
+        )
+        .await
+        .unwrap();
+    let again: AggregatesSummary = context(&db)
+        .input::<influx_data>(ingest.clone())
+        .invoke::<create_aggregates>()
+        .await
+        .unwrap();
+    assert_eq!(again.aggregates_created, 0);
+    let max: f64 = client
+        .query_one(
+            "SELECT max(max_value) FROM influx_agg_1_hour WHERE tag_name = 'D100'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(max, 1000.0);
+}
+
+#[tokio::test]
+async fn bad_buckets_and_view_names_are_rejected_before_any_sql() {
+    let db = TestDatabase::create().await;
+    let ingest = data(&db, tags(&db).await).await;
+    for (config, expected) in [
+        (
+            json!({ "time_buckets": ["1 minute", "1 minute; DROP TABLE influx_hist"] }),
+            "1 minute; DROP TABLE influx_hist",
+        ),
+        (json!({ "time_buckets": ["five minutes"] }), "five minutes"),
+        (
+            json!({ "view_prefix": "agg\"; DROP TABLE influx_hist; --" }),
+            "agg",
+        ),
+    ] {
+        let err = context(&db)
+            .input::<influx_data>(ingest.clone())
+            .config(config)
+            .invoke::<create_aggregates>()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    let client = db.pg.get().await.unwrap();
+    let views: i64 = client
+        .query_one("SELECT count(*) FROM pg_matviews", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(views, 0, "no view was created by a rejected config");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM influx_hist", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3240, "the data is untouched");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_with_its_password_masked() {
+    let pg = dagrs_postgres::PostgresResource::from_url(
+        "postgres://postgres:s3cret-pw@127.0.0.1:1/ecoanp",
+    )
+    .unwrap();
+    let err = build_asset_context()
+        .resource(pg)
+        .resource(Source::Simulator(sim()))
+        .invoke::<influx_tags>()
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(text.contains("ecoanp"), "{text}");
+    assert!(text.contains("***"), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+}
+
+#[tokio::test]
+async fn the_pipeline_runs_twice_with_identical_counts() {
+    let db = TestDatabase::create().await;
+    let defs = Definitions::builder()
+        .specs(assets![influx_tags, influx_data, create_aggregates])
+        .resource(db.pg.clone())
+        .resource(Source::Simulator(sim()))
+        .config(RunConfig::new().asset("influx_data", json!({ "window_end": window_end() })))
+        .build()
+        .unwrap();
+    let first = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    assert!(first.success(), "{first}");
+    let second = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    assert!(second.success(), "{second}");
+    let rows = |r: &dagrs_core::RunResult| r.step("influx_data").unwrap().metadata["rows"].clone();
+    assert_eq!(rows(&first), rows(&second));
+    assert_eq!(second.step("influx_data").unwrap().metadata["inserted"], 0);
+}
+
+#[tokio::test]
+async fn the_pipeline_reads_from_a_real_influxdb() {
+    let url = std::env::var("INFLUX_URL").unwrap_or_else(|_| "http://127.0.0.1:8086".into());
+    let database = format!("ecoanp_test_{}", std::process::id());
+    let client = influx::InfluxClient::new(&url, database.clone()).unwrap();
+    client.ping().unwrap_or_else(|e| {
+        panic!("this test needs InfluxDB (`bash .ci/influxd.sh` starts one): {e}")
+    });
+    client.create_database(&database).unwrap();
+    let readings = sim().readings(window_end() - chrono::Duration::hours(2), window_end());
+    client.write_readings(sim().tags(), &readings).unwrap();
+
+    let db = TestDatabase::create().await;
+    let defs = Definitions::builder()
+        .specs(assets![influx_tags, influx_data, create_aggregates])
+        .resource(db.pg.clone())
+        .resource(Source::Influx(Arc::new(client.clone())))
+        .config(RunConfig::new().asset("influx_data", json!({ "window_end": window_end() })))
+        .build()
+        .unwrap();
+    let result = materialize(&defs, "*", RunConfig::new()).await;
+    client.drop_database(&database).unwrap();
+    let result = result.unwrap();
+    assert!(result.success(), "{result}");
+    assert_eq!(result.output::<influx_tags>().unwrap().total_tags, 9);
+    assert_eq!(
+        result.output::<influx_data>().unwrap().records,
+        3240,
+        "only the last hour"
+    );
+}
