@@ -4,8 +4,13 @@
 //! [`storage_contract_tests!`](crate::storage_contract_tests), giving an expression that
 //! makes a fresh, empty store:
 //!
-//! ```ignore
-//! dagrs_core::storage_contract_tests!(async { MyStorage::open_fresh().await.unwrap() });
+//! ```no_run
+//! # mod tests {
+//! // In a backend's tests (`MyStorage` here is the in-memory store):
+//! use dagrs_core::storage::InMemoryStorage as MyStorage;
+//! dagrs_core::storage_contract_tests!(async { MyStorage::new() });
+//! # }
+//! # fn main() {}
 //! ```
 //!
 //! Each check panics with a message naming the broken rule.
