@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Verbs: `asset list`, `asset materialize --select … [--config FILE] [--json]`, `run list`,
-//! `run show ID [--logs]`, `run reexecute ID --from-failure`, `run cancel ID`,
+//! `run show ID [--logs]`, `run reexecute ID --from-failure [--config FILE]`, `run cancel ID`,
 //! `storage prune`. Runs are recorded in the definitions' storage when one was chosen, else
 //! in the embedded SQLite store (`$DAGRS_HOME/dagrs.db`, or `./.dagrs/dagrs.db`).
 //!
@@ -110,6 +110,9 @@ enum RunCommand {
         /// Only what did not succeed (the only mode).
         #[arg(long, required = true)]
         from_failure: bool,
+        /// Run config file to use instead of the original run's config.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Prints the result as JSON, and no progress.
         #[arg(long)]
         json: bool,
@@ -199,9 +202,14 @@ async fn execute(defs: Definitions, command: Command) -> Result<ExitCode, Error>
         }
         Command::Run(RunCommand::List { limit, json }) => run_list(&defs, limit, json).await,
         Command::Run(RunCommand::Show { id, logs, json }) => run_show(&defs, &id, logs, json).await,
-        Command::Run(RunCommand::Reexecute { id, json, .. }) => {
+        Command::Run(RunCommand::Reexecute {
+            id, config, json, ..
+        }) => {
             let (tx, rx) = mpsc::unbounded_channel();
-            let options = RunOptions::new().forward_events(tx);
+            let mut options = RunOptions::new().forward_events(tx);
+            if let Some(path) = config {
+                options = options.config(RunConfig::from_file(path)?);
+            }
             let handle = reexecute_from_failure(&defs, &RunId::from(id), options).await?;
             follow(handle, rx, json).await
         }

@@ -1,5 +1,6 @@
 //! PostgreSQL for dagrs: a pooled connection resource, bulk `COPY`-based
-//! upserts, and TimescaleDB helpers that fall back to plain PostgreSQL.
+//! upserts, TimescaleDB helpers that fall back to plain PostgreSQL, and a run
+//! store.
 //!
 //! - [`PostgresResource`]: a deadpool-postgres pool built from a URL,
 //!   `DATABASE_URL` or a [`PostgresConfig`]; cheap to clone, injected into
@@ -12,6 +13,10 @@
 //! - [`timescaledb_available`], [`create_hypertable`], [`BucketAggregate`]:
 //!   continuous aggregates with refresh and compression policies on
 //!   TimescaleDB, materialized views over `date_bin` without it.
+//! - [`PgStorage`]: the run store for shared deployments (runs, event logs,
+//!   materializations, schedule ticks and cursors) in a schema of its own,
+//!   with embedded, versioned migrations.
+//! - [`testing::TestDatabase`]: a throwaway database per test.
 //!
 //! [`tokio_postgres`] and [`deadpool_postgres`] are re-exported, so the
 //! versions always match.

@@ -883,19 +883,32 @@ impl RunRow {
     }
 }
 
+/// Runs `sql` and turns each row into a record: `from_row` reads the columns, `into` checks
+/// and decodes them.
+fn query_records<R, T>(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+    from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+    into: fn(R, &'static str) -> Result<T, Error>,
+) -> Result<Vec<T>, Error> {
+    let mut stmt = conn.prepare_cached(sql).or_storage(op)?;
+    let rows = stmt
+        .query_map(params, from_row)
+        .or_storage(op)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .or_storage(op)?;
+    rows.into_iter().map(|row| into(row, op)).collect()
+}
+
 fn query_runs(
     conn: &Connection,
     op: &'static str,
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<RunRecord>, Error> {
-    let mut stmt = conn.prepare_cached(sql).or_storage(op)?;
-    let rows = stmt
-        .query_map(params, RunRow::from_row)
-        .or_storage(op)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .or_storage(op)?;
-    rows.into_iter().map(|row| row.into_record(op)).collect()
+    query_records(conn, op, sql, params, RunRow::from_row, RunRow::into_record)
 }
 
 const MATERIALIZATION_COLUMNS: &str =
@@ -950,13 +963,14 @@ fn query_materializations(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<MaterializationRecord>, Error> {
-    let mut stmt = conn.prepare_cached(sql).or_storage(op)?;
-    let rows = stmt
-        .query_map(params, MaterializationRow::from_row)
-        .or_storage(op)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .or_storage(op)?;
-    rows.into_iter().map(|row| row.into_record(op)).collect()
+    query_records(
+        conn,
+        op,
+        sql,
+        params,
+        MaterializationRow::from_row,
+        MaterializationRow::into_record,
+    )
 }
 
 /// An event ready for `INSERT` (serialized by the caller, off the writer thread).
