@@ -293,3 +293,47 @@ fn a_failed_run_exits_non_zero_and_prune_keeps_what_it_should() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `no-such-run` not found"));
 }
+
+#[tokio::test]
+async fn run_cancel_from_another_process_stops_the_run() {
+    let home = Home::new("cancel");
+    let child = home
+        .probe(&["asset", "materialize", "--all"])
+        .env("PROBE_HANG", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let store = home.store();
+    let run_id = wait_for_slow(&store).await;
+
+    let cancel = home.run(&["run", "cancel", run_id.as_str()]);
+    assert!(cancel.status.success());
+    // The running process sees the cancellation at its next heartbeat and stops.
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a cancelled run exits with 1"
+    );
+    let run = store.run(&run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled);
+    let events = store.events(&run_id, None).await.unwrap();
+    assert!(matches!(
+        events.last().unwrap().kind,
+        EventKind::RunCancelled
+    ));
+    assert!(events
+        .iter()
+        .any(|e| e.asset.as_deref() == Some("slow")
+            && matches!(e.kind, EventKind::StepCancelled { .. })));
+
+    let again = home.run(&["run", "cancel", run_id.as_str()]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "an ended run cannot be cancelled"
+    );
+}

@@ -1,0 +1,305 @@
+//! The file of a store: where it is, what it holds, and its schema.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, ErrorCode};
+
+use crate::error::Error;
+
+/// `PRAGMA application_id` of a dagrs store: `dagr` in ASCII.
+pub(super) const APPLICATION_ID: i32 = 0x6461_6772;
+
+/// The schema, one migration per version: `MIGRATIONS[n]` takes a store from version `n` to
+/// `n + 1`. Never edit a released migration; append a new one.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    "
+    CREATE TABLE runs (
+        run_id        TEXT PRIMARY KEY NOT NULL,
+        status        TEXT NOT NULL
+                      CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled')),
+        selection     TEXT NOT NULL,
+        assets        TEXT NOT NULL,   -- JSON array of asset keys
+        config        TEXT NOT NULL,   -- JSON run config
+        tags          TEXT NOT NULL,   -- JSON object
+        started_at    INTEGER NOT NULL, -- microseconds since the Unix epoch, UTC
+        ended_at      INTEGER,
+        owner         TEXT NOT NULL,
+        heartbeat_at  INTEGER NOT NULL,
+        parent_run_id TEXT,
+        failure       TEXT
+    );
+    CREATE INDEX runs_by_start ON runs (started_at);
+    CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
+
+    CREATE TABLE events (
+        run_id    TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        seq       INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        asset     TEXT,
+        kind      TEXT NOT NULL,        -- JSON event kind
+        PRIMARY KEY (run_id, seq)
+    );
+
+    -- No foreign key to runs: an asset's latest materialization outlives its pruned run.
+    -- `id` is the order of appending, which decides which materialization is the latest.
+    CREATE TABLE materializations (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        asset        TEXT NOT NULL,
+        run_id       TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        timestamp    INTEGER NOT NULL,
+        metadata     TEXT NOT NULL,     -- JSON object
+        value        TEXT NOT NULL,     -- JSON
+        code_version TEXT
+    );
+    CREATE INDEX materializations_by_asset ON materializations (asset, id);
+    CREATE INDEX materializations_by_run ON materializations (run_id);
+
+    CREATE TABLE ticks (
+        name TEXT NOT NULL,
+        tick INTEGER NOT NULL,
+        PRIMARY KEY (name, tick)
+    );
+
+    CREATE TABLE cursors (
+        name  TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    );
+    ",
+];
+
+/// The schema version this code writes and understands.
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The first 16 bytes of every SQLite database file.
+pub(super) const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+pub(super) const OPEN: &str = "open the SQLite store";
+
+/// Creates the parent folders of `path` and returns its canonical form (of the folder, joined
+/// with the file name, when the file does not exist yet).
+pub(super) fn resolve(path: &Path) -> Result<PathBuf, Error> {
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::storage(
+            OPEN,
+            format!(
+                "`{}` does not name a file; give the path of the store's file, \
+                 e.g. `.dagrs/dagrs.db`",
+                path.display()
+            ),
+        )
+    })?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(|e| {
+        Error::storage(
+            OPEN,
+            format!(
+                "cannot create the folder {} for the SQLite store: {e}",
+                parent.display()
+            ),
+        )
+    })?;
+    let canonical = match fs::canonicalize(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::canonicalize(parent).map(|parent| parent.join(file_name))
+        }
+        other => other,
+    };
+    canonical.map_err(|e| {
+        Error::storage(
+            OPEN,
+            format!("cannot resolve the path {}: {e}", path.display()),
+        )
+    })
+}
+
+pub(super) fn not_a_store(path: &Path, reason: impl fmt::Display) -> Error {
+    Error::storage(
+        OPEN,
+        format!(
+            "{} is not a dagrs store: {reason}; move it away or set DAGRS_HOME to use \
+             another folder",
+            path.display()
+        ),
+    )
+}
+
+/// Refuses, without opening it with SQLite, a file that does not start like a database.
+pub(super) fn check_header(path: &Path) -> Result<(), Error> {
+    let unreadable = |e: io::Error| {
+        Error::storage(
+            OPEN,
+            format!("cannot read the SQLite store {}: {e}", path.display()),
+        )
+    };
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let metadata = file.metadata().map_err(unreadable)?;
+    if metadata.is_dir() {
+        return Err(Error::storage(
+            OPEN,
+            format!(
+                "{} is a folder, not a dagrs store; give the path of a file, e.g. {}",
+                path.display(),
+                path.join("dagrs.db").display()
+            ),
+        ));
+    }
+    if metadata.len() == 0 {
+        return Ok(());
+    }
+    let mut header = [0; 16];
+    // A database is at least one page long; its 100-byte header starts with SQLITE_HEADER.
+    if metadata.len() < 100 || file.read_exact(&mut header).is_err() || &header != SQLITE_HEADER {
+        return Err(not_a_store(path, "file is not a database"));
+    }
+    Ok(())
+}
+
+/// Whether SQLite says the file is no database or a damaged one.
+pub(super) fn is_not_a_database(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// What an opened file holds: `None` for an empty database, `Some(version)` for a dagrs
+/// store this code can use; an error for anything else. Only reads.
+pub(super) fn inspect(conn: &Connection, path: &Path) -> Result<Option<i64>, Error> {
+    let read = || -> rusqlite::Result<(i32, i64, Vec<String>)> {
+        let application_id = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+        let version = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let mut stmt = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             ORDER BY name",
+        )?;
+        let names = stmt
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok((application_id, version, names))
+    };
+    let (application_id, version, names) = read().map_err(|e| {
+        if is_not_a_database(&e) {
+            not_a_store(path, e)
+        } else {
+            Error::storage(
+                OPEN,
+                format!("cannot read the SQLite store {}: {e}", path.display()),
+            )
+        }
+    })?;
+    if application_id == APPLICATION_ID {
+        if version < 0 {
+            return Err(Error::storage(
+                OPEN,
+                format!(
+                    "{} has an invalid schema version {version}; it was not written by dagrs: \
+                     move it away or set DAGRS_HOME to use another folder",
+                    path.display()
+                ),
+            ));
+        }
+        if version > SCHEMA_VERSION {
+            return Err(Error::storage(
+                OPEN,
+                format!(
+                    "{} was written by a newer version of dagrs: its schema version is {version}, \
+                     but this dagrs-core ({}) knows versions up to {SCHEMA_VERSION}; upgrade \
+                     dagrs-core, or set DAGRS_HOME to use another store (the file was not changed)",
+                    path.display(),
+                    env!("CARGO_PKG_VERSION"),
+                ),
+            ));
+        }
+        return Ok(Some(version));
+    }
+    if application_id == 0 && names.is_empty() {
+        return Ok(None);
+    }
+    let holds = if names.is_empty() {
+        format!("its application id is {application_id:#x}")
+    } else {
+        const SHOWN: usize = 5;
+        let mut listed: Vec<String> = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect();
+        if names.len() > SHOWN {
+            listed.push(format!("and {} more", names.len() - SHOWN));
+        }
+        format!("it holds {}", listed.join(", "))
+    };
+    Err(Error::storage(
+        OPEN,
+        format!(
+            "{} is a SQLite database of another program, not a dagrs store ({holds}); dagrs does \
+             not write into it: move it away, or set DAGRS_HOME to use another folder",
+            path.display()
+        ),
+    ))
+}
+
+/// Brings the schema up to date in one transaction (re-checking inside it, so two processes
+/// opening the same new file do not both migrate it).
+pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), Error> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
+        Error::storage(
+            OPEN,
+            format!(
+                "cannot lock the SQLite store {} to check its schema: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    let committed = apply_migrations(conn, path).and_then(|()| {
+        conn.execute_batch("COMMIT").map_err(|e| {
+            Error::storage(
+                OPEN,
+                format!(
+                    "cannot commit the schema of the SQLite store {}: {e}",
+                    path.display()
+                ),
+            )
+        })
+    });
+    if committed.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    committed
+}
+
+/// Applies the migrations the store lacks; runs inside `migrate`'s transaction.
+fn apply_migrations(conn: &Connection, path: &Path) -> Result<(), Error> {
+    let from = inspect(conn, path)?.unwrap_or(0);
+    let missing = usize::try_from(from)
+        .ok()
+        .and_then(|from| MIGRATIONS.get(from..))
+        .unwrap_or_default();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let failed = |e: rusqlite::Error| {
+        Error::storage(
+            OPEN,
+            format!(
+                "cannot bring the SQLite store {} from schema version {from} to \
+                 {SCHEMA_VERSION}: {e}; nothing was changed",
+                path.display()
+            ),
+        )
+    };
+    for sql in missing {
+        conn.execute_batch(sql).map_err(failed)?;
+    }
+    conn.pragma_update(None, "application_id", APPLICATION_ID)
+        .and_then(|()| conn.pragma_update(None, "user_version", SCHEMA_VERSION))
+        .map_err(failed)
+}

@@ -1,0 +1,449 @@
+//! The embedded store: one SQLite file, written by one thread per process, in batches.
+//!
+//! The file carries `PRAGMA application_id` [`APPLICATION_ID`](file::APPLICATION_ID) (so dagrs
+//! recognises its own stores and never writes into another program's database) and
+//! `PRAGMA user_version`, the schema version; [`MIGRATIONS`](file::MIGRATIONS) holds the schema.
+//! See [`SqliteStorage`] for the rest.
+
+mod file;
+mod rows;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+
+use self::file::resolve;
+use self::rows::{
+    append, from_json, instant, is_primary_key_clash, limit_to_sql, micros, prune,
+    query_materializations, query_runs, run_exists, seq_from_sql, status_name, to_json,
+    EventInsert, OrStorage, RunRow, MATERIALIZATION_COLUMNS, RUN_COLUMNS,
+};
+use self::writer::{lock, registry, Shared};
+use super::{MaterializationRecord, PruneReport, Retention, RunRecord, Storage};
+use crate::error::Error;
+use crate::event::{Event, EventKind, RunStatus};
+use crate::key::{AssetKey, RunId};
+
+/// The embedded store: runs, event logs, materializations, ticks and cursors in one SQLite
+/// file (by default [`default_path`](Self::default_path)).
+///
+/// # Writes: one writer per file and process, batched
+///
+/// Every `SqliteStorage` of one file in a process (clones, and separate [`open`](Self::open)s
+/// of the same path) shares one writer: a thread that owns the process's only write
+/// connection and takes commands from a channel. It drains what is queued (up to 256
+/// commands), runs each command in its own savepoint of one `BEGIN IMMEDIATE` transaction,
+/// commits once, then answers every caller. A command that fails is rolled back to its
+/// savepoint and only its caller gets the error; the rest of the batch commits. Callers are
+/// answered after the commit, so `Ok` means written: a crash of the process loses nothing
+/// that was acknowledged (with `synchronous = NORMAL`, a power cut may lose the last commits).
+///
+/// As a process never has two writers, concurrent runs never fail with "database is locked";
+/// another process using the same file (a CLI beside a daemon) waits for the lock, up to
+/// [`BUSY_TIMEOUT`](Self::BUSY_TIMEOUT).
+///
+/// # Reads
+///
+/// Reads run on tokio's blocking pool, never on the async runtime's threads, on a small pool
+/// of read-only connections; WAL mode lets them run beside the writer.
+///
+/// # The file
+///
+/// A schema version is checked on open, and missing migrations are applied in one
+/// transaction. Opening refuses, without changing the file, anything that is not a dagrs
+/// store: a file that is not a SQLite database, another program's database, or a store
+/// written by a newer version of dagrs. Instants are kept as integer microseconds since the
+/// Unix epoch (UTC), so they come back exactly to the microsecond and sort correctly;
+/// finer fractions are truncated.
+///
+/// Cheap to clone. Dropping the last handle of a file stops its writer and closes the file;
+/// the drop waits until the writer has answered every queued command.
+#[derive(Clone)]
+pub struct SqliteStorage {
+    shared: Arc<Shared>,
+}
+
+impl SqliteStorage {
+    /// How long a connection waits for a lock held by another process before it fails.
+    pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Opens the store at `path`, creating the file and its parent folders when missing and
+    /// bringing its schema up to date.
+    ///
+    /// Fails, without changing the file, when it is not a SQLite database, when it is a
+    /// SQLite database of some other program (one that holds tables but is not a dagrs store),
+    /// or when it was written by a newer version of dagrs. Opening blocks the calling thread
+    /// for as long as the file takes to check (up to [`BUSY_TIMEOUT`](Self::BUSY_TIMEOUT)
+    /// when another process holds a lock on it).
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStorage, Error> {
+        let path = resolve(path.as_ref())?;
+        let mut stores = lock(registry());
+        stores.retain(|_, store| store.strong_count() > 0);
+        if let Some(shared) = stores.get(&path).and_then(Weak::upgrade) {
+            return Ok(SqliteStorage { shared });
+        }
+        let shared = Arc::new(Shared::open(path.clone())?);
+        stores.insert(path, Arc::downgrade(&shared));
+        Ok(SqliteStorage { shared })
+    }
+
+    /// Opens the store at [`default_path`](Self::default_path).
+    pub fn open_default() -> Result<SqliteStorage, Error> {
+        Self::open(Self::default_path())
+    }
+
+    /// Where the embedded store lives by default: `$DAGRS_HOME/dagrs.db` when `DAGRS_HOME`
+    /// is set (and not empty), otherwise `./.dagrs/dagrs.db`.
+    pub fn default_path() -> PathBuf {
+        default_path_in(std::env::var_os("DAGRS_HOME").map(PathBuf::from))
+    }
+
+    /// The file of this store, as an absolute path with symbolic links resolved.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+impl fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stats = &self.shared.stats;
+        f.debug_struct("SqliteStorage")
+            .field("path", &self.shared.path)
+            .field("queued_writes", &stats.queued.load(Ordering::Relaxed))
+            .field("write_batches", &stats.batches.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn default_path_in(home: Option<PathBuf>) -> PathBuf {
+    match home {
+        Some(home) if !home.as_os_str().is_empty() => home.join("dagrs.db"),
+        _ => Path::new(".dagrs").join("dagrs.db"),
+    }
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), Error> {
+        const OP: &str = "create a run";
+        let run_id = run.run_id.clone();
+        let values = (
+            status_name(run.status),
+            run.selection.clone(),
+            to_json(&run.assets, OP)?,
+            to_json(&run.config, OP)?,
+            to_json(&run.tags, OP)?,
+            micros(run.started_at),
+            run.ended_at.map(micros),
+            run.owner.clone(),
+            micros(run.heartbeat_at),
+            run.parent_run_id.as_ref().map(RunId::to_string),
+            run.failure.clone(),
+        );
+        self.write(OP, move |conn| {
+            let (
+                status,
+                selection,
+                assets,
+                config,
+                tags,
+                started,
+                ended,
+                owner,
+                beat,
+                parent,
+                failure,
+            ) = values;
+            conn.prepare_cached(&format!(
+                "INSERT INTO runs ({RUN_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    run_id.as_str(),
+                    status,
+                    selection,
+                    assets,
+                    config,
+                    tags,
+                    started,
+                    ended,
+                    owner,
+                    beat,
+                    parent,
+                    failure
+                ])
+            })
+            .map_err(|e| {
+                if is_primary_key_clash(&e) {
+                    Error::storage(OP, format!("run `{run_id}` already exists"))
+                } else {
+                    Error::storage(OP, e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_events(&self, events: &[Event]) -> Result<(), Error> {
+        const OP: &str = "append events";
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows = events
+            .iter()
+            .map(|event| EventInsert::new(event, OP))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(OP, move |conn| append(conn, &rows, OP)).await
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &RunId,
+        status: RunStatus,
+        ended_at: DateTime<Utc>,
+        failure: Option<&str>,
+    ) -> Result<bool, Error> {
+        const OP: &str = "finish a run";
+        let run_id = run_id.clone();
+        let failure = failure.map(str::to_owned);
+        self.write(OP, move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE runs SET status = ?2, ended_at = ?3, failure = ?4 \
+                     WHERE run_id = ?1 AND status = 'running'",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        run_id.as_str(),
+                        status_name(status),
+                        micros(ended_at),
+                        failure
+                    ])
+                })
+                .or_storage(OP)?;
+            if changed == 0 && !run_exists(conn, run_id.as_str(), OP)? {
+                return Err(Error::RunNotFound(run_id.to_string()));
+            }
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), Error> {
+        const OP: &str = "record a heartbeat";
+        let run_id = run_id.clone();
+        self.write(OP, move |conn| {
+            let changed = conn
+                .prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE run_id = ?1")
+                .and_then(|mut stmt| stmt.execute(params![run_id.as_str(), micros(at)]))
+                .or_storage(OP)?;
+            if changed == 0 {
+                return Err(Error::RunNotFound(run_id.to_string()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn run(&self, run_id: &RunId) -> Result<Option<RunRecord>, Error> {
+        const OP: &str = "read a run";
+        let run_id = run_id.clone();
+        self.read(OP, move |conn| {
+            conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))
+                .and_then(|mut stmt| {
+                    stmt.query_row([run_id.as_str()], RunRow::from_row)
+                        .optional()
+                })
+                .or_storage(OP)?
+                .map(|row| row.into_record(OP))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error> {
+        const OP: &str = "list runs";
+        self.read(OP, move |conn| {
+            // `rowid` breaks ties between runs started at the same instant: last created first.
+            query_runs(
+                conn,
+                OP,
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"
+                ),
+                [limit_to_sql(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn running_runs(&self) -> Result<Vec<RunRecord>, Error> {
+        const OP: &str = "list running runs";
+        self.read(OP, move |conn| {
+            query_runs(
+                conn,
+                OP,
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY rowid"),
+                [],
+            )
+        })
+        .await
+    }
+
+    async fn events(&self, run_id: &RunId, after: Option<u64>) -> Result<Vec<Event>, Error> {
+        const OP: &str = "read events";
+        let run_id = run_id.clone();
+        let after = after.map_or(-1, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        self.read(OP, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, timestamp, asset, kind FROM events \
+                     WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+                )
+                .or_storage(OP)?;
+            let rows = stmt
+                .query_map(params![run_id.as_str(), after], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                })
+                .or_storage(OP)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .or_storage(OP)?;
+            rows.into_iter()
+                .map(|(seq, timestamp, asset, kind)| {
+                    let seq = seq_from_sql(seq, OP)?;
+                    let what = || format!("event {seq} of run `{run_id}`");
+                    Ok(Event {
+                        run_id: run_id.clone(),
+                        seq,
+                        timestamp: instant(timestamp, OP, &what())?,
+                        asset: asset.map(AssetKey::from),
+                        kind: from_json::<EventKind>(&kind, OP, what)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn latest_materialization(
+        &self,
+        asset: &AssetKey,
+    ) -> Result<Option<MaterializationRecord>, Error> {
+        const OP: &str = "read the latest materialization";
+        let asset = asset.clone();
+        self.read(OP, move |conn| {
+            let mut latest = query_materializations(
+                conn,
+                OP,
+                &format!(
+                    "SELECT {MATERIALIZATION_COLUMNS} FROM materializations \
+                     WHERE asset = ?1 ORDER BY id DESC LIMIT 1"
+                ),
+                [asset.as_str()],
+            )?;
+            Ok(latest.pop())
+        })
+        .await
+    }
+
+    async fn latest_materializations(&self) -> Result<Vec<MaterializationRecord>, Error> {
+        const OP: &str = "read the latest materializations";
+        self.read(OP, move |conn| {
+            query_materializations(
+                conn,
+                OP,
+                &format!(
+                    "SELECT {MATERIALIZATION_COLUMNS} FROM materializations \
+                     WHERE id IN (SELECT MAX(id) FROM materializations GROUP BY asset) \
+                     ORDER BY asset"
+                ),
+                [],
+            )
+        })
+        .await
+    }
+
+    async fn materializations(
+        &self,
+        asset: &AssetKey,
+        limit: usize,
+    ) -> Result<Vec<MaterializationRecord>, Error> {
+        const OP: &str = "read materializations";
+        let asset = asset.clone();
+        self.read(OP, move |conn| {
+            query_materializations(
+                conn,
+                OP,
+                &format!(
+                    "SELECT {MATERIALIZATION_COLUMNS} FROM materializations \
+                     WHERE asset = ?1 ORDER BY id DESC LIMIT ?2"
+                ),
+                params![asset.as_str(), limit_to_sql(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> Result<PruneReport, Error> {
+        const OP: &str = "prune the event log";
+        self.write(OP, move |conn| prune(conn, keep, now, OP)).await
+    }
+
+    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, Error> {
+        const OP: &str = "claim a tick";
+        let name = name.to_owned();
+        self.write(OP, move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO ticks (name, tick) VALUES (?1, ?2) \
+                     ON CONFLICT (name, tick) DO NOTHING",
+                )
+                .and_then(|mut stmt| stmt.execute(params![name, micros(tick)]))
+                .or_storage(OP)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, Error> {
+        const OP: &str = "read a cursor";
+        let name = name.to_owned();
+        self.read(OP, move |conn| {
+            conn.prepare_cached("SELECT value FROM cursors WHERE name = ?1")
+                .and_then(|mut stmt| stmt.query_row([&name], |row| row.get(0)).optional())
+                .or_storage(OP)
+        })
+        .await
+    }
+
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), Error> {
+        const OP: &str = "store a cursor";
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write(OP, move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO cursors (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut stmt| stmt.execute(params![name, value]))
+            .or_storage(OP)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,397 @@
+//! Rows as SQLite keeps them: conversions of values, the row types read and written, and the
+//! statements beyond a single query.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+
+use crate::error::Error;
+use crate::event::{Event, RunStatus};
+use crate::key::{AssetKey, RunId};
+use crate::storage::memory::materialization_of;
+use crate::storage::{runs_to_prune, MaterializationRecord, PruneReport, Retention, RunRecord};
+
+/// `.or_storage(op)`: a SQLite error as an [`Error::Storage`].
+pub(super) trait OrStorage<T> {
+    fn or_storage(self, op: &'static str) -> Result<T, Error>;
+}
+
+impl<T> OrStorage<T> for rusqlite::Result<T> {
+    fn or_storage(self, op: &'static str) -> Result<T, Error> {
+        self.map_err(|e| Error::storage(op, e))
+    }
+}
+
+pub(super) fn is_primary_key_clash(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error(),
+        Some(e) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+pub(super) fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+pub(super) fn instant(micros: i64, op: &'static str, what: &str) -> Result<DateTime<Utc>, Error> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+        Error::storage(
+            op,
+            format!("the stored {what} ({micros} µs since 1970) is out of range"),
+        )
+    })
+}
+
+fn seq_to_sql(seq: u64, run_id: &RunId, op: &'static str) -> Result<i64, Error> {
+    i64::try_from(seq).map_err(|_| {
+        Error::storage(
+            op,
+            format!(
+                "event {seq} of run `{run_id}`: SQLite stores sequence numbers up to {}",
+                i64::MAX
+            ),
+        )
+    })
+}
+
+pub(super) fn seq_from_sql(seq: i64, op: &'static str) -> Result<u64, Error> {
+    u64::try_from(seq).map_err(|_| {
+        Error::storage(
+            op,
+            format!("the stored event sequence number {seq} is negative"),
+        )
+    })
+}
+
+pub(super) fn limit_to_sql(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+pub(super) fn to_json<T: serde::Serialize + ?Sized>(
+    value: &T,
+    op: &'static str,
+) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|e| Error::storage(op, e))
+}
+
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    op: &'static str,
+    what: impl FnOnce() -> String,
+) -> Result<T, Error> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::storage(op, format!("{} cannot be read: {e}", what())))
+}
+
+pub(super) fn status_name(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Running => "running",
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
+    }
+}
+
+fn parse_status(name: &str) -> Option<RunStatus> {
+    Some(match name {
+        "running" => RunStatus::Running,
+        "succeeded" => RunStatus::Succeeded,
+        "failed" => RunStatus::Failed,
+        "cancelled" => RunStatus::Cancelled,
+        _ => return None,
+    })
+}
+
+pub(super) const RUN_COLUMNS: &str =
+    "run_id, status, selection, assets, config, tags, started_at, \
+                           ended_at, owner, heartbeat_at, parent_run_id, failure";
+
+/// A `runs` row as SQLite returns it.
+pub(super) struct RunRow {
+    run_id: String,
+    status: String,
+    selection: String,
+    assets: String,
+    config: String,
+    tags: String,
+    started_at: i64,
+    ended_at: Option<i64>,
+    owner: String,
+    heartbeat_at: i64,
+    parent_run_id: Option<String>,
+    failure: Option<String>,
+}
+
+impl RunRow {
+    pub(super) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+        Ok(RunRow {
+            run_id: row.get(0)?,
+            status: row.get(1)?,
+            selection: row.get(2)?,
+            assets: row.get(3)?,
+            config: row.get(4)?,
+            tags: row.get(5)?,
+            started_at: row.get(6)?,
+            ended_at: row.get(7)?,
+            owner: row.get(8)?,
+            heartbeat_at: row.get(9)?,
+            parent_run_id: row.get(10)?,
+            failure: row.get(11)?,
+        })
+    }
+
+    pub(super) fn into_record(self, op: &'static str) -> Result<RunRecord, Error> {
+        let id = &self.run_id;
+        let column = |name: &str| format!("the `{name}` of stored run `{id}`");
+        Ok(RunRecord {
+            status: parse_status(&self.status).ok_or_else(|| {
+                Error::storage(
+                    op,
+                    format!("stored run `{id}` has an unknown status `{}`", self.status),
+                )
+            })?,
+            selection: self.selection,
+            assets: from_json(&self.assets, op, || column("assets"))?,
+            config: from_json(&self.config, op, || column("config"))?,
+            tags: from_json(&self.tags, op, || column("tags"))?,
+            started_at: instant(self.started_at, op, &column("started_at"))?,
+            ended_at: self
+                .ended_at
+                .map(|at| instant(at, op, &column("ended_at")))
+                .transpose()?,
+            owner: self.owner,
+            heartbeat_at: instant(self.heartbeat_at, op, &column("heartbeat_at"))?,
+            parent_run_id: self.parent_run_id.map(RunId::from),
+            failure: self.failure,
+            run_id: RunId::from(self.run_id),
+        })
+    }
+}
+
+/// Runs `sql` and turns each row into a record: `from_row` reads the columns, `into` checks
+/// and decodes them.
+fn query_records<R, T>(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+    from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+    into: fn(R, &'static str) -> Result<T, Error>,
+) -> Result<Vec<T>, Error> {
+    let mut stmt = conn.prepare_cached(sql).or_storage(op)?;
+    let rows = stmt
+        .query_map(params, from_row)
+        .or_storage(op)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .or_storage(op)?;
+    rows.into_iter().map(|row| into(row, op)).collect()
+}
+
+pub(super) fn query_runs(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RunRecord>, Error> {
+    query_records(conn, op, sql, params, RunRow::from_row, RunRow::into_record)
+}
+
+pub(super) const MATERIALIZATION_COLUMNS: &str =
+    "asset, run_id, seq, timestamp, metadata, value, code_version";
+
+/// A `materializations` row as SQLite returns it.
+struct MaterializationRow {
+    asset: String,
+    run_id: String,
+    seq: i64,
+    timestamp: i64,
+    metadata: String,
+    value: String,
+    code_version: Option<String>,
+}
+
+impl MaterializationRow {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MaterializationRow> {
+        Ok(MaterializationRow {
+            asset: row.get(0)?,
+            run_id: row.get(1)?,
+            seq: row.get(2)?,
+            timestamp: row.get(3)?,
+            metadata: row.get(4)?,
+            value: row.get(5)?,
+            code_version: row.get(6)?,
+        })
+    }
+
+    fn into_record(self, op: &'static str) -> Result<MaterializationRecord, Error> {
+        let column = |name: &str| {
+            format!(
+                "the `{name}` of the stored materialization of `{}` by run `{}`",
+                self.asset, self.run_id
+            )
+        };
+        Ok(MaterializationRecord {
+            seq: seq_from_sql(self.seq, op)?,
+            timestamp: instant(self.timestamp, op, &column("timestamp"))?,
+            metadata: from_json(&self.metadata, op, || column("metadata"))?,
+            value: from_json(&self.value, op, || column("value"))?,
+            code_version: self.code_version,
+            asset: AssetKey::from(self.asset),
+            run_id: RunId::from(self.run_id),
+        })
+    }
+}
+
+pub(super) fn query_materializations(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<MaterializationRecord>, Error> {
+    query_records(
+        conn,
+        op,
+        sql,
+        params,
+        MaterializationRow::from_row,
+        MaterializationRow::into_record,
+    )
+}
+
+/// An event ready for `INSERT` (serialized by the caller, off the writer thread).
+pub(super) struct EventInsert {
+    run_id: RunId,
+    seq: i64,
+    timestamp: i64,
+    asset: Option<String>,
+    kind: String,
+    materialization: Option<MaterializationInsert>,
+}
+
+struct MaterializationInsert {
+    asset: String,
+    metadata: String,
+    value: String,
+    code_version: Option<String>,
+}
+
+impl EventInsert {
+    pub(super) fn new(event: &Event, op: &'static str) -> Result<EventInsert, Error> {
+        let materialization = materialization_of(event)
+            .map(|record| -> Result<_, Error> {
+                Ok(MaterializationInsert {
+                    asset: record.asset.to_string(),
+                    metadata: to_json(&record.metadata, op)?,
+                    value: to_json(&record.value, op)?,
+                    code_version: record.code_version,
+                })
+            })
+            .transpose()?;
+        Ok(EventInsert {
+            seq: seq_to_sql(event.seq, &event.run_id, op)?,
+            run_id: event.run_id.clone(),
+            timestamp: micros(event.timestamp),
+            asset: event.asset.as_ref().map(AssetKey::to_string),
+            kind: to_json(&event.kind, op)?,
+            materialization,
+        })
+    }
+}
+
+pub(super) fn append(
+    conn: &Connection,
+    events: &[EventInsert],
+    op: &'static str,
+) -> Result<(), Error> {
+    let mut run_exists = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")
+        .or_storage(op)?;
+    let mut insert_event = conn
+        .prepare_cached(
+            "INSERT INTO events (run_id, seq, timestamp, asset, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .or_storage(op)?;
+    let mut insert_materialization = conn
+        .prepare_cached(
+            "INSERT INTO materializations \
+             (asset, run_id, seq, timestamp, metadata, value, code_version) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .or_storage(op)?;
+    let mut known: HashSet<&str> = HashSet::new();
+    for event in events {
+        let run_id = event.run_id.as_str();
+        if known.insert(run_id) && !run_exists.exists([run_id]).or_storage(op)? {
+            return Err(Error::RunNotFound(run_id.to_owned()));
+        }
+        insert_event
+            .execute(params![
+                run_id,
+                event.seq,
+                event.timestamp,
+                event.asset,
+                event.kind
+            ])
+            .map_err(|e| {
+                if is_primary_key_clash(&e) {
+                    Error::storage(
+                        op,
+                        format!("run `{run_id}` already has event {}", event.seq),
+                    )
+                } else {
+                    Error::storage(op, e)
+                }
+            })?;
+        if let Some(m) = &event.materialization {
+            insert_materialization
+                .execute(params![
+                    m.asset,
+                    run_id,
+                    event.seq,
+                    event.timestamp,
+                    m.metadata,
+                    m.value,
+                    m.code_version
+                ])
+                .or_storage(op)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn run_exists(conn: &Connection, run_id: &str, op: &'static str) -> Result<bool, Error> {
+    conn.prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")
+        .and_then(|mut stmt| stmt.exists([run_id]))
+        .or_storage(op)
+}
+
+pub(super) fn prune(
+    conn: &Connection,
+    keep: Retention,
+    now: DateTime<Utc>,
+    op: &'static str,
+) -> Result<PruneReport, Error> {
+    let runs = query_runs(conn, op, &format!("SELECT {RUN_COLUMNS} FROM runs"), [])?;
+    let doomed = runs_to_prune(&runs, keep, now);
+    if doomed.is_empty() {
+        return Ok(PruneReport::default());
+    }
+    let doomed = to_json(&doomed, op)?;
+    let delete = |sql: &str| -> Result<u64, Error> {
+        let removed = conn.execute(sql, [&doomed]).or_storage(op)?;
+        Ok(removed as u64)
+    };
+    // Events first: deleting the runs would cascade to them uncounted.
+    let events = delete("DELETE FROM events WHERE run_id IN (SELECT value FROM json_each(?1))")?;
+    let materializations = delete(
+        "DELETE FROM materializations WHERE run_id IN (SELECT value FROM json_each(?1)) \
+         AND id NOT IN (SELECT MAX(id) FROM materializations GROUP BY asset)",
+    )?;
+    let runs = delete("DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?1))")?;
+    Ok(PruneReport {
+        runs,
+        events,
+        materializations,
+    })
+}

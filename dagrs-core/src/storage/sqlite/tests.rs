@@ -1,0 +1,713 @@
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use chrono::TimeZone;
+use rusqlite::Connection;
+use serde_json::json;
+
+use super::file::{APPLICATION_ID, SCHEMA_VERSION, SQLITE_HEADER};
+use super::*;
+use crate::event::LogLevel;
+use crate::storage::contract::{at, event, run_record};
+
+/// A fresh folder under the system's temp folder, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dagrs-sqlite-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.0.join("dagrs.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A store in its own temp folder, which goes when the store does.
+struct TestStore {
+    storage: SqliteStorage,
+    _dir: TempDir,
+}
+
+impl TestStore {
+    fn fresh() -> TestStore {
+        let dir = TempDir::new("contract");
+        let storage = SqliteStorage::open(dir.file()).unwrap();
+        TestStore { storage, _dir: dir }
+    }
+}
+
+#[async_trait]
+impl Storage for TestStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), Error> {
+        self.storage.create_run(run).await
+    }
+    async fn append_events(&self, events: &[Event]) -> Result<(), Error> {
+        self.storage.append_events(events).await
+    }
+    async fn finish_run(
+        &self,
+        run_id: &RunId,
+        status: RunStatus,
+        ended_at: DateTime<Utc>,
+        failure: Option<&str>,
+    ) -> Result<bool, Error> {
+        self.storage
+            .finish_run(run_id, status, ended_at, failure)
+            .await
+    }
+    async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), Error> {
+        self.storage.heartbeat(run_id, at).await
+    }
+    async fn run(&self, run_id: &RunId) -> Result<Option<RunRecord>, Error> {
+        self.storage.run(run_id).await
+    }
+    async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error> {
+        self.storage.runs(limit).await
+    }
+    async fn running_runs(&self) -> Result<Vec<RunRecord>, Error> {
+        self.storage.running_runs().await
+    }
+    async fn events(&self, run_id: &RunId, after: Option<u64>) -> Result<Vec<Event>, Error> {
+        self.storage.events(run_id, after).await
+    }
+    async fn latest_materialization(
+        &self,
+        asset: &AssetKey,
+    ) -> Result<Option<MaterializationRecord>, Error> {
+        self.storage.latest_materialization(asset).await
+    }
+    async fn latest_materializations(&self) -> Result<Vec<MaterializationRecord>, Error> {
+        self.storage.latest_materializations().await
+    }
+    async fn materializations(
+        &self,
+        asset: &AssetKey,
+        limit: usize,
+    ) -> Result<Vec<MaterializationRecord>, Error> {
+        self.storage.materializations(asset, limit).await
+    }
+    async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> Result<PruneReport, Error> {
+        self.storage.prune(keep, now).await
+    }
+    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, Error> {
+        self.storage.claim_tick(name, tick).await
+    }
+    async fn cursor(&self, name: &str) -> Result<Option<String>, Error> {
+        self.storage.cursor(name).await
+    }
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), Error> {
+        self.storage.set_cursor(name, value).await
+    }
+}
+
+crate::storage_contract_tests!(async { TestStore::fresh() });
+
+fn log(id: &str, seq: u64, message: &str) -> Event {
+    event(
+        id,
+        seq,
+        Some("a"),
+        EventKind::Log {
+            level: LogLevel::Info,
+            message: message.into(),
+        },
+    )
+}
+
+fn materialization(id: &str, seq: u64, asset: &str, value: serde_json::Value) -> Event {
+    event(
+        id,
+        seq,
+        Some(asset),
+        EventKind::Materialization {
+            metadata: BTreeMap::from([("rows".to_owned(), json!(seq))]),
+            value,
+            code_version: Some("v1".into()),
+        },
+    )
+}
+
+/// Whether a store of `path` is open in this process.
+fn is_open(path: &Path) -> bool {
+    let path = fs::canonicalize(path).unwrap();
+    lock(registry())
+        .get(&path)
+        .and_then(Weak::upgrade)
+        .is_some()
+}
+
+fn open_error(path: &Path) -> String {
+    SqliteStorage::open(path)
+        .expect_err("the file must be refused")
+        .to_string()
+}
+
+/// The files in `dir`, by name.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything() {
+    let dir = TempDir::new("reopen");
+    let path = dir.0.join("nested").join("folders").join("dagrs.db");
+    let mut parent = run_record("p1", 0);
+    parent.tags.insert("owner".into(), "ops".into());
+    let mut child = run_record("p2", 5);
+    child.parent_run_id = Some(parent.run_id.clone());
+    let events = vec![
+        event(
+            "p1",
+            0,
+            None,
+            EventKind::RunStarted {
+                selection: vec!["a".into()],
+            },
+        ),
+        event("p1", 1, Some("a"), EventKind::StepStarted { attempt: 1 }),
+        materialization("p1", 2, "a", json!({"rows": [1, 2, 3]})),
+        event(
+            "p1",
+            3,
+            Some("a"),
+            EventKind::StepSucceeded {
+                attempt: 1,
+                duration: Duration::from_micros(1_234_567),
+            },
+        ),
+        event(
+            "p1",
+            4,
+            None,
+            EventKind::RunFailed {
+                failed: vec!["b".into()],
+                skipped: vec![],
+            },
+        ),
+    ];
+    {
+        let store = SqliteStorage::open(&path).unwrap();
+        assert!(path.exists(), "open creates the file and its folders");
+        assert_eq!(store.path(), fs::canonicalize(&path).unwrap());
+        store.create_run(&parent).await.unwrap();
+        store.create_run(&child).await.unwrap();
+        store.append_events(&events[..2]).await.unwrap();
+        store.append_events(&events[2..]).await.unwrap();
+        assert!(store
+            .finish_run(&parent.run_id, RunStatus::Failed, at(9), Some("b failed"))
+            .await
+            .unwrap());
+        store.heartbeat(&child.run_id, at(7)).await.unwrap();
+        assert!(store.claim_tick("hourly", at(60)).await.unwrap());
+        store.set_cursor("files", "offset=3").await.unwrap();
+    }
+    assert!(!is_open(&path), "the store was closed");
+
+    let store = SqliteStorage::open(&path).unwrap();
+    let mut finished = parent.clone();
+    finished.status = RunStatus::Failed;
+    finished.ended_at = Some(at(9));
+    finished.failure = Some("b failed".into());
+    assert_eq!(
+        store.run(&parent.run_id).await.unwrap(),
+        Some(finished.clone())
+    );
+    let mut beating = child.clone();
+    beating.heartbeat_at = at(7);
+    assert_eq!(store.runs(10).await.unwrap(), [beating.clone(), finished]);
+    assert_eq!(store.running_runs().await.unwrap(), [beating]);
+    assert_eq!(store.events(&parent.run_id, None).await.unwrap(), events);
+    let latest = store.latest_materializations().await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(
+        (latest[0].asset.as_str(), latest[0].seq, &latest[0].value),
+        ("a", 2, &json!({"rows": [1, 2, 3]}))
+    );
+    assert_eq!(latest[0].timestamp, events[2].timestamp);
+    assert!(
+        !store.claim_tick("hourly", at(60)).await.unwrap(),
+        "a claimed tick stays claimed"
+    );
+    assert_eq!(
+        store.cursor("files").await.unwrap().as_deref(),
+        Some("offset=3")
+    );
+}
+
+#[tokio::test]
+async fn events_come_back_in_order_after_reopening() {
+    let dir = TempDir::new("order");
+    let runs = ["o1", "o2", "o3"];
+    {
+        let store = SqliteStorage::open(dir.file()).unwrap();
+        for (i, id) in runs.iter().enumerate() {
+            store.create_run(&run_record(id, i as i64)).await.unwrap();
+        }
+        // Batches mix runs and arrive out of order: 20..30, then 0..10, then 10..20.
+        for range in [20..30, 0..10, 10..20] {
+            let batch: Vec<Event> = range
+                .rev()
+                .flat_map(|seq| {
+                    runs.iter()
+                        .map(move |id| log(id, seq, &format!("{id}-{seq}")))
+                })
+                .collect();
+            store.append_events(&batch).await.unwrap();
+        }
+    }
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    for id in runs {
+        let expected: Vec<Event> = (0..30)
+            .map(|seq| log(id, seq, &format!("{id}-{seq}")))
+            .collect();
+        assert_eq!(
+            store.events(&RunId::from(id), None).await.unwrap(),
+            expected
+        );
+        assert_eq!(
+            store.events(&RunId::from(id), Some(24)).await.unwrap(),
+            expected[25..]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_store_is_versioned_and_in_wal_mode() {
+    let dir = TempDir::new("fresh");
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    let conn = Connection::open(store.path()).unwrap();
+    let pragma = |name: &str| -> String {
+        conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|value| match value {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .unwrap()
+    };
+    assert_eq!(pragma("journal_mode"), "wal");
+    assert_eq!(pragma("user_version"), SCHEMA_VERSION.to_string());
+    assert_eq!(pragma("application_id"), APPLICATION_ID.to_string());
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    for table in ["cursors", "events", "materializations", "runs", "ticks"] {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} is missing from {tables:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_store_of_a_newer_schema_is_refused_and_left_untouched() {
+    let dir = TempDir::new("newer");
+    let path = dir.file();
+    {
+        let store = SqliteStorage::open(&path).unwrap();
+        store.create_run(&run_record("r", 0)).await.unwrap();
+    }
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let before = fs::read(&path).unwrap();
+    let files = files_in(&dir.0);
+    let message = open_error(&path);
+    let shown = fs::canonicalize(&path).unwrap().display().to_string();
+    assert!(message.contains(&shown), "{message}");
+    assert!(message.contains("newer version of dagrs"), "{message}");
+    assert!(
+        message.contains(&format!("schema version is {}", SCHEMA_VERSION + 1)),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("up to {SCHEMA_VERSION}")),
+        "{message}"
+    );
+    assert!(
+        fs::read(&path).unwrap() == before,
+        "the file is not modified"
+    );
+    assert_eq!(files_in(&dir.0), files);
+}
+
+#[tokio::test]
+async fn files_that_are_not_databases_are_refused_and_left_untouched() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let random: Vec<u8> = (0..4096).map(|_| rng.u8(..)).collect();
+    let mut damaged = SQLITE_HEADER.to_vec();
+    damaged.resize(4096, 0xFF);
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("random bytes", random),
+        ("text", b"name,value\nflow,1\npressure,2\n".to_vec()),
+        ("zeros", vec![0; 1024]),
+        ("a SQLite header over garbage", damaged),
+    ];
+    for (what, bytes) in cases {
+        let dir = TempDir::new("garbage");
+        let path = dir.file();
+        fs::write(&path, &bytes).unwrap();
+        let message = open_error(&path);
+        let shown = fs::canonicalize(&path).unwrap().display().to_string();
+        assert!(
+            message.contains(&format!(
+                "{shown} is not a dagrs store: file is not a database"
+            )),
+            "{what}: {message}"
+        );
+        assert!(
+            message.contains("move it away or set DAGRS_HOME"),
+            "{what}: {message}"
+        );
+        assert!(
+            fs::read(&path).unwrap() == bytes,
+            "{what}: the file is not modified"
+        );
+        assert_eq!(files_in(&dir.0), ["dagrs.db"], "{what}: no files are added");
+    }
+}
+
+#[tokio::test]
+async fn another_programs_database_is_refused_and_left_untouched() {
+    let dir = TempDir::new("foreign");
+    let path = dir.file();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
+             INSERT INTO customers (name) VALUES ('ada');
+             CREATE TABLE runs (id INTEGER);",
+        )
+        .unwrap();
+    }
+    let before = fs::read(&path).unwrap();
+    let message = open_error(&path);
+    assert!(message.contains("not a dagrs store"), "{message}");
+    assert!(message.contains("`customers`, `runs`"), "{message}");
+    assert!(message.contains("DAGRS_HOME"), "{message}");
+    assert!(
+        fs::read(&path).unwrap() == before,
+        "the file is not modified"
+    );
+    assert_eq!(files_in(&dir.0), ["dagrs.db"]);
+}
+
+#[tokio::test]
+async fn an_empty_database_becomes_a_store() {
+    let dir = TempDir::new("empty");
+    let zero_bytes = dir.0.join("zero.db");
+    fs::write(&zero_bytes, b"").unwrap();
+    let emptied = dir.0.join("emptied.db");
+    {
+        let conn = Connection::open(&emptied).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); DROP TABLE t;")
+            .unwrap();
+    }
+    assert!(fs::metadata(&emptied).unwrap().len() > 0);
+    for path in [zero_bytes, emptied] {
+        let store = SqliteStorage::open(&path).unwrap();
+        store.create_run(&run_record("r", 0)).await.unwrap();
+        assert_eq!(store.runs(10).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_folder_is_refused() {
+    let dir = TempDir::new("folder");
+    let message = open_error(&dir.0);
+    assert!(message.contains("is a folder"), "{message}");
+}
+
+#[test]
+fn the_default_path_follows_dagrs_home() {
+    assert_eq!(
+        default_path_in(Some(PathBuf::from("/srv/dagrs"))),
+        Path::new("/srv/dagrs/dagrs.db")
+    );
+    assert_eq!(
+        default_path_in(Some(PathBuf::new())),
+        Path::new(".dagrs/dagrs.db")
+    );
+    assert_eq!(default_path_in(None), Path::new(".dagrs/dagrs.db"));
+}
+
+#[tokio::test]
+async fn opens_of_one_file_share_one_writer() {
+    let dir = TempDir::new("shared");
+    fs::create_dir_all(dir.0.join("sub")).unwrap();
+    let first = SqliteStorage::open(dir.file()).unwrap();
+    let second = SqliteStorage::open(dir.0.join("sub").join("..").join("dagrs.db")).unwrap();
+    assert!(Arc::ptr_eq(&first.shared, &second.shared));
+    assert!(Arc::ptr_eq(&first.shared, &first.clone().shared));
+    let other = SqliteStorage::open(dir.0.join("other.db")).unwrap();
+    assert!(!Arc::ptr_eq(&first.shared, &other.shared));
+    first.create_run(&run_record("r", 0)).await.unwrap();
+    assert!(second.run(&RunId::from("r")).await.unwrap().is_some());
+    drop((first, second));
+    assert!(!is_open(&dir.file()));
+    assert!(is_open(&dir.0.join("other.db")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_through_two_opens_all_land() {
+    const TASKS: usize = 16;
+    const BATCHES: u64 = 200;
+    const PER_BATCH: u64 = 3;
+    let dir = TempDir::new("stress");
+    let stores = [
+        SqliteStorage::open(dir.file()).unwrap(),
+        SqliteStorage::open(dir.file()).unwrap(),
+    ];
+    assert!(Arc::ptr_eq(&stores[0].shared, &stores[1].shared));
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let stores = stores.clone();
+        tasks.spawn(async move {
+            let id = format!("s{task}");
+            let run_id = RunId::from(id.as_str());
+            stores[task % 2]
+                .create_run(&run_record(&id, task as i64))
+                .await
+                .unwrap();
+            for batch in 0..BATCHES {
+                let store = &stores[(task + batch as usize) % 2];
+                let events: Vec<Event> = (0..PER_BATCH)
+                    .map(|i| {
+                        let seq = batch * PER_BATCH + i;
+                        if i == PER_BATCH - 1 {
+                            materialization(&id, seq, &format!("asset{task}"), json!(batch))
+                        } else {
+                            log(&id, seq, "working")
+                        }
+                    })
+                    .collect();
+                store.append_events(&events).await.unwrap();
+                if batch % 10 == 0 {
+                    store.heartbeat(&run_id, at(batch as i64)).await.unwrap();
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a writer failed");
+    }
+    for task in 0..TASKS {
+        let events = stores[task % 2]
+            .events(&RunId::from(format!("s{task}")), None)
+            .await
+            .unwrap();
+        assert_eq!(events.len() as u64, BATCHES * PER_BATCH);
+        assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64));
+        let asset = AssetKey::from(format!("asset{task}"));
+        let latest = stores[0]
+            .latest_materialization(&asset)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.value, json!(BATCHES - 1));
+        assert_eq!(
+            stores[1]
+                .materializations(&asset, usize::MAX)
+                .await
+                .unwrap()
+                .len() as u64,
+            BATCHES
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_commands_commit_together_and_a_failing_one_fails_alone() {
+    let dir = TempDir::new("batch");
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    store.create_run(&run_record("base", 0)).await.unwrap();
+    let stats = Arc::clone(&store.shared.stats);
+    let batches_before = stats.batches.load(Ordering::Relaxed);
+
+    // Another connection holds the write lock, as another process would: the writer
+    // waits for it (instead of failing with "database is locked") while commands queue.
+    let blocker = Connection::open(store.path()).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let result = store.create_run(&run_record(&format!("q{i}"), i)).await;
+            ("create", result.map(|_| ()))
+        });
+    }
+    let clone = store.clone();
+    tasks.spawn(async move { ("duplicate", clone.create_run(&run_record("base", 0)).await) });
+    let clone = store.clone();
+    tasks.spawn(async move {
+        let clash = [
+            log("base", 5, "five"),
+            log("base", 6, "six"),
+            log("base", 5, "again"),
+        ];
+        ("clash", clone.append_events(&clash).await)
+    });
+    let clone = store.clone();
+    tasks.spawn(async move {
+        (
+            "append",
+            clone.append_events(&[log("base", 1, "one")]).await,
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stats.queued.load(Ordering::Relaxed) < 23 {
+        assert!(Instant::now() < deadline, "the commands were never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+
+    let mut failed = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (what, result) = done.unwrap();
+        match (what, result) {
+            ("create" | "append", result) => result.unwrap(),
+            (what, Err(e)) => failed.push((what, e.to_string())),
+            (what, Ok(())) => panic!("{what} should have failed"),
+        }
+    }
+    failed.sort();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0].0, "clash");
+    assert!(
+        failed[0].1.contains("run `base` already has event 5"),
+        "{}",
+        failed[0].1
+    );
+    assert_eq!(failed[1].0, "duplicate");
+    assert!(
+        failed[1].1.contains("run `base` already exists"),
+        "{}",
+        failed[1].1
+    );
+    let batches = stats.batches.load(Ordering::Relaxed) - batches_before;
+    assert!(
+        (1..=2).contains(&batches),
+        "23 queued commands took {batches} transactions"
+    );
+    assert_eq!(store.runs(100).await.unwrap().len(), 21);
+    let events = store.events(&RunId::from("base"), None).await.unwrap();
+    assert_eq!(
+        events,
+        [log("base", 1, "one")],
+        "the failed batch of events left nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finishing_is_a_compare_and_set() {
+    let dir = TempDir::new("cas");
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    store.create_run(&run_record("r", 0)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .finish_run(&RunId::from("r"), RunStatus::Failed, at(i), Some("stop"))
+                .await
+                .unwrap()
+        });
+    }
+    let mut won = 0;
+    while let Some(done) = tasks.join_next().await {
+        won += usize::from(done.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one finisher changes the run");
+}
+
+#[tokio::test]
+async fn unknown_runs_are_reported_as_such() {
+    let dir = TempDir::new("unknown");
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    let ghost = RunId::from("ghost");
+    assert!(matches!(
+        store.finish_run(&ghost, RunStatus::Failed, at(1), None).await,
+        Err(Error::RunNotFound(id)) if id == "ghost"
+    ));
+    assert!(matches!(
+        store.heartbeat(&ghost, at(1)).await,
+        Err(Error::RunNotFound(id)) if id == "ghost"
+    ));
+    store.create_run(&run_record("real", 0)).await.unwrap();
+    assert!(matches!(
+        store.append_events(&[log("real", 0, "ok"), log("ghost", 0, "lost")]).await,
+        Err(Error::RunNotFound(id)) if id == "ghost"
+    ));
+    assert!(
+        store
+            .events(&RunId::from("real"), None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a batch naming an unknown run is not written"
+    );
+}
+
+#[tokio::test]
+async fn instants_round_trip_to_the_microsecond_and_sort() {
+    let dir = TempDir::new("time");
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    let before_epoch = Utc.with_ymd_and_hms(1969, 12, 31, 23, 59, 59).unwrap()
+        + chrono::Duration::microseconds(999_999);
+    let far =
+        Utc.with_ymd_and_hms(2400, 2, 29, 12, 0, 0).unwrap() + chrono::Duration::microseconds(1);
+    for (id, started) in [("old", before_epoch), ("far", far), ("now", at(0))] {
+        let mut run = run_record(id, 0);
+        run.started_at = started;
+        run.heartbeat_at = started;
+        store.create_run(&run).await.unwrap();
+        assert_eq!(
+            store.run(&run.run_id).await.unwrap().unwrap().started_at,
+            started
+        );
+    }
+    let order: Vec<String> = store
+        .runs(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.run_id.to_string())
+        .collect();
+    assert_eq!(order, ["far", "now", "old"]);
+    let mut early = log("old", 0, "early");
+    early.timestamp = before_epoch;
+    store.append_events(&[early.clone()]).await.unwrap();
+    assert_eq!(
+        store.events(&RunId::from("old"), None).await.unwrap(),
+        [early]
+    );
+}
