@@ -419,3 +419,26 @@ async fn an_unselected_input_comes_from_the_last_stored_materialization() {
     assert_eq!(result.output::<doubled>(), Some(&40));
     assert_eq!(result.steps().len(), 1);
 }
+
+#[tokio::test]
+async fn passwords_never_reach_the_event_log() {
+    let leaky = AssetSpec::new("leaky", |scope| async move {
+        scope
+            .context()
+            .log
+            .info("connecting to postgres://app:hunter2@db:5432/ecoanp");
+        Err::<(), _>(anyhow::anyhow!(
+            "cannot connect to postgres://app:hunter2@db:5432/ecoanp"
+        ))
+    });
+    let defs = Definitions::builder().specs([leaky]).build().unwrap();
+    let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    let log = serde_json::to_string(result.events()).unwrap();
+    assert!(!log.contains("hunter2"), "{log}");
+    assert!(log.contains("postgres://app:***@db:5432/ecoanp"), "{log}");
+    let error = result.step("leaky").unwrap().error.clone().unwrap();
+    assert_eq!(
+        error.message,
+        "cannot connect to postgres://app:***@db:5432/ecoanp"
+    );
+}

@@ -99,8 +99,9 @@ impl Logger {
         self.log(LogLevel::Error, message.into());
     }
 
-    /// Logs at `level`.
+    /// Logs at `level`. Passwords in URLs are masked before the line goes anywhere.
     pub fn log(&self, level: LogLevel, message: String) {
+        let message = crate::event::mask_secrets(&message);
         let (run_id, asset) = (self.run_id.as_str(), self.asset.as_str());
         match level {
             LogLevel::Debug => tracing::debug!(target: "dagrs::asset", run_id, asset, "{message}"),

@@ -191,9 +191,42 @@ pub struct ErrorInfo {
     pub causes: Vec<String>,
 }
 
+/// `text` with the password of every URL in it (`scheme://user:password@host`) replaced by
+/// `***`, so secrets that reach an error or a log line never reach the event log.
+pub fn mask_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', '?', '#' or whitespace.
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl ErrorInfo {
     pub(crate) fn from_anyhow(error: &anyhow::Error) -> Self {
-        let mut chain = error.chain().map(|e| e.to_string());
+        let mut chain = error.chain().map(|e| mask_secrets(&e.to_string()));
         ErrorInfo {
             message: chain.next().unwrap_or_default(),
             causes: chain.collect(),
@@ -237,4 +270,25 @@ pub enum StepStatus {
     Skipped,
     /// Interrupted by cancellation while running.
     Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_secrets;
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            mask_secrets("cannot reach postgres://app:hunter2@db:5432/x (timeout)"),
+            "cannot reach postgres://app:***@db:5432/x (timeout)"
+        );
+        assert_eq!(
+            mask_secrets("a http://u:p@h b https://v:q:r@i/path?x=1 c"),
+            "a http://u:***@h b https://v:***@i/path?x=1 c"
+        );
+        assert_eq!(mask_secrets("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(mask_secrets("no url: a:b@c"), "no url: a:b@c");
+        assert_eq!(mask_secrets("ends with ://"), "ends with ://");
+        assert_eq!(mask_secrets("ünï://ü:ß@h"), "ünï://ü:***@h");
+    }
 }

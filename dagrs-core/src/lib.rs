@@ -83,7 +83,9 @@ pub use config::RunConfig;
 pub use context::{build_asset_context, AssetContext, AssetContextBuilder, LogRecord, Logger};
 pub use definitions::{Definitions, DefinitionsBuilder, DEFAULT_MAX_CONCURRENCY};
 pub use error::{Error, Hint, Problems};
-pub use event::{ErrorInfo, Event, EventKind, LogLevel, Metadata, RunStatus, StepStatus};
+pub use event::{
+    mask_secrets, ErrorInfo, Event, EventKind, LogLevel, Metadata, RunStatus, StepStatus,
+};
 pub use executor::{launch, materialize, reexecute_from_failure, RunHandle, RunOptions};
 pub use key::{AssetKey, RunId};
 pub use param::{AssetParam, Config, Input, Res, Resources, StepScope};
