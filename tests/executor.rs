@@ -442,3 +442,35 @@ async fn passwords_never_reach_the_event_log() {
         "cannot connect to postgres://app:***@db:5432/ecoanp"
     );
 }
+
+#[tokio::test]
+async fn steps_waiting_for_a_slot_when_the_run_is_cancelled_are_skipped() {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+    let busy = AssetSpec::new("busy", move |scope| {
+        let started_tx = Arc::clone(&started_tx);
+        async move {
+            started_tx.lock().unwrap().take().unwrap().send(()).unwrap();
+            scope.context().cancelled().await;
+            Ok(())
+        }
+    });
+    let defs = Definitions::builder()
+        .specs([busy, AssetSpec::new("queued", |_| async { Ok(()) })])
+        .max_concurrency(1)
+        .build()
+        .unwrap();
+    let handle = launch(&defs, "busy queued", RunOptions::new())
+        .await
+        .unwrap();
+    started_rx.await.unwrap();
+    handle.cancel();
+    let result = handle.wait().await.unwrap();
+    assert_eq!(result.step("busy").unwrap().status, StepStatus::Cancelled);
+    let queued = result.step("queued").unwrap();
+    assert_eq!((queued.status, queued.attempts), (StepStatus::Skipped, 0));
+    assert!(kinds_of(result.events(), "queued")
+        .iter()
+        .any(|k| matches!(k,
+        EventKind::StepSkipped { reason } if reason == "run cancelled")));
+}

@@ -712,13 +712,24 @@ impl Step {
                 }
             }
         }
-        self.sink.send(
-            Some(key),
-            EventKind::StepCancelled {
-                attempt: outcome.attempts,
-            },
-        );
-        outcome.status = StepStatus::Cancelled;
+        if outcome.attempts == 0 {
+            // Cancelled while waiting for a concurrency slot: it never started.
+            self.sink.send(
+                Some(key),
+                EventKind::StepSkipped {
+                    reason: "run cancelled".into(),
+                },
+            );
+            outcome.status = StepStatus::Skipped;
+        } else {
+            self.sink.send(
+                Some(key),
+                EventKind::StepCancelled {
+                    attempt: outcome.attempts,
+                },
+            );
+            outcome.status = StepStatus::Cancelled;
+        }
         StepReport {
             outcome,
             output: None,
