@@ -5,12 +5,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use common::TestDb;
 use dagrs_core::storage::contract::{at, event, run_record};
-use dagrs_core::storage::{MaterializationRecord, PruneReport, Retention, RunRecord, Storage};
-use dagrs_core::{AssetKey, Event, EventKind, LogLevel, RunId, RunStatus};
+use dagrs_core::storage::{PruneReport, Retention, Storage};
+use dagrs_core::{Event, EventKind, LogLevel, RunId, RunStatus};
 use dagrs_postgres::{Error, Ident, PgStorage, PostgresResource, DEFAULT_SCHEMA, SCHEMA_VERSION};
 use serde_json::json;
 use tokio_postgres::Config;
@@ -31,77 +29,10 @@ impl Fresh {
     }
 }
 
-#[async_trait]
-impl Storage for Fresh {
-    async fn create_run(&self, run: &RunRecord) -> Result<(), dagrs_core::Error> {
-        self.storage.create_run(run).await
-    }
-    async fn append_events(&self, events: &[Event]) -> Result<(), dagrs_core::Error> {
-        self.storage.append_events(events).await
-    }
-    async fn finish_run(
-        &self,
-        run_id: &RunId,
-        status: RunStatus,
-        ended_at: DateTime<Utc>,
-        failure: Option<&str>,
-    ) -> Result<bool, dagrs_core::Error> {
-        self.storage
-            .finish_run(run_id, status, ended_at, failure)
-            .await
-    }
-    async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), dagrs_core::Error> {
-        self.storage.heartbeat(run_id, at).await
-    }
-    async fn run(&self, run_id: &RunId) -> Result<Option<RunRecord>, dagrs_core::Error> {
-        self.storage.run(run_id).await
-    }
-    async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, dagrs_core::Error> {
-        self.storage.runs(limit).await
-    }
-    async fn running_runs(&self) -> Result<Vec<RunRecord>, dagrs_core::Error> {
-        self.storage.running_runs().await
-    }
-    async fn events(
-        &self,
-        run_id: &RunId,
-        after: Option<u64>,
-    ) -> Result<Vec<Event>, dagrs_core::Error> {
-        self.storage.events(run_id, after).await
-    }
-    async fn latest_materialization(
-        &self,
-        asset: &AssetKey,
-    ) -> Result<Option<MaterializationRecord>, dagrs_core::Error> {
-        self.storage.latest_materialization(asset).await
-    }
-    async fn latest_materializations(
-        &self,
-    ) -> Result<Vec<MaterializationRecord>, dagrs_core::Error> {
-        self.storage.latest_materializations().await
-    }
-    async fn materializations(
-        &self,
-        asset: &AssetKey,
-        limit: usize,
-    ) -> Result<Vec<MaterializationRecord>, dagrs_core::Error> {
-        self.storage.materializations(asset, limit).await
-    }
-    async fn prune(
-        &self,
-        keep: Retention,
-        now: DateTime<Utc>,
-    ) -> Result<PruneReport, dagrs_core::Error> {
-        self.storage.prune(keep, now).await
-    }
-    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, dagrs_core::Error> {
-        self.storage.claim_tick(name, tick).await
-    }
-    async fn cursor(&self, name: &str) -> Result<Option<String>, dagrs_core::Error> {
-        self.storage.cursor(name).await
-    }
-    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), dagrs_core::Error> {
-        self.storage.set_cursor(name, value).await
+impl std::ops::Deref for Fresh {
+    type Target = PgStorage;
+    fn deref(&self) -> &PgStorage {
+        &self.storage
     }
 }
 

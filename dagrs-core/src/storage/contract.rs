@@ -2,13 +2,14 @@
 //!
 //! In a backend's tests, generate one test per part of the contract with
 //! [`storage_contract_tests!`](crate::storage_contract_tests), giving an expression that
-//! makes a fresh, empty store:
+//! makes a fresh, empty store behind a pointer: a `Box`, or a guard of your own that derefs
+//! to the store and cleans up (a temp dir, a test database) when dropped.
 //!
 //! ```no_run
 //! # mod tests {
 //! // In a backend's tests (`MyStorage` here is the in-memory store):
 //! use dagrs_core::storage::InMemoryStorage as MyStorage;
-//! dagrs_core::storage_contract_tests!(async { MyStorage::new() });
+//! dagrs_core::storage_contract_tests!(async { Box::new(MyStorage::new()) });
 //! # }
 //! # fn main() {}
 //! ```
@@ -27,24 +28,22 @@ use crate::event::{ErrorInfo, Event, EventKind, LogLevel, RunStatus};
 use crate::key::{AssetKey, RunId};
 
 /// Generates one `#[tokio::test]` per part of the storage contract; `$make` is an
-/// expression that evaluates to a future of a fresh, empty store.
+/// expression that evaluates to a future of a fresh, empty store behind a pointer (anything
+/// that derefs to the store: a `Box`, or a guard that also owns the store's temp dir or test
+/// database, which lives as long as the test).
 #[macro_export]
 macro_rules! storage_contract_tests {
     ($make:expr) => {
         $crate::storage_contract_tests!(@each $make;
             runs, events, every_event_kind_round_trips, materializations,
-            finishing_and_heartbeats, retention, ticks_and_cursors);
-        #[::tokio::test]
-        async fn storage_contract_concurrent_writers() {
-            $crate::storage::contract::concurrent_writers(::std::sync::Arc::new($make.await))
-                .await;
-        }
+            finishing_and_heartbeats, retention, ticks_and_cursors, concurrent_writers);
     };
     (@each $make:expr; $($part:ident),*) => {
         $(
             #[::tokio::test]
             async fn $part() {
-                $crate::storage::contract::$part(&$make.await).await;
+                let fresh = $make.await;
+                $crate::storage::contract::$part(&*fresh).await;
             }
         )*
     };
@@ -544,35 +543,41 @@ pub async fn ticks_and_cursors(storage: &dyn Storage) {
 }
 
 /// Many writers at once (as concurrent runs in one process) all succeed, and nothing is lost.
-pub async fn concurrent_writers(storage: std::sync::Arc<dyn Storage>) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for writer in 0..8 {
-        let storage = std::sync::Arc::clone(&storage);
-        tasks.spawn(async move {
-            let id = format!("c{writer}");
-            storage.create_run(&run_record(&id, writer)).await.unwrap();
-            for batch in 0..10u64 {
-                let events: Vec<Event> = (0..5)
-                    .map(|i| {
-                        event(
-                            &id,
-                            batch * 5 + i,
-                            Some("a"),
-                            EventKind::StepStarted { attempt: 1 },
-                        )
-                    })
-                    .collect();
-                storage.append_events(&events).await.unwrap();
-                storage
-                    .heartbeat(&RunId::from(id.as_str()), at(batch as i64))
-                    .await
-                    .unwrap();
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.expect("a concurrent writer failed");
-    }
+pub async fn concurrent_writers(storage: &dyn Storage) {
+    let writer = |writer: u64| async move {
+        let id = format!("c{writer}");
+        storage
+            .create_run(&run_record(&id, writer as i64))
+            .await
+            .unwrap();
+        for batch in 0..10u64 {
+            let events: Vec<Event> = (0..5)
+                .map(|i| {
+                    event(
+                        &id,
+                        batch * 5 + i,
+                        Some("a"),
+                        EventKind::StepStarted { attempt: 1 },
+                    )
+                })
+                .collect();
+            storage.append_events(&events).await.unwrap();
+            storage
+                .heartbeat(&RunId::from(id.as_str()), at(batch as i64))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(
+        writer(0),
+        writer(1),
+        writer(2),
+        writer(3),
+        writer(4),
+        writer(5),
+        writer(6),
+        writer(7)
+    );
     for writer in 0..8 {
         let events = storage
             .events(&RunId::from(format!("c{writer}")), None)

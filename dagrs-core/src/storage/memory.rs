@@ -259,5 +259,5 @@ impl Storage for InMemoryStorage {
 
 #[cfg(test)]
 mod tests {
-    crate::storage_contract_tests!(async { super::InMemoryStorage::new() });
+    crate::storage_contract_tests!(async { Box::new(super::InMemoryStorage::new()) });
 }

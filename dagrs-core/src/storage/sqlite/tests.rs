@@ -53,67 +53,10 @@ impl TestStore {
     }
 }
 
-#[async_trait]
-impl Storage for TestStore {
-    async fn create_run(&self, run: &RunRecord) -> Result<(), Error> {
-        self.storage.create_run(run).await
-    }
-    async fn append_events(&self, events: &[Event]) -> Result<(), Error> {
-        self.storage.append_events(events).await
-    }
-    async fn finish_run(
-        &self,
-        run_id: &RunId,
-        status: RunStatus,
-        ended_at: DateTime<Utc>,
-        failure: Option<&str>,
-    ) -> Result<bool, Error> {
-        self.storage
-            .finish_run(run_id, status, ended_at, failure)
-            .await
-    }
-    async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), Error> {
-        self.storage.heartbeat(run_id, at).await
-    }
-    async fn run(&self, run_id: &RunId) -> Result<Option<RunRecord>, Error> {
-        self.storage.run(run_id).await
-    }
-    async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error> {
-        self.storage.runs(limit).await
-    }
-    async fn running_runs(&self) -> Result<Vec<RunRecord>, Error> {
-        self.storage.running_runs().await
-    }
-    async fn events(&self, run_id: &RunId, after: Option<u64>) -> Result<Vec<Event>, Error> {
-        self.storage.events(run_id, after).await
-    }
-    async fn latest_materialization(
-        &self,
-        asset: &AssetKey,
-    ) -> Result<Option<MaterializationRecord>, Error> {
-        self.storage.latest_materialization(asset).await
-    }
-    async fn latest_materializations(&self) -> Result<Vec<MaterializationRecord>, Error> {
-        self.storage.latest_materializations().await
-    }
-    async fn materializations(
-        &self,
-        asset: &AssetKey,
-        limit: usize,
-    ) -> Result<Vec<MaterializationRecord>, Error> {
-        self.storage.materializations(asset, limit).await
-    }
-    async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> Result<PruneReport, Error> {
-        self.storage.prune(keep, now).await
-    }
-    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, Error> {
-        self.storage.claim_tick(name, tick).await
-    }
-    async fn cursor(&self, name: &str) -> Result<Option<String>, Error> {
-        self.storage.cursor(name).await
-    }
-    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), Error> {
-        self.storage.set_cursor(name, value).await
+impl std::ops::Deref for TestStore {
+    type Target = SqliteStorage;
+    fn deref(&self) -> &SqliteStorage {
+        &self.storage
     }
 }
 
