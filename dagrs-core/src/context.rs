@@ -55,7 +55,9 @@ impl Sink {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `mutex`, going on after a panic of another holder: every value dagrs keeps behind a
+/// mutex is valid between statements, so a poisoned lock holds nothing half-written.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

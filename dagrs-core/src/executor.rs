@@ -4,7 +4,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -166,7 +166,7 @@ async fn start(
             run_id: run_id.clone(),
             status: RunStatus::Running,
             selection: selection.to_owned(),
-            assets: plan.keys(defs),
+            assets: plan.keys.clone(),
             config: options.config,
             tags: options.tags,
             started_at,
@@ -306,6 +306,8 @@ type Value = Arc<dyn Any + Send + Sync>;
 struct Plan {
     /// Selected asset indices, dependencies first.
     selected: Vec<usize>,
+    /// Their keys, in the same order.
+    keys: Vec<AssetKey>,
     /// Decoded config per selected asset (same order).
     configs: Vec<Option<ConfigValue>>,
     /// Outputs of unselected upstream assets, read from storage.
@@ -389,17 +391,14 @@ impl Plan {
         }
         Problems::check(problems)?;
         Ok(Plan {
+            keys: selected
+                .iter()
+                .map(|&i| inner.assets[i].key.clone())
+                .collect(),
             selected,
             configs,
             external,
         })
-    }
-
-    fn keys(&self, defs: &Definitions) -> Vec<AssetKey> {
-        self.selected
-            .iter()
-            .map(|&i| defs.inner().assets[i].key.clone())
-            .collect()
     }
 }
 
@@ -438,7 +437,7 @@ impl Run {
         for (pos, &i) in plan.selected.iter().enumerate() {
             position.insert(i, pos);
         }
-        let keys: Vec<AssetKey> = plan.keys(&self.defs);
+        let keys = plan.keys;
         self.emit(
             None,
             EventKind::RunStarted {
@@ -657,8 +656,7 @@ impl Step {
             drop(permit);
             let duration = started.elapsed();
             outcome.duration = Some(duration);
-            outcome.metadata =
-                std::mem::take(&mut *metadata.lock().unwrap_or_else(PoisonError::into_inner));
+            outcome.metadata = std::mem::take(&mut *crate::context::lock(&metadata));
             match result {
                 Ok(output) => {
                     self.sink.send(

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, OptionalExtension};
 
 use self::file::resolve;
 use self::rows::{
@@ -136,53 +137,27 @@ impl Storage for SqliteStorage {
     async fn create_run(&self, run: &RunRecord) -> Result<(), Error> {
         const OP: &str = "create a run";
         let run_id = run.run_id.clone();
-        let values = (
-            status_name(run.status),
-            run.selection.clone(),
-            to_json(&run.assets, OP)?,
-            to_json(&run.config, OP)?,
-            to_json(&run.tags, OP)?,
-            micros(run.started_at),
-            run.ended_at.map(micros),
-            run.owner.clone(),
-            micros(run.heartbeat_at),
-            run.parent_run_id.as_ref().map(RunId::to_string),
-            run.failure.clone(),
-        );
+        // Encoded here, so the writer thread only runs the statement.
+        let values: Vec<SqlValue> = vec![
+            run.run_id.to_string().into(),
+            status_name(run.status).to_owned().into(),
+            run.selection.clone().into(),
+            to_json(&run.assets, OP)?.into(),
+            to_json(&run.config, OP)?.into(),
+            to_json(&run.tags, OP)?.into(),
+            micros(run.started_at).into(),
+            run.ended_at.map(micros).into(),
+            run.owner.clone().into(),
+            micros(run.heartbeat_at).into(),
+            run.parent_run_id.as_ref().map(RunId::to_string).into(),
+            run.failure.clone().into(),
+        ];
         self.write(OP, move |conn| {
-            let (
-                status,
-                selection,
-                assets,
-                config,
-                tags,
-                started,
-                ended,
-                owner,
-                beat,
-                parent,
-                failure,
-            ) = values;
             conn.prepare_cached(&format!(
                 "INSERT INTO runs ({RUN_COLUMNS}) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ))
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    run_id.as_str(),
-                    status,
-                    selection,
-                    assets,
-                    config,
-                    tags,
-                    started,
-                    ended,
-                    owner,
-                    beat,
-                    parent,
-                    failure
-                ])
-            })
+            .and_then(|mut stmt| stmt.execute(params_from_iter(values)))
             .map_err(|e| {
                 if is_primary_key_clash(&e) {
                     Error::storage(OP, format!("run `{run_id}` already exists"))

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+
+pub(super) use crate::context::lock;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags};
@@ -73,10 +75,6 @@ impl SqliteStorage {
 pub(super) fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Shared>>> {
     static STORES: OnceLock<Mutex<HashMap<PathBuf, Weak<Shared>>>> = OnceLock::new();
     STORES.get_or_init(Default::default)
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn writer_stopped(op: &'static str, path: &Path) -> Error {
