@@ -9,17 +9,14 @@
 //! Needs PostgreSQL on 127.0.0.1:5432 (user postgres); the bench creates and drops its own
 //! database.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use dagrs_core::storage::{contract, InMemoryStorage, SqliteStorage, Storage};
-use dagrs_core::{materialize, AssetSpec, Definitions, Event, EventKind, LogLevel, RunConfig};
-use dagrs_postgres::{PgStorage, PostgresResource};
-
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const BENCH_DB: &str = "dagrs_bench_storage";
+use dagrs_core::{AssetSpec, Definitions, Event, EventKind, Instance, LogLevel, RunConfig};
+use dagrs_postgres::testing::TestDatabase;
+use dagrs_postgres::PgStorage;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -28,48 +25,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A scratch directory and PostgreSQL database, removed at the end.
+/// A scratch folder and PostgreSQL database, removed at the end.
 struct Scratch {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
+    db: TestDatabase,
 }
 
 impl Scratch {
     fn new(rt: &tokio::runtime::Runtime) -> Self {
-        let dir = std::env::temp_dir().join(format!("dagrs-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        rt.block_on(admin(&format!("DROP DATABASE IF EXISTS {BENCH_DB}")));
-        rt.block_on(admin(&format!("CREATE DATABASE {BENCH_DB}")));
-        Scratch { dir }
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+            db: rt.block_on(TestDatabase::create()),
+        }
     }
 
     fn sqlite(&self, name: &str) -> SqliteStorage {
-        SqliteStorage::open(self.dir.join(format!("{name}.db"))).unwrap()
+        SqliteStorage::open(self.dir.path().join(format!("{name}.db"))).unwrap()
     }
 
     async fn postgres(&self, schema: &str) -> PgStorage {
-        let url = format!("postgres://postgres@127.0.0.1:5432/{BENCH_DB}");
-        let resource = PostgresResource::from_url(&url).unwrap();
-        PgStorage::connect(resource, schema).await.unwrap()
+        PgStorage::connect(self.db.pg.clone(), schema)
+            .await
+            .unwrap()
     }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        runtime().block_on(admin(&format!(
-            "DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"
-        )));
-    }
-}
-
-async fn admin(sql: &str) {
-    let pg = PostgresResource::from_url(ADMIN_URL).expect("PostgreSQL URL");
-    let client = pg
-        .get()
-        .await
-        .expect("the storage bench needs PostgreSQL on 127.0.0.1:5432");
-    client.batch_execute(sql).await.unwrap();
 }
 
 /// Events of one run, as the executor writes them: batches of `batch` events.
@@ -150,15 +128,15 @@ fn materialization_overhead(c: &mut Criterion) {
     let mut group = c.benchmark_group("materialize_1000");
     group.sample_size(10);
     group.throughput(Throughput::Elements(1000));
+    let defs = Definitions::builder().specs(specs).build().unwrap();
     for (name, store) in stores {
-        let defs = Definitions::builder()
-            .specs(specs.clone())
-            .shared_storage(store)
-            .build()
-            .unwrap();
+        let instance = Instance::from_shared(store);
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
-                let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+                let result = instance
+                    .materialize(&defs, "*", RunConfig::new())
+                    .await
+                    .unwrap();
                 assert!(result.success());
             })
         });
@@ -178,11 +156,11 @@ fn cli_asset_list(c: &mut Criterion) {
         "{} is missing: run `cargo build --release --example ecoanp` first",
         example.display()
     );
-    let home = std::env::temp_dir().join(format!("dagrs-bench-cli-{}", std::process::id()));
+    let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let status = Command::new(&example)
             .args(args)
-            .env("DAGRS_HOME", &home)
+            .env("DAGRS_HOME", home.path())
             .env_remove("INFLUX_URL")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -195,7 +173,6 @@ fn cli_asset_list(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("ecoanp_asset_list", |b| b.iter(|| run(&["asset", "list"])));
     group.finish();
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 criterion_group!(

@@ -3,7 +3,7 @@
 //! middle of a step; the next command marks the run failed, keeps its event log up to the
 //! kill, and a re-execution from failure completes it.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,21 +12,27 @@ use dagrs_core::{EventKind, RunId, RunStatus};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_dagrs-crash-probe");
 
-struct Home(PathBuf);
+/// A `DAGRS_HOME` of its own, removed at the end.
+struct Home(tempfile::TempDir);
 
 impl Home {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("dagrs-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("dagrs-{name}-"))
+            .tempdir()
+            .unwrap();
         Home(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 
     fn probe(&self, args: &[&str]) -> Command {
         let mut command = Command::new(PROBE);
         command
             .args(args)
-            .env("DAGRS_HOME", &self.0)
+            .env("DAGRS_HOME", self.path())
             .env_remove("PROBE_HANG")
             .env_remove("PROBE_FAIL")
             .stdin(Stdio::null());
@@ -45,13 +51,7 @@ impl Home {
     }
 
     fn store(&self) -> SqliteStorage {
-        SqliteStorage::open(self.0.join("dagrs.db")).expect("the store opens")
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        SqliteStorage::open(self.path().join("dagrs.db")).expect("the store opens")
     }
 }
 
@@ -217,7 +217,7 @@ fn config_files_in_every_format_and_bad_config_fails_before_the_run() {
         ("run.json", r#"{"assets": {"first": {"value": 5}}}"#),
         ("run.toml", "[assets.first]\nvalue = 5\n"),
     ] {
-        let path = home.0.join(name);
+        let path = home.path().join(name);
         std::fs::write(&path, text).unwrap();
         let out = home.run(&[
             "asset",
@@ -235,7 +235,7 @@ fn config_files_in_every_format_and_bad_config_fails_before_the_run() {
         runs.as_array().unwrap().len()
     };
     let before = store_runs();
-    let bad = home.0.join("bad.yaml");
+    let bad = home.path().join("bad.yaml");
     std::fs::write(&bad, "assets:\n  first:\n    value: lots\n").unwrap();
     let out = home.run(&[
         "asset",

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dagrs_core::prelude::*;
-use dagrs_core::{AssetSpec, Error};
+use dagrs_core::{AssetSpec, Instance, Problem};
 use serde::Deserialize;
 
 fn noop(name: &str) -> AssetSpec {
@@ -28,9 +28,9 @@ fn every_cycle_is_reported_by_name() {
         .unwrap_err();
     let cycles: Vec<Vec<String>> = err
         .problems()
-        .into_iter()
+        .iter()
         .filter_map(|p| match p {
-            Error::Cycle { cycle } => Some(cycle.clone()),
+            Problem::Cycle { cycle } => Some(cycle.clone()),
             _ => None,
         })
         .collect();
@@ -41,7 +41,10 @@ fn every_cycle_is_reported_by_name() {
         "{cycles:?}"
     );
     let text = err.to_string();
-    assert!(text.contains("dependency cycle: x -> y -> x"), "{text}");
+    assert!(
+        text.contains("dependency cycle: `x` feeds `y`, `y` feeds `x`; break it"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -58,10 +61,10 @@ fn a_cycle_through_typed_dependencies_is_caught_at_build() {
         .specs(assets![first, second])
         .build()
         .unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("dependency cycle: first -> second -> first"),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        "invalid definitions: dependency cycle: `first` feeds `second`, `second` feeds \
+         `first`; break it by removing one of these dependencies"
     );
 }
 
@@ -83,7 +86,7 @@ async fn a_missing_resource_is_reported_before_any_asset_runs() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(&err, Error::MissingResource { asset, resource }
+        matches!(err.problems().iter().next(), Some(Problem::MissingResource { asset, resource, .. })
         if asset == "loads" && resource.ends_with("Warehouse")),
         "{err}"
     );
@@ -117,7 +120,10 @@ fn all_problems_come_back_together() {
         .build()
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with("4 problems found:"), "{text}");
+    assert!(
+        text.starts_with("invalid definitions: 4 problems found:"),
+        "{text}"
+    );
     assert!(
         text.contains("duplicate asset key `load`: it is defined 2 times"),
         "{text}"
@@ -143,7 +149,7 @@ fn unknown_selection_names_get_suggestions() {
     let err = defs.select("influx_tag+").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown asset `influx_tag` in selection `influx_tag+`; did you mean one of `influx_tags`, `influx_data`?"
+        "invalid selection `influx_tag+`: unknown asset `influx_tag`; did you mean one of `influx_tags`, `influx_data`?"
     );
     let err = defs.select("group:ecoamp").unwrap_err();
     assert!(
@@ -161,6 +167,26 @@ fn unknown_selection_names_get_suggestions() {
         .unwrap_err()
         .to_string()
         .contains("bad depth `b`"));
+}
+
+#[test]
+fn selection_errors_stay_short_however_long_the_selection() {
+    let defs = Definitions::builder()
+        .specs((0..1000).map(|i| noop(&format!("asset_{i}"))))
+        .build()
+        .unwrap();
+    // 10 kB of one unknown name, repeated: named once.
+    let repeated = "x,".repeat(5120);
+    let text = defs.select(&repeated).unwrap_err().to_string();
+    assert!(text.len() < 400, "{} bytes: {text}", text.len());
+    assert_eq!(text.matches("unknown asset `x`").count(), 1, "{text}");
+    // Thousands of distinct unknown names, each long: the first few, and a count.
+    let distinct: String = (0..3000)
+        .map(|i| format!("missing_{i}_{} ", "y".repeat(200)))
+        .collect();
+    let text = defs.select(&distinct).unwrap_err().to_string();
+    assert!(text.len() < 4000, "{} bytes", text.len());
+    assert!(text.ends_with("and 2990 more"), "{text}");
 }
 
 #[test]
@@ -231,20 +257,38 @@ async fn config_defaults_apply_and_bad_config_fails_before_the_run() {
     assert_eq!(result.output::<windowed>(), Some(&3));
     assert_eq!(result.step("windowed").unwrap().metadata["batch_size"], 10);
 
-    let runs_before = defs.storage().runs(100).await.unwrap().len();
+    let instance = Instance::ephemeral();
     let bad = RunConfig::new().asset("windowed", serde_json::json!({"time_window_hours": "two"}));
-    let err = materialize(&defs, "*", bad).await.unwrap_err();
+    let err = instance.materialize(&defs, "*", bad).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid config for asset `windowed` at `time_window_hours`: invalid type: string \"two\", expected u32"
     );
     let typo = RunConfig::new().asset("windowed", serde_json::json!({"batch_sise": 5}));
-    assert!(materialize(&defs, "*", typo)
+    assert!(instance
+        .materialize(&defs, "*", typo)
         .await
         .unwrap_err()
         .to_string()
         .contains("unknown field `batch_sise`"));
-    assert_eq!(defs.storage().runs(100).await.unwrap().len(), runs_before);
+    assert!(
+        instance.runs(100).await.unwrap().is_empty(),
+        "invalid config starts no run"
+    );
+
+    // A per-run retry policy replaces the asset's own, and is checked like config.
+    let retries = RunConfig::new().retry("windowed", Retry::fixed(2, Duration::ZERO));
+    assert!(instance
+        .materialize(&defs, "*", retries)
+        .await
+        .unwrap()
+        .success());
+    let unknown = RunConfig::new().retry("windowd", Retry::fixed(2, Duration::ZERO));
+    let err = instance.materialize(&defs, "*", unknown).await.unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean `windowed`?"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -255,8 +299,9 @@ fn invalid_default_config_fails_the_build() {
         .build()
         .unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with("invalid config for asset `windowed` at `batch_size`"),
+        err.to_string().starts_with(
+            "invalid definitions: invalid config for asset `windowed` at `batch_size`"
+        ),
         "{err}"
     );
 }
@@ -299,8 +344,27 @@ async fn build_asset_context_runs_one_asset_with_what_the_test_gives() {
         .unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("needs resource `alloc::sync::Arc<str>`"),
+        text.contains(
+            "needs resource `alloc::sync::Arc<str>`, which was not provided; give it to the \
+             test with `build_asset_context().resource(...)`"
+        ),
         "{text}"
     );
-    assert!(text.contains("needs the output of `windowed`"), "{text}");
+    assert!(
+        text.contains("needs the output of `windowed`, which the test does not provide; give it with `build_asset_context().input::<windowed>(...)`"),
+        "{text}"
+    );
+    let wrong = build_asset_context()
+        .resource::<Arc<str>>("wh".into())
+        .input::<windowed>(5)
+        .config(serde_json::json!({"batch_size": "three"}));
+    let text = wrong
+        .invoke::<uses_everything>()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("invalid config for asset `uses_everything` at `batch_size`"),
+        "{text}"
+    );
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use dagrs_core::prelude::*;
 use dagrs_core::{
-    launch, AssetSpec, Error, Event, EventKind, LogLevel, RunOptions, RunStatus, StepStatus,
+    AssetSpec, Event, EventKind, Instance, LogLevel, Problem, RunOptions, RunStatus, StepStatus,
 };
 
 fn kinds_of<'a>(events: &'a [Event], asset: &str) -> Vec<&'a EventKind> {
@@ -71,12 +71,12 @@ async fn concurrency_limit_is_respected() {
             }
         })
     });
-    let defs = Definitions::builder()
-        .specs(specs)
-        .max_concurrency(3)
-        .build()
+    let defs = Definitions::builder().specs(specs).build().unwrap();
+    let handle = Instance::ephemeral()
+        .with_max_concurrency(3)
+        .launch(&defs, "*", RunOptions::new())
+        .await
         .unwrap();
-    let handle = launch(&defs, "*", RunOptions::new()).await.unwrap();
     assert!(handle.wait().await.unwrap().success());
     assert!(
         peak.load(Ordering::SeqCst) <= 3,
@@ -327,7 +327,11 @@ async fn cancelling_a_run_stops_it_tells_running_steps_and_skips_the_rest() {
         ])
         .build()
         .unwrap();
-    let handle = launch(&defs, "*", RunOptions::new()).await.unwrap();
+    let instance = Instance::ephemeral();
+    let handle = instance
+        .launch(&defs, "*", RunOptions::new())
+        .await
+        .unwrap();
     started_rx.await.unwrap();
     handle.cancel();
     let result = handle.wait().await.unwrap();
@@ -345,7 +349,7 @@ async fn cancelling_a_run_stops_it_tells_running_steps_and_skips_the_rest() {
         result.events().last().unwrap().kind,
         EventKind::RunCancelled
     ));
-    let stored = defs.storage().run(result.run_id()).await.unwrap().unwrap();
+    let stored = instance.run(result.run_id()).await.unwrap();
     assert_eq!(stored.status, RunStatus::Cancelled);
     assert_eq!(told_rx.recv_timeout(Duration::from_secs(60)).unwrap(), 1);
 }
@@ -396,24 +400,28 @@ async fn an_unselected_input_comes_from_the_last_stored_materialization() {
         .specs(assets![base, doubled])
         .build()
         .unwrap();
-    let err = materialize(&defs, "doubled", RunConfig::new())
+    let instance = Instance::ephemeral();
+    let err = instance
+        .materialize(&defs, "doubled", RunConfig::new())
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::MissingInput { asset, input } if asset == "doubled" && input == "base"),
+        matches!(err.problems(), [Problem::MissingInput { asset, input, .. }] if asset == "doubled" && input == "base"),
         "{err}"
     );
     assert!(err.to_string().contains("select it too (e.g. `+doubled`)"));
     assert!(
-        defs.storage().runs(10).await.unwrap().is_empty(),
+        instance.runs(10).await.unwrap().is_empty(),
         "a rejected run was recorded"
     );
 
-    assert!(materialize(&defs, "base", RunConfig::new())
+    assert!(instance
+        .materialize(&defs, "base", RunConfig::new())
         .await
         .unwrap()
         .success());
-    let result = materialize(&defs, "doubled", RunConfig::new())
+    let result = instance
+        .materialize(&defs, "doubled", RunConfig::new())
         .await
         .unwrap();
     assert_eq!(result.output::<doubled>(), Some(&40));
@@ -457,10 +465,10 @@ async fn steps_waiting_for_a_slot_when_the_run_is_cancelled_are_skipped() {
     });
     let defs = Definitions::builder()
         .specs([busy, AssetSpec::new("queued", |_| async { Ok(()) })])
-        .max_concurrency(1)
         .build()
         .unwrap();
-    let handle = launch(&defs, "busy queued", RunOptions::new())
+    let handle = Instance::ephemeral()
+        .launch(&defs, "busy queued", RunOptions::new().max_concurrency(1))
         .await
         .unwrap();
     started_rx.await.unwrap();

@@ -8,10 +8,7 @@ use dagrs_core::prelude::*;
 use dagrs_core::storage::{
     contract::run_record, recover_abandoned_runs, InMemoryStorage, Retention, Storage,
 };
-use dagrs_core::{
-    asset_states, launch, reexecute_from_failure, AssetSpec, EventKind, RunOptions, RunStatus,
-    Staleness, StepStatus,
-};
+use dagrs_core::{AssetSpec, EventKind, Instance, RunOptions, RunStatus, Staleness, StepStatus};
 
 fn store() -> Arc<dyn Storage> {
     Arc::new(InMemoryStorage::new())
@@ -19,7 +16,7 @@ fn store() -> Arc<dyn Storage> {
 
 #[tokio::test]
 async fn staleness_follows_upstream_materializations_and_code_versions() {
-    let storage = store();
+    let instance = Instance::ephemeral();
     let build = |version: &str| {
         Definitions::builder()
             .specs([
@@ -28,7 +25,6 @@ async fn staleness_follows_upstream_materializations_and_code_versions() {
                     .dep("raw")
                     .code_version(version),
             ])
-            .shared_storage(Arc::clone(&storage))
             .build()
             .unwrap()
     };
@@ -36,22 +32,24 @@ async fn staleness_follows_upstream_materializations_and_code_versions() {
     let stale = |states: &[dagrs_core::AssetState], key: &str| {
         states.iter().find(|s| s.key == key).unwrap().stale.clone()
     };
-    let states = asset_states(&defs).await.unwrap();
+    let states = instance.asset_states(&defs).await.unwrap();
     assert_eq!(stale(&states, "raw"), Some(Staleness::NeverMaterialized));
 
-    assert!(materialize(&defs, "*", RunConfig::new())
+    assert!(instance
+        .materialize(&defs, "*", RunConfig::new())
         .await
         .unwrap()
         .success());
-    let states = asset_states(&defs).await.unwrap();
+    let states = instance.asset_states(&defs).await.unwrap();
     assert_eq!(stale(&states, "raw"), None);
     assert_eq!(stale(&states, "clean"), None);
 
-    assert!(materialize(&defs, "raw", RunConfig::new())
+    assert!(instance
+        .materialize(&defs, "raw", RunConfig::new())
         .await
         .unwrap()
         .success());
-    let states = asset_states(&defs).await.unwrap();
+    let states = instance.asset_states(&defs).await.unwrap();
     assert_eq!(
         stale(&states, "clean"),
         Some(Staleness::UpstreamNewer {
@@ -59,15 +57,19 @@ async fn staleness_follows_upstream_materializations_and_code_versions() {
         })
     );
 
-    assert!(materialize(&defs, "clean", RunConfig::new())
+    assert!(instance
+        .materialize(&defs, "clean", RunConfig::new())
         .await
         .unwrap()
         .success());
-    assert_eq!(stale(&asset_states(&defs).await.unwrap(), "clean"), None);
+    assert_eq!(
+        stale(&instance.asset_states(&defs).await.unwrap(), "clean"),
+        None
+    );
 
     let changed = build("v2");
     assert_eq!(
-        stale(&asset_states(&changed).await.unwrap(), "clean"),
+        stale(&instance.asset_states(&changed).await.unwrap(), "clean"),
         Some(Staleness::CodeVersionChanged {
             materialized: Some("v1".into()),
             current: Some("v2".into()),
@@ -101,12 +103,17 @@ async fn reexecution_runs_only_what_failed_and_reuses_stored_outputs() {
         .specs(assets![source, transform, report, side])
         .build()
         .unwrap();
-    let first = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    let instance = Instance::ephemeral();
+    let first = instance
+        .materialize(&defs, "*", RunConfig::new())
+        .await
+        .unwrap();
     assert_eq!(first.status(), RunStatus::Failed);
     assert_eq!(first.step("report").unwrap().status, StepStatus::Skipped);
 
     BROKEN.store(false, Ordering::SeqCst);
-    let second = reexecute_from_failure(&defs, first.run_id(), RunOptions::new())
+    let second = instance
+        .reexecute_from_failure(&defs, first.run_id(), RunOptions::new())
         .await
         .unwrap()
         .wait()
@@ -124,10 +131,11 @@ async fn reexecution_runs_only_what_failed_and_reuses_stored_outputs() {
         second.output::<report>().map(String::as_str),
         Some("value 21")
     );
-    let record = defs.storage().run(second.run_id()).await.unwrap().unwrap();
+    let record = instance.run(second.run_id()).await.unwrap();
     assert_eq!(record.parent_run_id.as_ref(), Some(first.run_id()));
 
-    let err = reexecute_from_failure(&defs, second.run_id(), RunOptions::new())
+    let err = instance
+        .reexecute_from_failure(&defs, second.run_id(), RunOptions::new())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("nothing to re-execute"), "{err}");
@@ -137,24 +145,24 @@ async fn reexecution_runs_only_what_failed_and_reuses_stored_outputs() {
 async fn retention_after_each_run_keeps_the_newest_runs() {
     let defs = Definitions::builder()
         .specs([AssetSpec::new("a", |_| async { Ok(()) })])
-        .retention(Retention {
-            max_age: None,
-            max_runs: Some(2),
-        })
         .build()
         .unwrap();
+    let instance = Instance::ephemeral().with_retention(Retention {
+        max_age: None,
+        max_runs: Some(2),
+    });
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(
-            materialize(&defs, "*", RunConfig::new())
+            instance
+                .materialize(&defs, "*", RunConfig::new())
                 .await
                 .unwrap()
                 .run_id()
                 .clone(),
         );
     }
-    let kept: Vec<_> = defs
-        .storage()
+    let kept: Vec<_> = instance
         .runs(10)
         .await
         .unwrap()
@@ -162,13 +170,13 @@ async fn retention_after_each_run_keeps_the_newest_runs() {
         .map(|r| r.run_id)
         .collect();
     assert_eq!(kept, [ids[3].clone(), ids[2].clone()]);
-    assert!(defs
+    assert!(instance
         .storage()
         .events(&ids[0], None)
         .await
         .unwrap()
         .is_empty());
-    let latest = defs
+    let latest = instance
         .storage()
         .latest_materialization(&"a".into())
         .await
@@ -178,7 +186,7 @@ async fn retention_after_each_run_keeps_the_newest_runs() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_run_ended_in_storage_by_another_process_is_cancelled() {
+async fn a_cancellation_requested_by_another_process_stops_the_run() {
     let defs = Definitions::builder()
         .specs([AssetSpec::new("waits", |scope| async move {
             scope.context().cancelled().await;
@@ -186,29 +194,52 @@ async fn a_run_ended_in_storage_by_another_process_is_cancelled() {
         })])
         .build()
         .unwrap();
-    let handle = launch(&defs, "*", RunOptions::new()).await.unwrap();
-    // What `run cancel ID` does from another process:
-    let ended = defs
-        .storage()
-        .finish_run(
-            handle.run_id(),
-            RunStatus::Cancelled,
-            chrono::Utc::now(),
-            Some("cancelled from the command line"),
-        )
+    let instance = Instance::ephemeral();
+    let handle = instance
+        .launch(&defs, "*", RunOptions::new())
         .await
         .unwrap();
-    assert!(ended);
+    // What `run cancel ID` does from another process: it asks, and the run's own process
+    // stops the run and records how it ended.
+    let status = instance
+        .cancel_run(handle.run_id(), "cancelled from the command line")
+        .await
+        .unwrap();
+    assert_eq!(status, RunStatus::Canceling);
     let result = handle.wait().await.unwrap();
     assert_eq!(result.status(), RunStatus::Cancelled);
     assert!(matches!(
         result.events().last().unwrap().kind,
         EventKind::RunCancelled
     ));
-    let stored = defs.storage().run(result.run_id()).await.unwrap().unwrap();
+    let stored = instance.run(result.run_id()).await.unwrap();
+    assert_eq!(stored.status, RunStatus::Cancelled);
     assert_eq!(
         stored.failure.as_deref(),
         Some("cancelled from the command line")
+    );
+}
+
+#[tokio::test]
+async fn a_cancellation_that_loses_the_race_reports_how_the_run_ended() {
+    let defs = Definitions::builder()
+        .specs([AssetSpec::new("quick", |_| async { Ok(1) })])
+        .build()
+        .unwrap();
+    let instance = Instance::ephemeral();
+    let result = instance
+        .materialize(&defs, "*", RunConfig::new())
+        .await
+        .unwrap();
+    let status = instance
+        .cancel_run(result.run_id(), "too late")
+        .await
+        .unwrap();
+    assert_eq!(status, RunStatus::Succeeded, "the run had already ended");
+    let stored = instance.run(result.run_id()).await.unwrap();
+    assert_eq!(
+        (stored.status, stored.failure),
+        (RunStatus::Succeeded, None)
     );
 }
 

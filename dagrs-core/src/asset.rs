@@ -1,7 +1,7 @@
 //! What an asset is: the [`Asset`] trait the macro implements, and [`AssetSpec`], the
 //! runtime description every asset (macro-made or built by hand) turns into.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -12,11 +12,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::config::{self, ConfigValue};
-use crate::error::Error;
 use crate::key::AssetKey;
-use crate::param::StepScope;
+use crate::requirements::Requirements;
 use crate::retry::Retry;
+use crate::scope::{Shared, StepScope};
 
 /// An asset defined with `#[asset]`: the macro emits a marker type named like the function
 /// and implements this trait for it, so the asset can be named in `deps = [...]`,
@@ -75,66 +74,12 @@ impl IntoAssetResult for () {
 
 /// The output of one successful attempt, type-erased.
 pub(crate) struct StepOutput {
-    pub(crate) value: Arc<dyn Any + Send + Sync>,
+    pub(crate) value: Shared,
     pub(crate) json: serde_json::Value,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Compute = Arc<dyn Fn(StepScope) -> BoxFuture<anyhow::Result<StepOutput>> + Send + Sync>;
-
-/// What an asset needs before it can run: resources, a config type and upstream outputs.
-/// Each parameter type declares its needs through [`AssetParam::declare`](crate::AssetParam::declare),
-/// and `Definitions::build` checks them all before anything runs.
-#[derive(Default, Clone)]
-pub struct Requirements {
-    pub(crate) resources: Vec<(TypeId, &'static str)>,
-    pub(crate) config: Option<ConfigNeed>,
-    pub(crate) inputs: Vec<InputNeed>,
-}
-
-#[derive(Clone)]
-pub(crate) struct ConfigNeed {
-    pub(crate) decode: fn(&str, Option<&serde_json::Value>) -> Result<ConfigValue, Error>,
-}
-
-#[derive(Clone)]
-pub(crate) struct InputNeed {
-    pub(crate) key: AssetKey,
-    pub(crate) type_id: TypeId,
-    pub(crate) type_name: &'static str,
-}
-
-impl Requirements {
-    /// Declares a resource of type `R`.
-    pub fn resource<R: Send + Sync + 'static>(&mut self) {
-        let id = TypeId::of::<R>();
-        if !self.resources.iter().any(|(t, _)| *t == id) {
-            self.resources.push((id, std::any::type_name::<R>()));
-        }
-    }
-
-    /// Declares a config of type `C`, deserialized from the asset's run config.
-    pub fn config<C: DeserializeOwned + Send + Sync + 'static>(&mut self) {
-        fn decode<C: DeserializeOwned + Send + Sync + 'static>(
-            asset: &str,
-            value: Option<&serde_json::Value>,
-        ) -> Result<ConfigValue, Error> {
-            Ok(Arc::new(config::decode::<C>(asset, value)?))
-        }
-        self.config = Some(ConfigNeed {
-            decode: decode::<C>,
-        });
-    }
-
-    /// Declares that the asset takes the output of asset `key`, of type `T`.
-    pub fn input<T: Send + Sync + 'static>(&mut self, key: &str) {
-        self.inputs.push(InputNeed {
-            key: key.into(),
-            type_id: TypeId::of::<T>(),
-            type_name: std::any::type_name::<T>(),
-        });
-    }
-}
 
 /// The runtime description of an asset: its key, dependencies, attributes and the function
 /// that computes it.
@@ -164,7 +109,7 @@ pub struct AssetSpec {
     pub(crate) needs: Requirements,
     pub(crate) compute: Compute,
     pub(crate) output_type: (TypeId, &'static str),
-    pub(crate) decode_output: fn(serde_json::Value) -> Result<Arc<dyn Any + Send + Sync>, String>,
+    pub(crate) decode_output: fn(serde_json::Value) -> Result<Shared, String>,
 }
 
 impl AssetSpec {
@@ -176,11 +121,9 @@ impl AssetSpec {
         F: Fn(StepScope) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
     {
-        fn decode<T: AssetValue>(
-            value: serde_json::Value,
-        ) -> Result<Arc<dyn Any + Send + Sync>, String> {
+        fn decode<T: AssetValue>(value: serde_json::Value) -> Result<Shared, String> {
             serde_json::from_value::<T>(value)
-                .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
+                .map(|v| Arc::new(v) as Shared)
                 .map_err(|e| e.to_string())
         }
         let compute = Arc::new(move |scope: StepScope| {

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, Problem};
+use crate::retry::Retry;
+use crate::text::{bounded, ECHO_LIMIT};
 
 /// Config for the assets of a run, keyed by asset key.
 ///
@@ -29,7 +31,13 @@ pub struct RunConfig {
     /// Config values by asset key.
     #[serde(default)]
     pub assets: BTreeMap<String, Value>,
+    /// Retry policies by asset key, replacing the assets' own for this run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retries: BTreeMap<String, Retry>,
 }
+
+/// The largest run config document read from a file.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 impl RunConfig {
     /// Empty config: every asset runs on its defaults.
@@ -51,39 +59,58 @@ impl RunConfig {
         self
     }
 
+    /// Replaces the retry policy of asset `key` for this run.
+    pub fn retry(mut self, key: impl Into<String>, retry: Retry) -> Self {
+        self.retries.insert(key.into(), retry);
+        self
+    }
+
     /// Parses config from JSON text of the form `{"assets": {"<asset>": {...}}}`.
     pub fn from_json(text: &str) -> Result<Self, Error> {
-        serde_json::from_str(text).map_err(|e| Error::InvalidConfig {
-            asset: "<run config>".into(),
-            path: String::new(),
-            reason: e.to_string(),
-        })
+        serde_json::from_str(text).map_err(|e| invalid("JSON text", e))
     }
 
     /// Reads config from a YAML (`.yaml`, `.yml`), JSON (`.json`) or TOML (`.toml`) file of
-    /// the form `assets: { <asset>: { ... } }`.
+    /// the form `assets: { <asset>: { ... } }` (and optionally `retries: { <asset>: ... }`),
+    /// at most [`MAX_CONFIG_BYTES`] long.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        use std::io::Read;
         let path = path.as_ref();
-        let invalid = |reason: String| Error::InvalidConfig {
-            asset: format!("<config file {}>", path.display()),
-            path: String::new(),
+        let origin = format!(
+            "the file {}",
+            bounded(&path.display().to_string(), ECHO_LIMIT)
+        );
+        let fail = |reason: String| Error::RunConfig {
+            origin: origin.clone(),
             reason,
         };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
         let extension = path
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        match extension.as_str() {
-            "json" => serde_json::from_str(&text).map_err(|e| invalid(e.to_string())),
-            "yaml" | "yml" => serde_yaml_ng::from_str(&text).map_err(|e| invalid(e.to_string())),
-            "toml" => toml::from_str(&text).map_err(|e| invalid(e.to_string())),
-            _ => Err(invalid(
+        if !matches!(extension.as_str(), "json" | "yaml" | "yml" | "toml") {
+            return Err(fail(
                 "unknown format; name the file *.yaml, *.yml, *.json or *.toml".into(),
-            )),
+            ));
         }
+        let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| fail(format!("cannot read it: {e}")))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(fail(format!(
+                "it is larger than {} MiB; a run config is a small document",
+                MAX_CONFIG_BYTES >> 20
+            )));
+        }
+        let parsed = match extension.as_str() {
+            "json" => serde_json::from_str(&text).map_err(|e| e.to_string()),
+            "toml" => toml::from_str(&text).map_err(|e| e.to_string()),
+            _ => serde_yaml_ng::from_str(&text).map_err(|e| e.to_string()),
+        };
+        parsed.map_err(|e| fail(bounded(&e, 4 * ECHO_LIMIT).into_owned()))
     }
 
     /// The config value of asset `key`, if one is set.
@@ -103,7 +130,9 @@ impl RunConfig {
                 }
             }
         }
-        RunConfig { assets }
+        let mut retries = defaults.retries.clone();
+        retries.extend(self.retries.clone());
+        RunConfig { assets, retries }
     }
 }
 
@@ -126,34 +155,43 @@ fn merge(base: &mut Value, over: &Value) {
 /// A decoded config value, shared by every attempt of a step.
 pub(crate) type ConfigValue = Arc<dyn Any + Send + Sync>;
 
+fn invalid(origin: &str, e: impl std::fmt::Display) -> Error {
+    Error::RunConfig {
+        origin: origin.to_owned(),
+        reason: bounded(&e.to_string(), 4 * ECHO_LIMIT).into_owned(),
+    }
+}
+
 /// Deserializes `value` (or `{}` when it is absent) into `C`, naming the failing field and
-/// rejecting fields `C` does not have.
-pub(crate) fn decode<C: DeserializeOwned>(asset: &str, value: Option<&Value>) -> Result<C, Error> {
+/// rejecting fields `C` does not have. Echoed paths and reasons are bounded.
+pub(crate) fn decode<C: DeserializeOwned>(
+    asset: &str,
+    value: Option<&Value>,
+) -> Result<C, Problem> {
     let empty = Value::Object(Default::default());
     let value = value.unwrap_or(&empty);
     let mut unknown = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(value, &mut track);
     let decoded = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()));
+    let problem = |path: &str, reason: String| Problem::InvalidConfig {
+        asset: asset.to_owned(),
+        path: bounded(path, ECHO_LIMIT).into_owned(),
+        reason: bounded(&reason, 4 * ECHO_LIMIT).into_owned(),
+    };
     match decoded {
-        Err(e) => Err(Error::InvalidConfig {
-            asset: asset.to_owned(),
-            path: track.path().to_string().trim_start_matches('.').to_owned(),
-            reason: e.to_string(),
-        }),
-        Ok(_) if !unknown.is_empty() => Err(Error::InvalidConfig {
-            asset: asset.to_owned(),
-            path: unknown[0].clone(),
-            reason: format!(
+        Err(e) => Err(problem(
+            track.path().to_string().trim_start_matches('.'),
+            e.to_string(),
+        )),
+        Ok(_) if !unknown.is_empty() => Err(problem(
+            &unknown[0],
+            format!(
                 "unknown field{} {}; check the spelling against the asset's config type",
                 if unknown.len() > 1 { "s" } else { "" },
-                unknown
-                    .iter()
-                    .map(|f| format!("`{f}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                crate::text::bounded_list(unknown.iter().map(|f| format!("`{f}`")), ", ")
             ),
-        }),
+        )),
         Ok(config) => Ok(config),
     }
 }

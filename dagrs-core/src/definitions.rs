@@ -1,23 +1,23 @@
-//! `Definitions`: the checked set of assets, resources and default config a run draws from.
+//! `Definitions`: everything the user's code defines — assets, resources, default config —
+//! checked once. Where and how runs happen is the [`Instance`](crate::Instance)'s business.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::asset::{Asset, AssetSpec};
 use crate::config::RunConfig;
-use crate::error::{Error, Hint, Problems};
-use crate::graph::Graph;
+use crate::error::{DefinitionsError, Error, Hint, Problem, Provider};
+use crate::graph::{selection, AssetGraph, Graph};
 use crate::key::AssetKey;
-use crate::param::Resources;
-use crate::storage::{InMemoryStorage, Retention, Storage};
+use crate::requirements::{ConfigSupply, Provided, Supply};
+use crate::resources::Resources;
 
-/// The default limit on steps running at once.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
-
-/// A checked set of assets with their resources, default config and storage.
+/// A checked set of assets with their resources and default config: what the user's code
+/// defines. Pure, no I/O; cheap to clone.
 ///
 /// Built with [`Definitions::builder`]; [`DefinitionsBuilder::build`] checks everything
-/// and reports every problem at once, so nothing runs on a broken graph. Cheap to clone.
+/// and reports every problem at once, so nothing runs on a broken graph.
 ///
 /// ```
 /// use dagrs_core::prelude::*;
@@ -35,18 +35,9 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
 pub struct Definitions(Arc<Inner>);
 
 pub(crate) struct Inner {
-    pub(crate) assets: Vec<AssetSpec>,
-    pub(crate) index: HashMap<AssetKey, usize>,
-    pub(crate) graph: Graph,
-    /// Every asset index, dependencies first.
-    pub(crate) order: Vec<usize>,
+    pub(crate) graph: AssetGraph,
     pub(crate) resources: Resources,
     pub(crate) defaults: RunConfig,
-    pub(crate) storage: Arc<dyn Storage>,
-    /// Whether the storage was chosen explicitly (else it is the in-memory default).
-    pub(crate) storage_chosen: bool,
-    pub(crate) retention: Option<Retention>,
-    pub(crate) max_concurrency: usize,
 }
 
 impl Definitions {
@@ -56,9 +47,6 @@ impl Definitions {
             assets: Vec::new(),
             resources: Resources::default(),
             defaults: RunConfig::default(),
-            storage: None,
-            retention: None,
-            max_concurrency: DEFAULT_MAX_CONCURRENCY,
         }
     }
 
@@ -68,20 +56,22 @@ impl Definitions {
 
     /// The assets, dependencies first.
     pub fn assets(&self) -> impl Iterator<Item = &AssetSpec> + '_ {
-        self.0.order.iter().map(|&i| &self.0.assets[i])
+        let graph = &self.0.graph;
+        graph.order.iter().map(|&i| &graph.assets[i])
     }
 
     /// The asset with key `key`.
     pub fn asset(&self, key: &str) -> Option<&AssetSpec> {
-        self.0.index.get(key).map(|&i| &self.0.assets[i])
+        self.0.graph.get(key)
     }
 
     /// The keys of the assets that depend directly on `key`.
     pub fn dependents(&self, key: &str) -> Vec<&AssetKey> {
-        match self.0.index.get(key) {
-            Some(&i) => self.0.graph.downstream[i]
+        let graph = &self.0.graph;
+        match graph.index.get(key) {
+            Some(&i) => graph.edges.downstream[i]
                 .iter()
-                .map(|&d| &self.0.assets[d].key)
+                .map(|&d| &graph.assets[d].key)
                 .collect(),
             None => Vec::new(),
         }
@@ -90,9 +80,10 @@ impl Definitions {
     /// Resolves a selection (see [the syntax](crate#selections)) to asset keys,
     /// dependencies first.
     pub fn select(&self, selection: &str) -> Result<Vec<AssetKey>, Error> {
-        Ok(crate::selection::resolve(self, selection)?
+        let graph = &self.0.graph;
+        Ok(selection::resolve(graph, selection)?
             .into_iter()
-            .map(|i| self.0.assets[i].key.clone())
+            .map(|i| graph.assets[i].key.clone())
             .collect())
     }
 
@@ -101,48 +92,16 @@ impl Definitions {
         &self.0.defaults
     }
 
-    /// The storage runs are recorded in.
-    pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.0.storage
-    }
-
-    /// The default limit on steps running at once.
-    pub fn max_concurrency(&self) -> usize {
-        self.0.max_concurrency
-    }
-
-    /// Whether a storage was chosen with [`DefinitionsBuilder::storage`]; otherwise runs are
-    /// kept in memory, and the CLI uses the embedded SQLite store instead.
-    pub fn has_chosen_storage(&self) -> bool {
-        self.0.storage_chosen
-    }
-
-    /// The same definitions, recording runs in `storage`.
-    pub fn with_storage(&self, storage: Arc<dyn Storage>) -> Definitions {
-        Definitions(Arc::new(Inner {
-            assets: self.0.assets.clone(),
-            index: self.0.index.clone(),
-            graph: self.0.graph.clone(),
-            order: self.0.order.clone(),
-            resources: self.0.resources.clone(),
-            defaults: self.0.defaults.clone(),
-            storage,
-            storage_chosen: true,
-            retention: self.0.retention,
-            max_concurrency: self.0.max_concurrency,
-        }))
-    }
-
-    /// The retention enforced after each run, if any.
-    pub fn retention(&self) -> Option<Retention> {
-        self.0.retention
+    /// The resources.
+    pub fn resources(&self) -> &Resources {
+        &self.0.resources
     }
 }
 
 impl std::fmt::Debug for Definitions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Definitions")
-            .field("assets", &self.0.assets.len())
+            .field("assets", &self.0.graph.assets.len())
             .field("resources", &self.0.resources)
             .finish_non_exhaustive()
     }
@@ -153,9 +112,6 @@ pub struct DefinitionsBuilder {
     assets: Vec<AssetSpec>,
     resources: Resources,
     defaults: RunConfig,
-    storage: Option<Arc<dyn Storage>>,
-    retention: Option<Retention>,
-    max_concurrency: usize,
 }
 
 impl DefinitionsBuilder {
@@ -184,58 +140,39 @@ impl DefinitionsBuilder {
         self
     }
 
-    /// Records runs in `storage` instead of in memory.
-    pub fn storage(mut self, storage: impl Storage) -> Self {
-        self.storage = Some(Arc::new(storage));
-        self
-    }
-
-    /// Records runs in a shared storage.
-    pub fn shared_storage(mut self, storage: Arc<dyn Storage>) -> Self {
-        self.storage = Some(storage);
-        self
-    }
-
-    /// Prunes the event log to `keep` after each run (see [`Storage::prune`]).
-    pub fn retention(mut self, keep: Retention) -> Self {
-        self.retention = Some(keep);
-        self
-    }
-
-    /// Limits how many steps run at once (default [`DEFAULT_MAX_CONCURRENCY`]; at least 1).
-    pub fn max_concurrency(mut self, limit: usize) -> Self {
-        self.max_concurrency = limit.max(1);
-        self
-    }
-
     /// Checks the definitions: keys unique and well-formed, every dependency registered,
     /// inputs of the type their producer makes, no cycles (each one named), every needed
     /// resource provided, and the default config valid. All problems are reported together.
-    pub fn build(self) -> Result<Definitions, Error> {
+    pub fn build(self) -> Result<Definitions, DefinitionsError> {
         let mut problems = Vec::new();
         let mut index: HashMap<AssetKey, usize> = HashMap::with_capacity(self.assets.len());
-        let mut counts: HashMap<&AssetKey, usize> = HashMap::new();
+        let mut duplicates: HashMap<&AssetKey, usize> = HashMap::new();
         for (i, spec) in self.assets.iter().enumerate() {
             if !AssetKey::is_valid(&spec.key) {
-                problems.push(Error::InvalidKey {
-                    key: spec.key.to_string(),
+                problems.push(Problem::InvalidKey {
+                    key: crate::text::bounded(&spec.key, crate::text::ECHO_LIMIT).into_owned(),
                 });
             }
-            index.entry(spec.key.clone()).or_insert(i);
-            *counts.entry(&spec.key).or_default() += 1;
+            // The first asset registered under a key is the one the key names.
+            match index.entry(spec.key.clone()) {
+                Entry::Occupied(_) => *duplicates.entry(&spec.key).or_insert(1) += 1,
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
+            }
         }
-        let mut duplicates: Vec<(&AssetKey, usize)> =
-            counts.into_iter().filter(|(_, n)| *n > 1).collect();
+        let mut duplicates: Vec<(&AssetKey, usize)> = duplicates.into_iter().collect();
         duplicates.sort();
         problems.extend(
             duplicates
                 .into_iter()
-                .map(|(key, count)| Error::DuplicateAsset {
+                .map(|(key, count)| Problem::DuplicateAsset {
                     key: key.to_string(),
                     count,
                 }),
         );
 
+        let keys = || self.assets.iter().map(|s| s.key.as_str());
         let mut edges = Vec::new();
         for (i, spec) in self.assets.iter().enumerate() {
             if index[&spec.key] != i {
@@ -244,41 +181,55 @@ impl DefinitionsBuilder {
             for dep in &spec.deps {
                 match index.get(dep) {
                     Some(&d) => edges.push((d, i)),
-                    None => problems.push(Error::UnknownDependency {
+                    None => problems.push(Problem::UnknownDependency {
                         asset: spec.key.to_string(),
                         dep: dep.to_string(),
-                        hint: Hint::closest(dep, self.assets.iter().map(|s| s.key.as_str())),
+                        hint: Hint::closest(dep, keys()),
                     }),
                 }
             }
-            for input in &spec.needs.inputs {
-                if let Some(&d) = index.get(&input.key) {
-                    let producer = &self.assets[d];
-                    if producer.output_type.0 != input.type_id {
-                        problems.push(Error::InputTypeMismatch {
-                            asset: spec.key.to_string(),
-                            input: input.key.to_string(),
-                            expected: input.type_name,
-                            actual: producer.output_type.1,
-                        });
-                    }
+            let inputs = |key: &AssetKey| match index.get(key) {
+                Some(&d) => {
+                    let (id, name) = self.assets[d].output_type;
+                    Supply::Present(id, name)
                 }
+                None => Supply::Unchecked,
+            };
+            let config = match self.defaults.assets.get(spec.key.as_str()) {
+                Some(value) => ConfigSupply::Given(value),
+                None => ConfigSupply::Unchecked,
+            };
+            if let Err(found) = spec.needs.check(
+                &spec.key,
+                &Provided {
+                    by: Provider::Definitions,
+                    resources: Some(&self.resources),
+                    inputs: &inputs,
+                    config,
+                },
+            ) {
+                problems.extend(found);
             }
-            for &(id, resource) in &spec.needs.resources {
-                if !self.resources.contains(id) {
-                    problems.push(Error::MissingResource {
-                        asset: spec.key.to_string(),
-                        resource,
-                    });
-                }
+        }
+        let configured = self
+            .defaults
+            .assets
+            .keys()
+            .chain(self.defaults.retries.keys());
+        for key in configured {
+            if !index.contains_key(key.as_str()) {
+                problems.push(Problem::ConfigForUnknownAsset {
+                    key: crate::text::bounded(key, crate::text::ECHO_LIMIT).into_owned(),
+                    hint: Hint::closest(key, keys()),
+                });
             }
         }
 
-        let graph = Graph::new(self.assets.len(), edges);
-        let order = graph.topo_order();
+        let edges = Graph::new(self.assets.len(), edges);
+        let order = edges.topo_order();
         if order.is_none() {
-            for cycle in graph.cycles() {
-                problems.push(Error::Cycle {
+            for cycle in edges.cycles() {
+                problems.push(Problem::Cycle {
                     cycle: cycle
                         .into_iter()
                         .map(|i| self.assets[i].key.to_string())
@@ -286,38 +237,16 @@ impl DefinitionsBuilder {
                 });
             }
         }
-
-        for (key, value) in &self.defaults.assets {
-            match index.get(key.as_str()) {
-                None => problems.push(Error::ConfigForUnknownAsset {
-                    key: key.clone(),
-                    hint: Hint::closest(key, self.assets.iter().map(|s| s.key.as_str())),
-                }),
-                Some(&i) => match &self.assets[i].needs.config {
-                    None => problems.push(Error::UnexpectedConfig { asset: key.clone() }),
-                    Some(need) => {
-                        if let Err(e) = (need.decode)(key, Some(value)) {
-                            problems.push(e);
-                        }
-                    }
-                },
-            }
-        }
-
-        Problems::check(problems)?;
+        DefinitionsError::check(problems)?;
         Ok(Definitions(Arc::new(Inner {
-            order: order.expect("an acyclic graph has an order"),
-            assets: self.assets,
-            index,
-            graph,
+            graph: AssetGraph {
+                order: order.expect("an acyclic graph has an order"),
+                assets: self.assets,
+                index,
+                edges,
+            },
             resources: self.resources,
             defaults: self.defaults,
-            storage_chosen: self.storage.is_some(),
-            storage: self
-                .storage
-                .unwrap_or_else(|| Arc::new(InMemoryStorage::new())),
-            retention: self.retention,
-            max_concurrency: self.max_concurrency,
         })))
     }
 }

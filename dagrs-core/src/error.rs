@@ -1,19 +1,29 @@
-//! The one error type of dagrs-core.
+//! Errors by phase: [`DefinitionsError`] lists every problem of a set of definitions when it
+//! is built; [`Error`] is everything that can go wrong afterwards, when a run is planned,
+//! driven or read back. [`Problem`] is one mistake found by a check, in either phase.
 
 use std::fmt;
 
-/// Everything that can go wrong in dagrs-core: building [`Definitions`](crate::Definitions),
-/// parsing a selection or run config, planning a run, and talking to storage.
-///
-/// Problems found while checking definitions or a run's inputs are collected and returned
-/// together as [`Error::Invalid`], so one attempt shows every mistake.
+use crate::text::{bounded, bounded_list, ECHO_LIMIT, LIST_LIMIT};
+
+/// Who is expected to provide what an asset needs; it decides how a [`Problem`] says to fix
+/// a missing resource, input or config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Provider {
+    /// The [`Definitions`](crate::Definitions) being built.
+    Definitions,
+    /// A run: its selection, its run config and the stored materializations.
+    Run,
+    /// A test context from [`build_asset_context`](crate::build_asset_context).
+    Test,
+}
+
+/// One mistake found by checking definitions, a run's config, or a test context. Checks
+/// collect every problem they find, so one attempt shows them all.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
-    /// Several problems were found at once; nothing was run or written.
-    #[error("{0}")]
-    Invalid(Problems),
-
+pub enum Problem {
     /// Two or more assets were registered under one key.
     #[error("duplicate asset key `{key}`: it is defined {count} times; rename one of them (`#[asset(key = \"...\")]`) or register it once")]
     DuplicateAsset {
@@ -54,20 +64,40 @@ pub enum Error {
         actual: &'static str,
     },
 
-    /// The dependency graph has a cycle; `cycle` starts and ends with the same asset.
-    #[error("dependency cycle: {}; break it by removing one of these dependencies", .cycle.join(" -> "))]
+    /// The dependency graph has a cycle; `cycle` starts and ends with the same asset, and each
+    /// asset feeds the next (the next depends on it).
+    #[error("dependency cycle: {}; break it by removing one of these dependencies", feeds(.cycle))]
     Cycle {
         /// The assets of the cycle in order, the first repeated at the end.
         cycle: Vec<String>,
     },
 
     /// An asset takes a resource that was not provided.
-    #[error("asset `{asset}` needs resource `{resource}`, which was not provided; add it with `Definitions::builder().resource(...)`")]
+    #[error("asset `{asset}` needs resource `{resource}`, which was not provided; {}", match .provider {
+        Provider::Test => "give it to the test with `build_asset_context().resource(...)`",
+        _ => "add it with `Definitions::builder().resource(...)`",
+    })]
     MissingResource {
         /// The asset that needs the resource.
         asset: String,
         /// The resource's type.
         resource: &'static str,
+        /// Who should provide it.
+        provider: Provider,
+    },
+
+    /// An asset takes the output of an upstream asset that is not available.
+    #[error("asset `{asset}` needs the output of `{input}`, {}", match .provider {
+        Provider::Test => format!("which the test does not provide; give it with `build_asset_context().input::<{input}>(...)`"),
+        _ => format!("which is not selected and has no stored materialization; select it too (e.g. `+{asset}`) or materialize it first"),
+    })]
+    MissingInput {
+        /// The asset that takes the input.
+        asset: String,
+        /// The upstream asset.
+        input: String,
+        /// Who should provide it.
+        provider: Provider,
     },
 
     /// A config value does not fit the asset's config type.
@@ -77,53 +107,30 @@ pub enum Error {
         asset: String,
         /// Where in the config, e.g. `batch_size` or `buckets[2]`; empty for the whole value.
         path: String,
-        /// What is wrong.
+        /// What is wrong (cut to a bounded length).
         reason: String,
     },
 
     /// Config was given for a key that is not an asset of these Definitions.
     #[error("config given for `{key}`, which is not an asset of these Definitions{hint}")]
     ConfigForUnknownAsset {
-        /// The unknown key.
+        /// The unknown key (cut to a bounded length).
         key: String,
         /// "did you mean" advice, possibly empty.
         hint: Hint,
     },
 
     /// Config was given for an asset that takes no `Config<..>` parameter.
-    #[error("config given for asset `{asset}`, which takes no config; remove it or add a `Config<..>` parameter")]
+    #[error("config given for asset `{asset}`, which takes no config; {}", match .provider {
+        Provider::Test => "remove `.config(...)` from the test context or add a `Config<..>` parameter",
+        Provider::Definitions => "remove it from the default config or add a `Config<..>` parameter",
+        Provider::Run => "remove it from the run config or add a `Config<..>` parameter",
+    })]
     UnexpectedConfig {
         /// The asset.
         asset: String,
-    },
-
-    /// A selection names an asset that does not exist.
-    #[error("unknown asset `{name}` in selection `{selection}`{hint}")]
-    UnknownAsset {
-        /// The unknown name.
-        name: String,
-        /// The whole selection as given.
-        selection: String,
-        /// "did you mean" advice, possibly empty.
-        hint: Hint,
-    },
-
-    /// A selection could not be parsed or selects nothing.
-    #[error("invalid selection `{selection}`: {reason}")]
-    InvalidSelection {
-        /// The whole selection as given.
-        selection: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// A selected asset needs an upstream output that is neither selected nor stored.
-    #[error("asset `{asset}` needs the output of `{input}`, which is not selected and has no stored materialization; select it too (e.g. `+{asset}`) or materialize it first")]
-    MissingInput {
-        /// The asset that takes the input.
-        asset: String,
-        /// The upstream asset.
-        input: String,
+        /// Where the config came from.
+        provider: Provider,
     },
 
     /// A stored output could not be read back as the type its asset produces.
@@ -136,9 +143,120 @@ pub enum Error {
         /// The decoding error.
         reason: String,
     },
+}
 
-    /// A parameter could not be injected when the asset ran (the checks of `Definitions::build`
-    /// make this rare: it happens for contexts built by hand).
+/// `a` feeds `b`, `b` feeds `a` — bounded for very long cycles.
+fn feeds(cycle: &[String]) -> String {
+    let edges = cycle
+        .windows(2)
+        .map(|pair| format!("`{}` feeds `{}`", pair[0], pair[1]));
+    bounded_list(edges, ", ")
+}
+
+fn at_path(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" at `{path}`")
+    }
+}
+
+/// Problems found together. Shows the first few and counts the rest, so the message stays
+/// short however many there are; [`iter`](Self::iter) has them all.
+#[derive(Debug)]
+pub struct Problems(Vec<Problem>);
+
+impl Problems {
+    /// The problems, in the order they were found.
+    pub fn iter(&self) -> std::slice::Iter<'_, Problem> {
+        self.0.iter()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [one] = self.0.as_slice() {
+            return one.fmt(f);
+        }
+        write!(f, "{} problems found:", self.0.len())?;
+        for problem in self.0.iter().take(LIST_LIMIT * 2) {
+            write!(f, "\n  - {problem}")?;
+        }
+        if self.0.len() > LIST_LIMIT * 2 {
+            write!(f, "\n  - and {} more", self.0.len() - LIST_LIMIT * 2)?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> IntoIterator for &'a Problems {
+    type Item = &'a Problem;
+    type IntoIter = std::slice::Iter<'a, Problem>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Definitions that cannot be built: every problem found, listed together (keys, unknown
+/// dependencies, input types, cycles, missing resources, invalid default config).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid definitions: {0}")]
+pub struct DefinitionsError(pub(crate) Problems);
+
+impl DefinitionsError {
+    /// Every problem found.
+    pub fn problems(&self) -> &Problems {
+        &self.0
+    }
+
+    pub(crate) fn check(problems: Vec<Problem>) -> Result<(), DefinitionsError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(DefinitionsError(Problems(problems)))
+        }
+    }
+}
+
+/// Everything that can go wrong once definitions are built: planning a run (its selection,
+/// config and inputs), driving it, and reading or writing run history.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// What a run needs is wrong or missing (its config, an upstream output); nothing ran.
+    #[error("{0}")]
+    Invalid(Problems),
+
+    /// A selection names unknown assets, groups or tags, cannot be parsed, or selects nothing.
+    #[error("invalid selection `{selection}`: {}", .reasons.join("; "))]
+    InvalidSelection {
+        /// The selection as given, cut to a bounded length.
+        selection: String,
+        /// What is wrong, each distinct problem once.
+        reasons: Vec<String>,
+    },
+
+    /// A run config document (a file, or JSON text) could not be read or parsed.
+    #[error("invalid run config in {origin}: {reason}")]
+    RunConfig {
+        /// Where it came from, e.g. `the file run.yaml`.
+        origin: String,
+        /// What is wrong with it (cut to a bounded length).
+        reason: String,
+    },
+
+    /// A parameter could not be injected when the asset ran (the checks before a run make
+    /// this rare: it happens for contexts built by hand).
     #[error("cannot inject `{param}` into asset `{asset}`: {reason}")]
     Injection {
         /// The asset.
@@ -189,52 +307,12 @@ pub enum Error {
     },
 }
 
-fn at_path(path: &str) -> String {
-    if path.is_empty() {
-        String::new()
-    } else {
-        format!(" at `{path}`")
-    }
-}
-
-/// Problems found together, for example every mistake in a set of definitions.
-#[derive(Debug)]
-pub struct Problems(pub Vec<Error>);
-
-impl Problems {
-    /// The problems, in the order they were found.
-    pub fn iter(&self) -> std::slice::Iter<'_, Error> {
-        self.0.iter()
-    }
-
-    /// Turns a list of problems into `Ok(())` when it is empty, otherwise into one error.
-    /// A single problem is returned as itself.
-    pub(crate) fn check(mut problems: Vec<Error>) -> Result<(), Error> {
-        match problems.len() {
-            0 => Ok(()),
-            1 => Err(problems.remove(0)),
-            _ => Err(Error::Invalid(Problems(problems))),
-        }
-    }
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} problems found:", self.0.len())?;
-        for problem in &self.0 {
-            write!(f, "\n  - {problem}")?;
-        }
-        Ok(())
-    }
-}
-
 impl Error {
-    /// Every individual problem this error stands for: the list of an [`Error::Invalid`],
-    /// or the error itself.
-    pub fn problems(&self) -> Vec<&Error> {
+    /// Every problem of an [`Error::Invalid`]; empty for other errors.
+    pub fn problems(&self) -> &[Problem] {
         match self {
-            Error::Invalid(problems) => problems.iter().collect(),
-            other => vec![other],
+            Error::Invalid(problems) => &problems.0,
+            _ => &[],
         }
     }
 
@@ -247,6 +325,32 @@ impl Error {
             source: source.into(),
         }
     }
+
+    pub(crate) fn invalid(problems: Vec<Problem>) -> Self {
+        Error::Invalid(Problems(problems))
+    }
+
+    /// A selection error; `selection` is cut to a bounded length, and the reasons (each
+    /// bounded by its maker) to the first few distinct ones.
+    pub(crate) fn selection(selection: &str, mut reasons: Vec<String>) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        reasons.retain(|reason| seen.insert(reason.clone()));
+        if reasons.len() > LIST_LIMIT {
+            let more = reasons.len() - LIST_LIMIT;
+            reasons.truncate(LIST_LIMIT);
+            reasons.push(format!("and {more} more"));
+        }
+        Error::InvalidSelection {
+            selection: bounded(selection, ECHO_LIMIT).into_owned(),
+            reasons,
+        }
+    }
+}
+
+impl From<Problem> for Error {
+    fn from(problem: Problem) -> Self {
+        Error::Invalid(Problems(vec![problem]))
+    }
 }
 
 /// "Did you mean" advice: the known names closest to an unknown one.
@@ -254,8 +358,12 @@ impl Error {
 pub struct Hint(pub Vec<String>);
 
 impl Hint {
-    /// The known names close to `name`, closest first (at most three).
+    /// The known names close to `name`, closest first (at most three). Names much longer than
+    /// any key are not compared, so the work stays bounded.
     pub fn closest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        if name.len() > 4 * ECHO_LIMIT {
+            return Hint::default();
+        }
         let mut scored: Vec<(f64, &str)> = known
             .into_iter()
             .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))

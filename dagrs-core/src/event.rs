@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::key::{AssetKey, RunId};
+use crate::text::mask_secrets;
 
 /// The current time, to the microsecond: what every backend keeps exactly.
 pub(crate) fn now() -> DateTime<Utc> {
@@ -162,7 +163,7 @@ impl std::fmt::Display for EventKind {
             EventKind::StepSkipped { reason } => write!(f, "skipped: {reason}"),
             EventKind::StepCancelled { .. } => f.write_str("cancelled"),
             EventKind::Log { level, message } => {
-                write!(f, "{}: {message}", format!("{level:?}").to_lowercase())
+                write!(f, "{}: {message}", level.as_str())
             }
         }
     }
@@ -191,39 +192,6 @@ pub struct ErrorInfo {
     pub causes: Vec<String>,
 }
 
-/// `text` with the password of every URL in it (`scheme://user:password@host`) replaced by
-/// `***`, so secrets that reach an error or a log line never reach the event log.
-pub fn mask_secrets(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        // The authority ends at the first '/', '?', '#' or whitespace.
-        let end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        out.push_str(&userinfo[..colon]);
-                        out.push_str(":***");
-                    }
-                    None => out.push_str(userinfo),
-                }
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 impl ErrorInfo {
     pub(crate) fn from_anyhow(error: &anyhow::Error) -> Self {
         let mut chain = error.chain().map(|e| mask_secrets(&e.to_string()));
@@ -247,9 +215,12 @@ impl std::fmt::Display for ErrorInfo {
 /// The state of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunStatus {
     /// Started and not finished.
     Running,
+    /// Asked to cancel; its process stops it and records how it ended.
+    Canceling,
     /// Every selected asset was materialized.
     Succeeded,
     /// At least one asset failed.
@@ -272,23 +243,147 @@ pub enum StepStatus {
     Cancelled,
 }
 
+/// Names of a status as text: `as_str` and `FromStr` agree with the serde names, the one
+/// spelling every store, the CLI and JSON output use.
+macro_rules! named {
+    ($type:ident, $what:literal, { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $type {
+            /// The name, as stored and printed.
+            pub fn as_str(self) -> &'static str {
+                match self { $($type::$variant => $name),* }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($name => Ok($type::$variant),)*
+                    other => Err(format!(
+                        concat!("unknown ", $what, " `{}`; expected one of: ", $($name, " "),*),
+                        crate::text::bounded(other, crate::text::ECHO_LIMIT)
+                    )),
+                }
+            }
+        }
+    };
+}
+
+named!(RunStatus, "run status", {
+    Running => "running",
+    Canceling => "canceling",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Cancelled => "cancelled",
+});
+
+named!(StepStatus, "step status", {
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Skipped => "skipped",
+    Cancelled => "cancelled",
+});
+
+named!(LogLevel, "log level", {
+    Debug => "debug",
+    Info => "info",
+    Warn => "warn",
+    Error => "error",
+});
+
+impl RunStatus {
+    /// Whether the run has ended (succeeded, failed or cancelled).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// A materialization event's parts, borrowed from the event (see [`Event::materialization`]).
+#[derive(Debug, Clone, Copy)]
+pub struct MaterializationRef<'a> {
+    /// The asset.
+    pub asset: &'a AssetKey,
+    /// Its metadata.
+    pub metadata: &'a Metadata,
+    /// Its serialized output.
+    pub value: &'a serde_json::Value,
+    /// The asset's code version at the time.
+    pub code_version: Option<&'a str>,
+}
+
+impl Event {
+    /// The materialization this event records, if it is one: what every store keeps as a
+    /// materialization record.
+    pub fn materialization(&self) -> Option<MaterializationRef<'_>> {
+        match (&self.asset, &self.kind) {
+            (
+                Some(asset),
+                EventKind::Materialization {
+                    metadata,
+                    value,
+                    code_version,
+                },
+            ) => Some(MaterializationRef {
+                asset,
+                metadata,
+                value,
+                code_version: code_version.as_deref(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether this event ends its run's log.
+    pub fn is_final(&self) -> bool {
+        self.kind.is_final()
+    }
+}
+
+impl EventKind {
+    /// Whether an event of this kind ends a run's log (succeeded, failed, cancelled).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            EventKind::RunSucceeded | EventKind::RunFailed { .. } | EventKind::RunCancelled
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::mask_secrets;
+    use super::*;
 
     #[test]
-    fn passwords_in_urls_are_masked() {
-        assert_eq!(
-            mask_secrets("cannot reach postgres://app:hunter2@db:5432/x (timeout)"),
-            "cannot reach postgres://app:***@db:5432/x (timeout)"
-        );
-        assert_eq!(
-            mask_secrets("a http://u:p@h b https://v:q:r@i/path?x=1 c"),
-            "a http://u:***@h b https://v:***@i/path?x=1 c"
-        );
-        assert_eq!(mask_secrets("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(mask_secrets("no url: a:b@c"), "no url: a:b@c");
-        assert_eq!(mask_secrets("ends with ://"), "ends with ://");
-        assert_eq!(mask_secrets("ünï://ü:ß@h"), "ünï://ü:***@h");
+    fn status_names_match_serde_and_parse_back() {
+        for status in [
+            RunStatus::Running,
+            RunStatus::Canceling,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ] {
+            let serde = serde_json::to_value(status).unwrap();
+            assert_eq!(serde, status.as_str());
+            assert_eq!(status.as_str().parse::<RunStatus>(), Ok(status));
+        }
+        for level in [
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ] {
+            assert_eq!(serde_json::to_value(level).unwrap(), level.as_str());
+        }
+        let err = "paused".parse::<RunStatus>().unwrap_err();
+        assert!(err.contains("`paused`") && err.contains("running"), "{err}");
     }
 }

@@ -53,15 +53,25 @@
 //!
 //! An unknown name is an error that suggests the closest names.
 //!
-//! # Run history
+//! # Where runs happen
 //!
-//! Runs and their event logs are kept by a [`storage::Storage`]: [`storage::InMemoryStorage`]
-//! (the default of [`Definitions`]), [`storage::SqliteStorage`] (the embedded default of the
-//! [`cli`]), or PostgreSQL through `dagrs-postgres`. A run whose process died is marked failed
-//! by [`storage::recover_abandoned_runs`]; [`reexecute_from_failure`] runs what did not
-//! succeed; [`asset_states`] tells which assets are stale.
+//! [`Definitions`] hold what the code defines; an [`Instance`] holds where and how it runs:
+//! the run store — [`storage::InMemoryStorage`] ([`Instance::ephemeral`], what
+//! [`materialize`] uses), `storage::SqliteStorage` (feature `sqlite`, the embedded default of
+//! the `cli`), or PostgreSQL through `dagrs-postgres` — with retention, limits, recovery of
+//! runs whose process died, cancellation and re-execution from failure.
+//!
+//! # Cargo features
+//!
+//! - `cli` (default): the command line, [`cli`] (clap, indicatif, comfy-table); implies `sqlite`.
+//! - `sqlite` (default): the embedded SQLite run store (bundled SQLite).
+//! - `testing`: the storage contract suite, `storage::contract`, for backends' tests.
+//!
+//! A service that embeds only the executor and PostgreSQL builds with
+//! `default-features = false` and compiles none of them.
 
 mod asset;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod config;
 mod context;
@@ -70,28 +80,49 @@ mod error;
 mod event;
 mod executor;
 mod graph;
+mod instance;
 mod key;
+mod log;
 mod param;
+mod requirements;
+mod resources;
 mod result;
 mod retry;
-mod selection;
+mod scope;
 mod state;
 pub mod storage;
+mod test_context;
+mod text;
 
-pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult, Requirements};
-pub use config::RunConfig;
-pub use context::{build_asset_context, AssetContext, AssetContextBuilder, LogRecord, Logger};
-pub use definitions::{Definitions, DefinitionsBuilder, DEFAULT_MAX_CONCURRENCY};
-pub use error::{Error, Hint, Problems};
+pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult};
+pub use config::{RunConfig, MAX_CONFIG_BYTES};
+pub use context::{AssetContext, Logger};
+pub use definitions::{Definitions, DefinitionsBuilder};
+pub use error::{DefinitionsError, Error, Hint, Problem, Problems, Provider};
 pub use event::{
-    mask_secrets, ErrorInfo, Event, EventKind, LogLevel, Metadata, RunStatus, StepStatus,
+    ErrorInfo, Event, EventKind, LogLevel, MaterializationRef, Metadata, RunStatus, StepStatus,
 };
-pub use executor::{launch, materialize, reexecute_from_failure, RunHandle, RunOptions};
+pub use executor::{RunHandle, RunOptions, DEFAULT_MAX_CONCURRENCY, HEARTBEAT_INTERVAL};
+pub use instance::{materialize, Instance};
 pub use key::{AssetKey, RunId};
-pub use param::{AssetParam, Config, Input, Res, Resources, StepScope};
+pub use log::LogRecord;
+pub use param::{AssetParam, Config, Input, Res};
+pub use requirements::Requirements;
+pub use resources::Resources;
 pub use result::{outcomes_from_events, RunResult, StepOutcome};
 pub use retry::{Backoff, Retry};
-pub use state::{asset_states, AssetState, Staleness};
+pub use scope::StepScope;
+pub use state::{AssetState, Staleness};
+pub use test_context::{build_asset_context, AssetContextBuilder};
+pub use text::{bounded, mask_secrets};
+
+/// Locks `mutex`, going on after a panic of another holder: every value dagrs keeps behind a
+/// mutex is valid between statements, so a poisoned lock holds nothing half-written.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Marks a function as an asset. See the [crate docs](crate) for parameters.
 ///
@@ -117,7 +148,7 @@ macro_rules! assets {
 pub mod prelude {
     pub use crate::{
         asset, assets, build_asset_context, materialize, AssetContext, Config, Definitions, Input,
-        Res, Retry, RunConfig,
+        Instance, Res, Retry, RunConfig,
     };
     pub use std::time::Duration;
 
@@ -129,7 +160,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::asset::{run_blocking, Asset, AssetSpec, IntoAssetResult};
-    pub use crate::param::{AssetParam, StepScope};
+    pub use crate::param::AssetParam;
+    pub use crate::scope::StepScope;
 }
 
 /// `anyhow`, which asset errors convert into.

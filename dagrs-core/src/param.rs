@@ -1,8 +1,6 @@
 //! Parameter injection: what an asset function's parameters can be, decided by type the way
 //! axum extractors work.
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -10,11 +8,11 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::asset::{Asset, Requirements};
-use crate::config::ConfigValue;
+use crate::asset::Asset;
 use crate::context::AssetContext;
 use crate::error::Error;
-use crate::key::AssetKey;
+use crate::requirements::Requirements;
+use crate::scope::StepScope;
 
 /// A type that can be a parameter of an asset function.
 ///
@@ -33,88 +31,10 @@ pub trait AssetParam<'a>: Sized {
     fn extract(scope: &'a StepScope) -> Result<Self, Error>;
 }
 
-/// Everything a step can draw its parameters from: its context, the resources, its decoded
-/// config and the outputs of its upstream assets.
-pub struct StepScope {
-    pub(crate) context: AssetContext,
-    pub(crate) resources: Resources,
-    pub(crate) config: Option<ConfigValue>,
-    pub(crate) inputs: Arc<HashMap<AssetKey, Arc<dyn Any + Send + Sync>>>,
-}
-
-impl StepScope {
-    /// The step's context.
-    pub fn context(&self) -> &AssetContext {
-        &self.context
-    }
-
-    /// The resource of type `R`.
-    pub fn resource<R: Send + Sync + 'static>(&self) -> Result<Res<R>, Error> {
-        Res::extract(self)
-    }
-
-    /// The step's config, as `C`.
-    pub fn config<C: DeserializeOwned + Send + Sync + 'static>(&self) -> Result<Config<C>, Error> {
-        Config::extract(self)
-    }
-
-    /// The output of upstream asset `key`, as `T`.
-    pub fn input<T: Send + Sync + 'static>(&self, key: &str) -> Result<Arc<T>, Error> {
-        let value = self.inputs.get(key).ok_or_else(|| Error::Injection {
-            asset: self.context.asset_key().to_string(),
-            param: std::any::type_name::<T>(),
-            reason: format!("the output of `{key}` is not available to this step"),
-        })?;
-        Arc::clone(value)
-            .downcast::<T>()
-            .map_err(|_| Error::Injection {
-                asset: self.context.asset_key().to_string(),
-                param: std::any::type_name::<T>(),
-                reason: format!("the output of `{key}` has another type"),
-            })
-    }
-}
-
 impl<'a> AssetParam<'a> for &'a AssetContext {
     fn declare(_: &mut Requirements) {}
     fn extract(scope: &'a StepScope) -> Result<Self, Error> {
         Ok(&scope.context)
-    }
-}
-
-/// A resource with the name of its type.
-type NamedResource = (&'static str, Arc<dyn Any + Send + Sync>);
-
-/// The resources of a [`Definitions`](crate::Definitions), one value per type.
-#[derive(Clone, Default)]
-pub struct Resources(Arc<HashMap<TypeId, NamedResource>>);
-
-impl Resources {
-    pub(crate) fn insert<R: Send + Sync + 'static>(&mut self, resource: R) {
-        Arc::make_mut(&mut self.0).insert(
-            TypeId::of::<R>(),
-            (std::any::type_name::<R>(), Arc::new(resource)),
-        );
-    }
-
-    pub(crate) fn contains(&self, id: TypeId) -> bool {
-        self.0.contains_key(&id)
-    }
-
-    /// The names of the resource types held.
-    pub fn type_names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.0.values().map(|(name, _)| *name)
-    }
-
-    fn get<R: Send + Sync + 'static>(&self) -> Option<Arc<R>> {
-        let (_, value) = self.0.get(&TypeId::of::<R>())?;
-        Arc::clone(value).downcast::<R>().ok()
-    }
-}
-
-impl fmt::Debug for Resources {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.type_names()).finish()
     }
 }
 
@@ -154,14 +74,7 @@ impl<'a, R: Send + Sync + 'static> AssetParam<'a> for Res<R> {
         needs.resource::<R>();
     }
     fn extract(scope: &'a StepScope) -> Result<Self, Error> {
-        scope
-            .resources
-            .get::<R>()
-            .map(Res)
-            .ok_or_else(|| Error::MissingResource {
-                asset: scope.context.asset_key().to_string(),
-                resource: std::any::type_name::<R>(),
-            })
+        scope.resource::<R>().map(Res)
     }
 }
 
@@ -194,19 +107,7 @@ impl<'a, C: DeserializeOwned + Send + Sync + 'static> AssetParam<'a> for Config<
         needs.config::<C>();
     }
     fn extract(scope: &'a StepScope) -> Result<Self, Error> {
-        let asset = scope.context.asset_key();
-        let value = match &scope.config {
-            Some(value) => Arc::clone(value),
-            None => Arc::new(crate::config::decode::<C>(asset, None)?),
-        };
-        value
-            .downcast::<C>()
-            .map(Config)
-            .map_err(|_| Error::Injection {
-                asset: asset.to_string(),
-                param: std::any::type_name::<C>(),
-                reason: "the decoded config has another type".into(),
-            })
+        scope.config::<C>().map(Config)
     }
 }
 

@@ -179,7 +179,7 @@ impl fmt::Display for RunResult {
             "asset", "status", "attempts", "duration"
         )?;
         for step in &self.steps {
-            let status = format!("{:?}", step.status).to_lowercase();
+            let status = step.status.as_str();
             let duration = step
                 .duration
                 .map(|d| format!("{:.1?}", d))

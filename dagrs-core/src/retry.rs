@@ -2,10 +2,14 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// How the delay grows from one retry to the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Backoff {
     /// The same delay before every retry.
+    #[default]
     Fixed,
     /// `delay × n` before retry `n`.
     Linear,
@@ -13,7 +17,9 @@ pub enum Backoff {
     Exponential,
 }
 
-/// A retry policy, given to an asset with `#[asset(retry = ...)]`.
+/// A retry policy, given to an asset with `#[asset(retry = ...)]`, or for one run in its
+/// run config (`retries: { influx_data: { max_retries: 5, delay: 30s, backoff: exponential } }`,
+/// durations as `500ms`, `30s`, `5m`, `1h` or whole seconds).
 ///
 /// ```
 /// use dagrs_core::Retry;
@@ -137,6 +143,129 @@ impl Default for Retry {
     }
 }
 
+/// The most retries a run config may ask for.
+pub const MAX_RETRIES: u32 = 1_000;
+
+/// The longest delay a run config may ask for.
+pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A retry policy as written in a run config.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryConfig {
+    max_retries: u32,
+    #[serde(default, with = "duration_text")]
+    delay: Duration,
+    #[serde(default)]
+    backoff: Backoff,
+    #[serde(default)]
+    jitter: f64,
+    #[serde(
+        default,
+        with = "optional_duration_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_delay: Option<Duration>,
+}
+
+impl Serialize for Retry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RetryConfig {
+            max_retries: self.max_retries,
+            delay: self.delay,
+            backoff: self.backoff,
+            jitter: self.jitter,
+            max_delay: self.max_delay,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Retry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let config = RetryConfig::deserialize(deserializer)?;
+        if config.max_retries > MAX_RETRIES {
+            return Err(D::Error::custom(format!(
+                "max_retries {} is more than the {MAX_RETRIES} allowed",
+                config.max_retries
+            )));
+        }
+        for delay in std::iter::once(config.delay).chain(config.max_delay) {
+            if delay > MAX_DELAY {
+                return Err(D::Error::custom(format!(
+                    "a retry delay of {} is longer than the {} allowed",
+                    humantime::format_duration(delay),
+                    humantime::format_duration(MAX_DELAY)
+                )));
+            }
+        }
+        if !(0.0..=1.0).contains(&config.jitter) {
+            return Err(D::Error::custom(format!(
+                "jitter {} is not a fraction between 0 and 1",
+                config.jitter
+            )));
+        }
+        let mut retry = Retry::with_backoff(config.max_retries, config.delay, config.backoff)
+            .jitter(config.jitter);
+        retry.max_delay = config.max_delay;
+        Ok(retry)
+    }
+}
+
+/// Durations in config as text (`500ms`, `30s`, `5m`, `1h 30m`) or whole seconds.
+pub(crate) mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `500ms`, `30s`, `1h 30m`.
+    pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
+    }
+
+    /// Reads text or whole seconds.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Seconds(u64),
+            Text(String),
+        }
+        match Form::deserialize(d)? {
+            Form::Seconds(secs) => Ok(Duration::from_secs(secs)),
+            Form::Text(text) => humantime::parse_duration(&text).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{}` is not a duration ({e}); write e.g. `500ms`, `30s`, `5m` or `1h`",
+                    crate::text::bounded(&text, crate::text::ECHO_LIMIT)
+                ))
+            }),
+        }
+    }
+}
+
+mod optional_duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::duration_text::serialize(value, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration_text::deserialize(d).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +297,50 @@ mod tests {
         assert_eq!(retry.delay(4), 8 * S);
         assert_eq!(retry.delay(5), 10 * S);
         assert_eq!(retry.delay(90), 10 * S);
+    }
+
+    #[test]
+    fn policies_read_from_config_and_round_trip() {
+        let retry: Retry = serde_json::from_value(serde_json::json!({
+            "max_retries": 5, "delay": "30s", "backoff": "exponential", "max_delay": "5m"
+        }))
+        .unwrap();
+        assert_eq!(
+            retry,
+            Retry::exponential(5, 30 * S).max_delay(Duration::from_secs(300))
+        );
+        let again: Retry = serde_json::from_value(serde_json::to_value(&retry).unwrap()).unwrap();
+        assert_eq!(again, retry);
+        let seconds: Retry =
+            serde_json::from_value(serde_json::json!({"max_retries": 1, "delay": 2})).unwrap();
+        assert_eq!(seconds, Retry::fixed(1, 2 * S));
+        for (bad, says) in [
+            (
+                serde_json::json!({"max_retries": 4294967295u32}),
+                "more than",
+            ),
+            (
+                serde_json::json!({"max_retries": 1, "delay": "30 parsecs"}),
+                "not a duration",
+            ),
+            (
+                serde_json::json!({"max_retries": 1, "delay": "9999h"}),
+                "longer than",
+            ),
+            (
+                serde_json::json!({"max_retries": 1, "jitter": 2.0}),
+                "between 0 and 1",
+            ),
+            (
+                serde_json::json!({"max_retries": 1, "tries": 2}),
+                "unknown field",
+            ),
+        ] {
+            let err = serde_json::from_value::<Retry>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

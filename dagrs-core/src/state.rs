@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::definitions::Definitions;
 use crate::error::Error;
 use crate::key::AssetKey;
-use crate::storage::MaterializationRecord;
+use crate::storage::{MaterializationRecord, Storage};
 
 /// Why an asset is stale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,14 +63,16 @@ pub struct AssetState {
     pub stale: Option<Staleness>,
 }
 
-/// The state of every asset of `defs`, dependencies first.
+/// The state of every asset of `defs` as `storage` records it, dependencies first.
 ///
 /// An asset is stale when it was never materialized, when an upstream asset was
 /// materialized after it, or when its `code_version` differs from the one recorded with its
 /// last materialization.
-pub async fn asset_states(defs: &Definitions) -> Result<Vec<AssetState>, Error> {
-    let latest: HashMap<AssetKey, MaterializationRecord> = defs
-        .storage()
+pub(crate) async fn asset_states(
+    defs: &Definitions,
+    storage: &dyn Storage,
+) -> Result<Vec<AssetState>, Error> {
+    let latest: HashMap<AssetKey, MaterializationRecord> = storage
         .latest_materializations()
         .await?
         .into_iter()

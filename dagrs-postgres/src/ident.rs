@@ -90,14 +90,7 @@ impl Ident {
 
 impl fmt::Display for Ident {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"")?;
-        for (i, part) in self.0.split('"').enumerate() {
-            if i > 0 {
-                f.write_str("\"\"")?;
-            }
-            f.write_str(part)?;
-        }
-        f.write_str("\"")
+        f.write_str(&postgres_protocol::escape::escape_identifier(&self.0))
     }
 }
 
@@ -193,25 +186,11 @@ impl fmt::Debug for QualifiedName {
     }
 }
 
-/// Renders `text` as an SQL string literal the way PostgreSQL's
-/// `quote_literal` does: `'` doubled, and the `E''` form with `\` doubled when
-/// a backslash occurs, so the literal means the same whatever
-/// `standard_conforming_strings` is set to.
+/// Renders `text` as an SQL string literal the way libpq's `PQescapeLiteral` does: `'`
+/// doubled, and the ` E''` form with `\` doubled when a backslash occurs, so the literal
+/// means the same whatever `standard_conforming_strings` is set to.
 pub(crate) fn string_literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 3);
-    if text.contains('\\') {
-        out.push('E');
-    }
-    out.push('\'');
-    for c in text.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
+    postgres_protocol::escape::escape_literal(text)
 }
 
 #[cfg(test)]
@@ -303,7 +282,7 @@ mod tests {
     fn string_literals_escape_quotes_and_backslashes() {
         assert_eq!(string_literal("abc"), "'abc'");
         assert_eq!(string_literal("it's"), "'it''s'");
-        assert_eq!(string_literal(r"a\b"), r"E'a\\b'");
+        assert_eq!(string_literal(r"a\b"), r" E'a\\b'");
         assert_eq!(string_literal(r#""s"."t""#), r#"'"s"."t"'"#);
     }
 }

@@ -16,7 +16,7 @@
 //! - [`PgStorage`]: the run store for shared deployments (runs, event logs,
 //!   materializations, schedule ticks and cursors) in a schema of its own,
 //!   with embedded, versioned migrations.
-//! - [`testing::TestDatabase`]: a throwaway database per test.
+//! - `testing::TestDatabase` (feature `testing`): a throwaway database per test.
 //!
 //! [`tokio_postgres`] and [`deadpool_postgres`] are re-exported, so the
 //! versions always match.
@@ -28,6 +28,7 @@ mod ident;
 mod interval;
 mod resource;
 mod storage;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod timescale;
 mod upsert;

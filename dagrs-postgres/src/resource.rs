@@ -256,7 +256,7 @@ impl PostgresResource {
     /// Like [`from_url`](Self::from_url), with pool options.
     pub fn from_url_with(url: &str, options: PoolOptions) -> Result<Self> {
         let config = tokio_postgres::Config::from_str(url).map_err(|source| Error::InvalidUrl {
-            url: mask_url_text(url),
+            url: unparsed(url),
             reason: describe(&source),
         })?;
         Self::from_pg_config(config, options)
@@ -265,6 +265,10 @@ impl PostgresResource {
     /// A resource for the URL in the `DATABASE_URL` environment variable.
     pub fn from_env() -> Result<Self> {
         match std::env::var(DATABASE_URL) {
+            Ok(url) if url.trim().is_empty() => Err(Error::InvalidUrl {
+                url: format!("${DATABASE_URL}"),
+                reason: "the variable is set but empty".to_owned(),
+            }),
             Ok(url) => Self::from_url(&url),
             Err(std::env::VarError::NotPresent) => Err(Error::MissingEnv { var: DATABASE_URL }),
             Err(std::env::VarError::NotUnicode(_)) => Err(Error::InvalidUrl {
@@ -518,44 +522,22 @@ fn connect_reason(err: &tokio_postgres::Error) -> String {
     describe(err)
 }
 
-/// Masks the password in a connection string that may not parse: the part
-/// after `user:` in a URL's userinfo, or the value of a `password=` pair.
-fn mask_url_text(text: &str) -> String {
-    if let Some(scheme_end) = text.find("://") {
-        let rest = &text[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            let userinfo = &rest[..at];
-            if let Some(colon) = userinfo.find(':') {
-                return format!(
-                    "{}{}:***{}",
-                    &text[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &rest[at..]
-                );
-            }
+/// What may be shown of a connection string that does not parse: its form and length,
+/// never its text — where the password sits in a malformed string cannot be known.
+fn unparsed(text: &str) -> String {
+    let form = match text.split_once("://") {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            format!("a {scheme}:// URL")
         }
-        return text.to_owned();
-    }
-    let mut masked = Vec::new();
-    let mut words = text.split_whitespace();
-    while let Some(word) = words.next() {
-        match word.split_once('=') {
-            Some((key, value)) if key.trim() == "password" => {
-                masked.push("password=***".to_owned());
-                // A quoted password may contain spaces: skip to its closing quote.
-                if value.starts_with('\'') && (value.len() == 1 || !value.ends_with('\'')) {
-                    for next in words.by_ref() {
-                        if next.ends_with('\'') {
-                            break;
-                        }
-                    }
-                }
-            }
-            _ => masked.push(word.to_owned()),
-        }
-    }
-    masked.join(" ")
+        _ if text.contains('=') => "a key-value connection string".to_owned(),
+        _ => "a connection string".to_owned(),
+    };
+    format!("({form} of {} characters, not shown)", text.chars().count())
 }
 
 #[cfg(test)]
@@ -607,26 +589,32 @@ mod tests {
     }
 
     #[test]
-    fn unparseable_urls_are_masked_in_errors() {
+    fn unparseable_urls_are_never_echoed() {
         let cases = [
-            (
-                "postgres://u:s3cret@h:notaport/d",
-                "postgres://u:***@h:notaport/d",
-            ),
+            ("postgres://u:s3cret@h:notaport/d", "a postgres:// URL"),
+            ("postgres://u:s3/cr?et@h:notaport/d", "a postgres:// URL"),
             (
                 "host=h password=s3cret port=x",
-                "host=h password=*** port=x",
+                "a key-value connection string",
             ),
             (
-                "host=h password='s3 cret' port=x",
-                "host=h password=*** port=x",
+                "host=h password = 's3 cret' port=x",
+                "a key-value connection string",
+            ),
+            (
+                "host=h port=x password=s3cret",
+                "a key-value connection string",
+            ),
+            (
+                "postgres://h/d?password=s3cret&sslmode=bogus",
+                "a postgres:// URL",
             ),
         ];
-        for (url, masked) in cases {
+        for (url, form) in cases {
             let err = PostgresResource::from_url(url).unwrap_err();
             let message = err.to_string();
             assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
-            assert!(message.contains(masked), "{message}");
+            assert!(message.contains(form), "{message}");
             assert!(!message.contains("s3"), "{message}");
         }
     }

@@ -321,20 +321,6 @@ async fn a_store_that_was_never_migrated_says_what_to_do() {
 }
 
 #[tokio::test]
-async fn unknown_runs_are_not_found() {
-    let fresh = Fresh::new().await;
-    let ghost = RunId::from("ghost");
-    let not_found = |result: Result<_, dagrs_core::Error>| matches!(result, Err(dagrs_core::Error::RunNotFound(id)) if id == "ghost");
-    assert!(not_found(fresh.heartbeat(&ghost, at(1)).await.map(|_| ())));
-    assert!(not_found(
-        fresh
-            .finish_run(&ghost, RunStatus::Failed, at(1), None)
-            .await
-            .map(|_| ())
-    ));
-}
-
-#[tokio::test]
 async fn statuses_are_stored_as_their_serde_names() {
     let fresh = Fresh::new().await;
     for (id, status) in [
@@ -373,56 +359,6 @@ async fn statuses_are_stored_as_their_serde_names() {
     ]
     .map(|(a, b)| (a.to_owned(), b.to_owned()));
     assert_eq!(stored, expected);
-}
-
-#[tokio::test]
-async fn a_failed_batch_leaves_neither_events_nor_materializations() {
-    let fresh = Fresh::new().await;
-    fresh.create_run(&run_record("b", 0)).await.unwrap();
-    fresh
-        .append_events(&[
-            event("b", 0, Some("a"), materialization(json!(0))),
-            event("b", 1, None, log("one")),
-        ])
-        .await
-        .unwrap();
-    let clash = fresh
-        .append_events(&[
-            event("b", 2, Some("a"), materialization(json!(2))),
-            event("b", 1, None, log("again")),
-        ])
-        .await;
-    let message = clash.unwrap_err().to_string();
-    assert!(
-        message.contains("append events") && message.contains("(b, 1)"),
-        "{message}"
-    );
-    let twice = fresh
-        .append_events(&[
-            event("b", 5, Some("a"), materialization(json!(5))),
-            event("b", 5, Some("a"), materialization(json!(5))),
-        ])
-        .await;
-    assert!(
-        twice.is_err(),
-        "a seq repeated inside one batch fails the batch"
-    );
-    assert_eq!(
-        fresh.events(&RunId::from("b"), None).await.unwrap().len(),
-        2
-    );
-    let values: Vec<_> = fresh
-        .materializations(&"a".into(), 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.value)
-        .collect();
-    assert_eq!(
-        values,
-        [json!(0)],
-        "no materialization of a failed batch is kept"
-    );
 }
 
 #[tokio::test]
@@ -501,75 +437,6 @@ async fn seqs_beyond_bigint_are_refused_and_nothing_is_written() {
         .await
         .unwrap()
         .is_empty());
-}
-
-#[tokio::test]
-async fn concurrent_append_events_from_many_tasks() {
-    let fresh = Fresh::new().await;
-    let shared = RunId::from("contested");
-    fresh.create_run(&run_record("contested", 0)).await.unwrap();
-    let mut tasks = tokio::task::JoinSet::new();
-    for writer in 0..16u64 {
-        let storage = fresh.storage.clone();
-        tasks.spawn(async move {
-            let id = format!("w{writer}");
-            storage
-                .create_run(&run_record(&id, writer as i64))
-                .await
-                .unwrap();
-            for batch in 0..20u64 {
-                let mut events: Vec<Event> = (0..9)
-                    .map(|i| {
-                        event(
-                            &id,
-                            batch * 10 + i,
-                            Some("a"),
-                            EventKind::StepStarted { attempt: 1 },
-                        )
-                    })
-                    .collect();
-                events.push(event(
-                    &id,
-                    batch * 10 + 9,
-                    Some("shared"),
-                    materialization(json!(writer)),
-                ));
-                storage.append_events(&events).await.unwrap();
-            }
-            // Every writer also races for the same seq of one run: one of them gets it.
-            storage
-                .append_events(&[event(
-                    "contested",
-                    0,
-                    None,
-                    log(&format!("writer {writer}")),
-                )])
-                .await
-                .is_ok()
-        });
-    }
-    let mut winners = 0;
-    while let Some(done) = tasks.join_next().await {
-        winners += usize::from(done.expect("a writer failed"));
-    }
-    assert_eq!(winners, 1, "exactly one writer stores (contested, 0)");
-    assert_eq!(fresh.events(&shared, None).await.unwrap().len(), 1);
-    for writer in 0..16 {
-        let events = fresh
-            .events(&RunId::from(format!("w{writer}")), None)
-            .await
-            .unwrap();
-        assert_eq!(events.len(), 200, "writer {writer}");
-        assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64));
-    }
-    assert_eq!(
-        fresh
-            .materializations(&"shared".into(), 1_000)
-            .await
-            .unwrap()
-            .len(),
-        320
-    );
 }
 
 #[tokio::test]
@@ -677,10 +544,11 @@ async fn runs_through_the_executor_are_stored_end_to_end() {
                 Err::<u32, _>(std::io::Error::other("the source is down").into())
             }),
         ])
-        .storage(fresh.storage.clone())
         .build()
         .unwrap();
-    let result = dagrs_core::materialize(&defs, "a b", dagrs_core::RunConfig::new())
+    let instance = dagrs_core::Instance::new(fresh.storage.clone());
+    let result = instance
+        .materialize(&defs, "a b", dagrs_core::RunConfig::new())
         .await
         .unwrap();
     assert!(result.success());
@@ -729,7 +597,8 @@ async fn runs_through_the_executor_are_stored_end_to_end() {
         (result.run_id().clone(), json!(["x", "y"]))
     );
 
-    let failed = dagrs_core::materialize(&defs, "c", dagrs_core::RunConfig::new())
+    let failed = instance
+        .materialize(&defs, "c", dagrs_core::RunConfig::new())
         .await
         .unwrap();
     assert!(!failed.success());

@@ -39,7 +39,10 @@ use assets::{create_aggregates, influx_data, influx_tags, Source};
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/ecoanp";
 
 /// The pipeline's definitions over the given resources.
-fn definitions(pg: PostgresResource, source: Source) -> Result<Definitions, dagrs_core::Error> {
+fn definitions(
+    pg: PostgresResource,
+    source: Source,
+) -> Result<Definitions, dagrs_core::DefinitionsError> {
     Definitions::builder()
         .specs(assets![influx_tags, influx_data, create_aggregates])
         .resource(pg)

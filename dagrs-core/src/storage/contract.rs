@@ -14,7 +14,8 @@
 //! # fn main() {}
 //! ```
 //!
-//! Each check panics with a message naming the broken rule.
+//! Each check panics with a message naming the broken rule. (Long because it is the whole
+//! contract in one place: one function per part, each reading top to bottom.)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -185,7 +186,10 @@ pub async fn events(storage: &dyn Storage) {
     );
 
     let clash = storage
-        .append_events(&[log(4, "four"), log(2, "again")])
+        .append_events(&[
+            event("e1", 4, Some("a"), materialization(json!(4), None)),
+            log(2, "again"),
+        ])
         .await;
     assert!(
         clash.is_err(),
@@ -200,11 +204,45 @@ pub async fn events(storage: &dyn Storage) {
         4,
         "a failed batch leaves nothing behind"
     );
+    assert!(
+        storage
+            .materializations(&"a".into(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no materialization of a failed batch is kept"
+    );
+    let twice = storage
+        .append_events(&[log(4, "four"), log(4, "four")])
+        .await;
+    assert!(
+        twice.is_err(),
+        "a seq repeated inside one batch fails the batch"
+    );
     assert!(storage
         .events(&RunId::from("unknown"), None)
         .await
         .unwrap()
         .is_empty());
+    let orphan = storage
+        .append_events(&[
+            log(4, "four"),
+            event("ghost", 0, None, EventKind::RunSucceeded),
+        ])
+        .await;
+    assert!(
+        matches!(&orphan, Err(crate::Error::RunNotFound(id)) if id == "ghost"),
+        "events of an unknown run are rejected: {orphan:?}"
+    );
+    assert_eq!(
+        storage
+            .events(&RunId::from("e1"), None)
+            .await
+            .unwrap()
+            .len(),
+        4,
+        "a rejected batch leaves nothing behind"
+    );
 }
 
 /// Every kind of event survives storage unchanged.
@@ -333,7 +371,8 @@ pub async fn materializations(storage: &dyn Storage) {
     assert_eq!(all, [("a".into(), json!(2)), ("b".into(), json!([1, 2]))]);
 }
 
-/// `finish_run` only ends running runs; heartbeats move; `running_runs` lists the rest.
+/// `finish_run` only ends active runs, once; heartbeats move; `running_runs` lists the
+/// active ones; cancellation requests move running runs to canceling.
 pub async fn finishing_and_heartbeats(storage: &dyn Storage) {
     storage.create_run(&run_record("f1", 0)).await.unwrap();
     storage.create_run(&run_record("f2", 1)).await.unwrap();
@@ -379,6 +418,47 @@ pub async fn finishing_and_heartbeats(storage: &dyn Storage) {
         .finish_run(&RunId::from("missing"), RunStatus::Failed, at(1), None)
         .await
         .is_err());
+
+    // A cancellation request moves a running run to canceling, once; its process then
+    // records how the run ended, keeping the request's reason.
+    let f2 = RunId::from("f2");
+    assert!(storage.request_cancel(&f2, "asked by ops").await.unwrap());
+    assert!(
+        !storage.request_cancel(&f2, "again").await.unwrap(),
+        "only a running run can be asked to cancel"
+    );
+    let asked = storage.run(&f2).await.unwrap().unwrap();
+    assert_eq!(
+        (asked.status, asked.failure.as_deref()),
+        (RunStatus::Canceling, Some("asked by ops"))
+    );
+    assert_eq!(
+        storage.running_runs().await.unwrap().len(),
+        1,
+        "a canceling run is still active"
+    );
+    assert!(storage
+        .finish_run(&f2, RunStatus::Cancelled, at(10), None)
+        .await
+        .unwrap());
+    let ended = storage.run(&f2).await.unwrap().unwrap();
+    assert_eq!(
+        (ended.status, ended.failure.as_deref()),
+        (RunStatus::Cancelled, Some("asked by ops"))
+    );
+    assert!(
+        !storage.request_cancel(&f2, "late").await.unwrap(),
+        "an ended run stays as it ended"
+    );
+    let ghost = RunId::from("missing");
+    assert!(matches!(
+        storage.request_cancel(&ghost, "x").await,
+        Err(crate::Error::RunNotFound(id)) if id == "missing"
+    ));
+    assert!(matches!(
+        storage.heartbeat(&ghost, at(1)).await,
+        Err(crate::Error::RunNotFound(id)) if id == "missing"
+    ));
 }
 
 /// Pruning removes old finished runs with their events, keeps running runs and every
@@ -542,8 +622,13 @@ pub async fn ticks_and_cursors(storage: &dyn Storage) {
     );
 }
 
-/// Many writers at once (as concurrent runs in one process) all succeed, and nothing is lost.
+/// Many writers at once (as concurrent runs in one process) all succeed and nothing is
+/// lost; racing for one seq, or to finish one run, exactly one wins.
 pub async fn concurrent_writers(storage: &dyn Storage) {
+    storage
+        .create_run(&run_record("contested", 0))
+        .await
+        .unwrap();
     let writer = |writer: u64| async move {
         let id = format!("c{writer}");
         storage
@@ -551,7 +636,7 @@ pub async fn concurrent_writers(storage: &dyn Storage) {
             .await
             .unwrap();
         for batch in 0..10u64 {
-            let events: Vec<Event> = (0..5)
+            let mut events: Vec<Event> = (0..4)
                 .map(|i| {
                     event(
                         &id,
@@ -561,14 +646,34 @@ pub async fn concurrent_writers(storage: &dyn Storage) {
                     )
                 })
                 .collect();
+            events.push(event(
+                &id,
+                batch * 5 + 4,
+                Some("shared"),
+                materialization(json!(writer), None),
+            ));
             storage.append_events(&events).await.unwrap();
             storage
                 .heartbeat(&RunId::from(id.as_str()), at(batch as i64))
                 .await
                 .unwrap();
         }
+        let got_seq = storage
+            .append_events(&[event("contested", 0, None, EventKind::RunSucceeded)])
+            .await
+            .is_ok();
+        let finished = storage
+            .finish_run(
+                &RunId::from("contested"),
+                RunStatus::Failed,
+                at(writer as i64),
+                None,
+            )
+            .await
+            .unwrap();
+        (usize::from(got_seq), usize::from(finished))
     };
-    tokio::join!(
+    let all = tokio::join!(
         writer(0),
         writer(1),
         writer(2),
@@ -578,11 +683,29 @@ pub async fn concurrent_writers(storage: &dyn Storage) {
         writer(6),
         writer(7)
     );
+    let all = [all.0, all.1, all.2, all.3, all.4, all.5, all.6, all.7];
+    let sum = |pick: fn(&(usize, usize)) -> usize| all.iter().map(pick).sum::<usize>();
+    assert_eq!(sum(|r| r.0), 1, "exactly one writer stores (contested, 0)");
+    assert_eq!(
+        sum(|r| r.1),
+        1,
+        "exactly one finisher ends the contested run"
+    );
     for writer in 0..8 {
         let events = storage
             .events(&RunId::from(format!("c{writer}")), None)
             .await
             .unwrap();
         assert_eq!(events.len(), 50, "every event of every writer is stored");
+        assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64));
     }
+    assert_eq!(
+        storage
+            .materializations(&"shared".into(), 1_000)
+            .await
+            .unwrap()
+            .len(),
+        80,
+        "every materialization of every writer is recorded"
+    );
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{runs_to_prune, MaterializationRecord, PruneReport, Retention, RunRecord, Storage};
 use crate::error::Error;
-use crate::event::{Event, EventKind, RunStatus};
+use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
 
 /// Keeps runs and events in the process; everything is gone when it exits. The default
@@ -36,7 +36,7 @@ impl InMemoryStorage {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        crate::context::lock(&self.inner)
+        crate::lock(&self.inner)
     }
 }
 
@@ -46,28 +46,6 @@ impl Inner {
             .iter_mut()
             .find(|r| &r.run_id == run_id)
             .ok_or_else(|| Error::RunNotFound(run_id.to_string()))
-    }
-}
-
-pub(crate) fn materialization_of(event: &Event) -> Option<MaterializationRecord> {
-    match (&event.asset, &event.kind) {
-        (
-            Some(asset),
-            EventKind::Materialization {
-                metadata,
-                value,
-                code_version,
-            },
-        ) => Some(MaterializationRecord {
-            asset: asset.clone(),
-            run_id: event.run_id.clone(),
-            seq: event.seq,
-            timestamp: event.timestamp,
-            metadata: metadata.clone(),
-            value: value.clone(),
-            code_version: code_version.clone(),
-        }),
-        _ => None,
     }
 }
 
@@ -89,6 +67,9 @@ impl Storage for InMemoryStorage {
         let mut inner = self.lock();
         let mut batch = HashSet::new();
         for event in events {
+            if !inner.runs.iter().any(|r| r.run_id == event.run_id) {
+                return Err(Error::RunNotFound(event.run_id.to_string()));
+            }
             let taken = inner
                 .events
                 .get(&event.run_id)
@@ -101,7 +82,7 @@ impl Storage for InMemoryStorage {
             }
         }
         for event in events {
-            if let Some(record) = materialization_of(event) {
+            if let Some(record) = MaterializationRecord::of(event) {
                 inner.materializations.push(record);
             }
             inner
@@ -122,12 +103,25 @@ impl Storage for InMemoryStorage {
     ) -> Result<bool, Error> {
         let mut inner = self.lock();
         let run = inner.run_mut(run_id)?;
-        if run.status != RunStatus::Running {
+        if run.status.is_final() {
             return Ok(false);
         }
         run.status = status;
         run.ended_at = Some(ended_at);
-        run.failure = failure.map(str::to_owned);
+        if let Some(failure) = failure {
+            run.failure = Some(failure.to_owned());
+        }
+        Ok(true)
+    }
+
+    async fn request_cancel(&self, run_id: &RunId, reason: &str) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let run = inner.run_mut(run_id)?;
+        if run.status != RunStatus::Running {
+            return Ok(false);
+        }
+        run.status = RunStatus::Canceling;
+        run.failure = Some(reason.to_owned());
         Ok(true)
     }
 
@@ -159,7 +153,7 @@ impl Storage for InMemoryStorage {
             .lock()
             .runs
             .iter()
-            .filter(|r| r.status == RunStatus::Running)
+            .filter(|r| !r.status.is_final())
             .cloned()
             .collect())
     }

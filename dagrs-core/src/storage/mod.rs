@@ -3,15 +3,18 @@
 //! The executor writes through the [`Storage`] trait in batches. Backends:
 //! [`InMemoryStorage`] (tests, one-off runs), [`SqliteStorage`] (the embedded default) and, in
 //! `dagrs-postgres`, a PostgreSQL store for shared deployments. Every backend passes the same
-//! contract suite, [`contract`].
+//! contract suite, `contract` (feature `testing`).
 
+#[cfg(any(test, feature = "testing"))]
 pub mod contract;
 mod memory;
 pub(crate) mod recovery;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::InMemoryStorage;
-pub use recovery::{recover_abandoned_runs, HEARTBEAT_INTERVAL, LEASE};
+pub use recovery::{recover_abandoned_runs, LEASE};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStorage;
 
 use std::collections::BTreeMap;
@@ -74,6 +77,22 @@ pub struct MaterializationRecord {
     pub code_version: Option<String>,
 }
 
+impl MaterializationRecord {
+    /// The record of a materialization event; `None` for other events.
+    pub fn of(event: &Event) -> Option<MaterializationRecord> {
+        let m = event.materialization()?;
+        Some(MaterializationRecord {
+            asset: m.asset.clone(),
+            run_id: event.run_id.clone(),
+            seq: event.seq,
+            timestamp: event.timestamp,
+            metadata: m.metadata.clone(),
+            value: m.value.clone(),
+            code_version: m.code_version.map(str::to_owned),
+        })
+    }
+}
+
 /// What to keep when pruning the event log; `None` fields do not limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
@@ -96,11 +115,13 @@ pub struct PruneReport {
 
 /// A store for runs, event logs, asset materializations and schedule/sensor state.
 ///
-/// The contract (checked by [`contract`]): `append_events` is atomic and rejects a
-/// `(run_id, seq)` pair it already holds; events come back in `seq` order; every
-/// `Materialization` event appended becomes a [`MaterializationRecord`]; `finish_run`
-/// only moves a run out of `Running`; `prune` never removes a running run nor the latest
-/// materialization of an asset; `claim_tick` says yes once per `(name, tick)`.
+/// The contract (checked by the `contract` suite, feature `testing`): `append_events` is
+/// atomic, rejects a `(run_id, seq)` pair it already holds and events of a run it does not
+/// know ([`Error::RunNotFound`]); events come back in `seq` order; every `Materialization`
+/// event appended becomes a [`MaterializationRecord`]; `finish_run` only moves a run out of
+/// an active status (running or canceling), once; `request_cancel` only moves a running run
+/// to canceling; `prune` never removes an active run nor the latest materialization of an
+/// asset; `claim_tick` says yes once per `(name, tick)`.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Records a new run; fails if the id is taken.
@@ -109,8 +130,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Appends a batch of events (of one or more runs), all or none.
     async fn append_events(&self, events: &[Event]) -> Result<(), Error>;
 
-    /// Ends a run that is still `Running` with `status`, `ended_at` and an optional failure
-    /// reason; returns `false` (and changes nothing) when the run had already ended.
+    /// Ends a run that is still active (`Running` or `Canceling`) with `status`, `ended_at`
+    /// and a failure reason (`None` keeps the one recorded, e.g. by a cancellation request);
+    /// returns `false` (and changes nothing) when the run had already ended: the status of a
+    /// run is decided once.
     async fn finish_run(
         &self,
         run_id: &RunId,
@@ -118,6 +141,11 @@ pub trait Storage: Send + Sync + 'static {
         ended_at: DateTime<Utc>,
         failure: Option<&str>,
     ) -> Result<bool, Error>;
+
+    /// Asks the process running `run_id` to cancel it: moves a `Running` run to `Canceling`
+    /// with `reason` as its failure reason; returns `false` (and changes nothing) when the run
+    /// is not running.
+    async fn request_cancel(&self, run_id: &RunId, reason: &str) -> Result<bool, Error>;
 
     /// Records a sign of life of the process running `run_id`.
     async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), Error>;
@@ -128,7 +156,7 @@ pub trait Storage: Send + Sync + 'static {
     /// The newest runs first (by start time), at most `limit`.
     async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error>;
 
-    /// The runs whose status is `Running`.
+    /// The active runs: those whose status is `Running` or `Canceling`.
     async fn running_runs(&self) -> Result<Vec<RunRecord>, Error>;
 
     /// A run's events with `seq > after` (all when `after` is `None`), in order.
@@ -168,10 +196,7 @@ pub trait Storage: Send + Sync + 'static {
 /// Which runs [`Storage::prune`] removes: finished, and older than `max_age` or beyond the
 /// newest `max_runs` finished runs. Shared by the backends so they agree.
 pub fn runs_to_prune(runs: &[RunRecord], keep: Retention, now: DateTime<Utc>) -> Vec<RunId> {
-    let mut finished: Vec<&RunRecord> = runs
-        .iter()
-        .filter(|r| r.status != RunStatus::Running)
-        .collect();
+    let mut finished: Vec<&RunRecord> = runs.iter().filter(|r| r.status.is_final()).collect();
     finished.sort_by_key(|r| std::cmp::Reverse(r.started_at));
     finished
         .iter()

@@ -1,5 +1,5 @@
 //! Crash safety: runs whose process died are found by their heartbeat (or, on the same host,
-//! by the process being gone) and marked failed, never left "running" forever.
+//! by the process being gone) and ended, never left "running" forever.
 
 use std::time::Duration;
 
@@ -10,9 +10,6 @@ use crate::error::Error;
 use crate::event::{Event, EventKind, RunStatus};
 use crate::key::RunId;
 
-/// How often a running run records a heartbeat.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-
 /// How long a run may go without a heartbeat before it counts as abandoned.
 pub const LEASE: Duration = Duration::from_secs(30);
 
@@ -22,16 +19,7 @@ pub(crate) fn this_process() -> String {
 }
 
 fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "localhost".into())
+    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// Whether `owner` (`host:pid`) is a process on this host that no longer runs.
@@ -54,9 +42,12 @@ fn is_gone(owner: &str) -> bool {
     }
 }
 
-/// Marks every running run whose process is gone, or whose last heartbeat is older than
-/// `lease`, as failed, with the reason in the run record and a final `RunAbandoned` event
-/// after whatever the run had logged. Returns the runs it marked.
+/// Ends every active run whose process is gone, or whose last heartbeat is older than
+/// `lease`: as failed, with the reason in the run record and a final `RunAbandoned` event
+/// after whatever the run had logged — or, when its log already ends with a final event
+/// (the process died just before recording the status), with the status that event tells.
+/// Returns the runs it ended. A run that another process ends or prunes meanwhile is left
+/// to it.
 pub async fn recover_abandoned_runs(
     storage: &dyn Storage,
     lease: Duration,
@@ -76,32 +67,50 @@ pub async fn recover_abandoned_runs(
         } else {
             continue;
         };
-        let failure = format!(
-            "run abandoned: {reason}; re-execute it with `run reexecute {} --from-failure`",
-            run.run_id
-        );
-        if storage
-            .finish_run(&run.run_id, RunStatus::Failed, now, Some(&failure))
-            .await?
-        {
-            let next = storage
-                .events(&run.run_id, None)
-                .await?
-                .last()
-                .map_or(0, |e| e.seq + 1);
-            storage
-                .append_events(&[Event {
-                    run_id: run.run_id.clone(),
-                    seq: next,
-                    timestamp: now,
-                    asset: None,
-                    kind: EventKind::RunAbandoned { reason: failure },
-                }])
-                .await?;
-            recovered.push(run.run_id);
+        match end_abandoned(storage, &run.run_id, &reason, now).await {
+            Ok(true) => recovered.push(run.run_id),
+            Ok(false) | Err(Error::RunNotFound(_)) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(recovered)
+}
+
+async fn end_abandoned(
+    storage: &dyn Storage,
+    run_id: &RunId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let events = storage.events(run_id, None).await?;
+    let ended_by_log = events.last().and_then(|last| match &last.kind {
+        EventKind::RunSucceeded => Some(RunStatus::Succeeded),
+        EventKind::RunFailed { .. } => Some(RunStatus::Failed),
+        EventKind::RunCancelled => Some(RunStatus::Cancelled),
+        _ => None,
+    });
+    if let Some(status) = ended_by_log {
+        return storage.finish_run(run_id, status, now, None).await;
+    }
+    let failure = format!(
+        "run abandoned: {reason}; re-execute it with `run reexecute {run_id} --from-failure`"
+    );
+    if !storage
+        .finish_run(run_id, RunStatus::Failed, now, Some(&failure))
+        .await?
+    {
+        return Ok(false);
+    }
+    storage
+        .append_events(&[Event {
+            run_id: run_id.clone(),
+            seq: events.last().map_or(0, |e| e.seq + 1),
+            timestamp: now,
+            asset: None,
+            kind: EventKind::RunAbandoned { reason: failure },
+        }])
+        .await?;
+    Ok(true)
 }
 
 #[cfg(test)]

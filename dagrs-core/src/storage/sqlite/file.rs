@@ -70,6 +70,32 @@ pub(super) const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     ",
+    // Version 2: runs may be queued (waiting for a slot) or canceling (asked to stop by
+    // another process). SQLite cannot change a CHECK constraint in place: the table is
+    // rebuilt (foreign keys are off while migrations run, so events stay).
+    "
+    CREATE TABLE runs_v2 (
+        run_id        TEXT PRIMARY KEY NOT NULL,
+        status        TEXT NOT NULL
+                      CHECK (status IN ('queued', 'running', 'canceling', 'succeeded', 'failed',
+                                        'cancelled')),
+        selection     TEXT NOT NULL,
+        assets        TEXT NOT NULL,
+        config        TEXT NOT NULL,
+        tags          TEXT NOT NULL,
+        started_at    INTEGER NOT NULL,
+        ended_at      INTEGER,
+        owner         TEXT NOT NULL,
+        heartbeat_at  INTEGER NOT NULL,
+        parent_run_id TEXT,
+        failure       TEXT
+    );
+    INSERT INTO runs_v2 SELECT * FROM runs;
+    DROP TABLE runs;
+    ALTER TABLE runs_v2 RENAME TO runs;
+    CREATE INDEX runs_by_start ON runs (started_at);
+    CREATE INDEX runs_active ON runs (status) WHERE status IN ('running', 'canceling');
+    ",
 ];
 
 /// The schema version this code writes and understands.

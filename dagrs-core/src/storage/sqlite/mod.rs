@@ -3,7 +3,8 @@
 //! The file carries `PRAGMA application_id` [`APPLICATION_ID`](file::APPLICATION_ID) (so dagrs
 //! recognises its own stores and never writes into another program's database) and
 //! `PRAGMA user_version`, the schema version; [`MIGRATIONS`](file::MIGRATIONS) holds the schema.
-//! See [`SqliteStorage`] for the rest.
+//! See [`SqliteStorage`] for the rest. This file is the `Storage` impl, one method per
+//! operation (over 400 lines for that reason); the file, its rows and its writer live beside it.
 
 mod file;
 mod rows;
@@ -25,8 +26,8 @@ use rusqlite::{params, params_from_iter, OptionalExtension};
 use self::file::resolve;
 use self::rows::{
     append, from_json, instant, is_primary_key_clash, limit_to_sql, micros, prune,
-    query_materializations, query_runs, run_exists, seq_from_sql, status_name, to_json,
-    EventInsert, OrStorage, RunRow, MATERIALIZATION_COLUMNS, RUN_COLUMNS,
+    query_materializations, query_runs, run_exists, seq_from_sql, to_json, EventInsert, OrStorage,
+    RunRow, MATERIALIZATION_COLUMNS, RUN_COLUMNS,
 };
 use self::writer::{lock, registry, Shared};
 use super::{MaterializationRecord, PruneReport, Retention, RunRecord, Storage};
@@ -140,7 +141,7 @@ impl Storage for SqliteStorage {
         // Encoded here, so the writer thread only runs the statement.
         let values: Vec<SqlValue> = vec![
             run.run_id.to_string().into(),
-            status_name(run.status).to_owned().into(),
+            run.status.as_str().to_owned().into(),
             run.selection.clone().into(),
             to_json(&run.assets, OP)?.into(),
             to_json(&run.config, OP)?.into(),
@@ -195,17 +196,36 @@ impl Storage for SqliteStorage {
         self.write(OP, move |conn| {
             let changed = conn
                 .prepare_cached(
-                    "UPDATE runs SET status = ?2, ended_at = ?3, failure = ?4 \
-                     WHERE run_id = ?1 AND status = 'running'",
+                    "UPDATE runs SET status = ?2, ended_at = ?3, failure = coalesce(?4, failure) \
+                     WHERE run_id = ?1 AND status IN ('running', 'canceling')",
                 )
                 .and_then(|mut stmt| {
                     stmt.execute(params![
                         run_id.as_str(),
-                        status_name(status),
+                        status.as_str(),
                         micros(ended_at),
                         failure
                     ])
                 })
+                .or_storage(OP)?;
+            if changed == 0 && !run_exists(conn, run_id.as_str(), OP)? {
+                return Err(Error::RunNotFound(run_id.to_string()));
+            }
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, run_id: &RunId, reason: &str) -> Result<bool, Error> {
+        const OP: &str = "request a cancellation";
+        let (run_id, reason) = (run_id.clone(), reason.to_owned());
+        self.write(OP, move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE runs SET status = 'canceling', failure = ?2 \
+                     WHERE run_id = ?1 AND status = 'running'",
+                )
+                .and_then(|mut stmt| stmt.execute(params![run_id.as_str(), reason]))
                 .or_storage(OP)?;
             if changed == 0 && !run_exists(conn, run_id.as_str(), OP)? {
                 return Err(Error::RunNotFound(run_id.to_string()));
@@ -269,7 +289,10 @@ impl Storage for SqliteStorage {
             query_runs(
                 conn,
                 OP,
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY rowid"),
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('running', 'canceling') \
+                     ORDER BY rowid"
+                ),
                 [],
             )
         })

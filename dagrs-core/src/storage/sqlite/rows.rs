@@ -9,7 +9,6 @@ use rusqlite::{params, Connection};
 use crate::error::Error;
 use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
-use crate::storage::memory::materialization_of;
 use crate::storage::{runs_to_prune, MaterializationRecord, PruneReport, Retention, RunRecord};
 
 /// `.or_storage(op)`: a SQLite error as an [`Error::Storage`].
@@ -84,25 +83,6 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| Error::storage(op, format!("{} cannot be read: {e}", what())))
 }
 
-pub(super) fn status_name(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Running => "running",
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
-    }
-}
-
-fn parse_status(name: &str) -> Option<RunStatus> {
-    Some(match name {
-        "running" => RunStatus::Running,
-        "succeeded" => RunStatus::Succeeded,
-        "failed" => RunStatus::Failed,
-        "cancelled" => RunStatus::Cancelled,
-        _ => return None,
-    })
-}
-
 pub(super) const RUN_COLUMNS: &str =
     "run_id, status, selection, assets, config, tags, started_at, \
                            ended_at, owner, heartbeat_at, parent_run_id, failure";
@@ -145,12 +125,10 @@ impl RunRow {
         let id = &self.run_id;
         let column = |name: &str| format!("the `{name}` of stored run `{id}`");
         Ok(RunRecord {
-            status: parse_status(&self.status).ok_or_else(|| {
-                Error::storage(
-                    op,
-                    format!("stored run `{id}` has an unknown status `{}`", self.status),
-                )
-            })?,
+            status: self
+                .status
+                .parse::<RunStatus>()
+                .map_err(|e| Error::storage(op, format!("stored run `{id}`: {e}")))?,
             selection: self.selection,
             assets: from_json(&self.assets, op, || column("assets"))?,
             config: from_json(&self.config, op, || column("config"))?,
@@ -278,13 +256,14 @@ struct MaterializationInsert {
 
 impl EventInsert {
     pub(super) fn new(event: &Event, op: &'static str) -> Result<EventInsert, Error> {
-        let materialization = materialization_of(event)
-            .map(|record| -> Result<_, Error> {
+        let materialization = event
+            .materialization()
+            .map(|m| -> Result<_, Error> {
                 Ok(MaterializationInsert {
-                    asset: record.asset.to_string(),
-                    metadata: to_json(&record.metadata, op)?,
-                    value: to_json(&record.value, op)?,
-                    code_version: record.code_version,
+                    asset: m.asset.to_string(),
+                    metadata: to_json(m.metadata, op)?,
+                    value: to_json(m.value, op)?,
+                    code_version: m.code_version.map(str::to_owned),
                 })
             })
             .transpose()?;

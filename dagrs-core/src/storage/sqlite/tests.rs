@@ -1,6 +1,8 @@
+//! The SQLite store's own tests: the contract suite, and what only a file has (reopening,
+//! versions, foreign files, one writer per file, batching, instants).
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use chrono::TimeZone;
@@ -12,30 +14,21 @@ use super::*;
 use crate::event::LogLevel;
 use crate::storage::contract::{at, event, run_record};
 
-/// A fresh folder under the system's temp folder, removed on drop.
-struct TempDir(PathBuf);
+/// A fresh temp folder, removed on drop, with the store's file in it.
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "dagrs-sqlite-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        TempDir(
+            tempfile::Builder::new()
+                .prefix(&format!("dagrs-sqlite-{name}-"))
+                .tempdir()
+                .unwrap(),
+        )
     }
 
     fn file(&self) -> PathBuf {
-        self.0.join("dagrs.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        self.0.path().join("dagrs.db")
     }
 }
 
@@ -115,7 +108,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn reopening_keeps_everything() {
     let dir = TempDir::new("reopen");
-    let path = dir.0.join("nested").join("folders").join("dagrs.db");
+    let path = dir.0.path().join("nested").join("folders").join("dagrs.db");
     let mut parent = run_record("p1", 0);
     parent.tags.insert("owner".into(), "ops".into());
     let mut child = run_record("p2", 5);
@@ -282,7 +275,7 @@ async fn a_store_of_a_newer_schema_is_refused_and_left_untouched() {
             .unwrap();
     }
     let before = fs::read(&path).unwrap();
-    let files = files_in(&dir.0);
+    let files = files_in(dir.0.path());
     let message = open_error(&path);
     let shown = fs::canonicalize(&path).unwrap().display().to_string();
     assert!(message.contains(&shown), "{message}");
@@ -299,7 +292,7 @@ async fn a_store_of_a_newer_schema_is_refused_and_left_untouched() {
         fs::read(&path).unwrap() == before,
         "the file is not modified"
     );
-    assert_eq!(files_in(&dir.0), files);
+    assert_eq!(files_in(dir.0.path()), files);
 }
 
 #[tokio::test]
@@ -334,7 +327,11 @@ async fn files_that_are_not_databases_are_refused_and_left_untouched() {
             fs::read(&path).unwrap() == bytes,
             "{what}: the file is not modified"
         );
-        assert_eq!(files_in(&dir.0), ["dagrs.db"], "{what}: no files are added");
+        assert_eq!(
+            files_in(dir.0.path()),
+            ["dagrs.db"],
+            "{what}: no files are added"
+        );
     }
 }
 
@@ -360,15 +357,15 @@ async fn another_programs_database_is_refused_and_left_untouched() {
         fs::read(&path).unwrap() == before,
         "the file is not modified"
     );
-    assert_eq!(files_in(&dir.0), ["dagrs.db"]);
+    assert_eq!(files_in(dir.0.path()), ["dagrs.db"]);
 }
 
 #[tokio::test]
 async fn an_empty_database_becomes_a_store() {
     let dir = TempDir::new("empty");
-    let zero_bytes = dir.0.join("zero.db");
+    let zero_bytes = dir.0.path().join("zero.db");
     fs::write(&zero_bytes, b"").unwrap();
-    let emptied = dir.0.join("emptied.db");
+    let emptied = dir.0.path().join("emptied.db");
     {
         let conn = Connection::open(&emptied).unwrap();
         conn.execute_batch("CREATE TABLE t (x); DROP TABLE t;")
@@ -385,7 +382,7 @@ async fn an_empty_database_becomes_a_store() {
 #[tokio::test]
 async fn a_folder_is_refused() {
     let dir = TempDir::new("folder");
-    let message = open_error(&dir.0);
+    let message = open_error(dir.0.path());
     assert!(message.contains("is a folder"), "{message}");
 }
 
@@ -405,18 +402,18 @@ fn the_default_path_follows_dagrs_home() {
 #[tokio::test]
 async fn opens_of_one_file_share_one_writer() {
     let dir = TempDir::new("shared");
-    fs::create_dir_all(dir.0.join("sub")).unwrap();
+    fs::create_dir_all(dir.0.path().join("sub")).unwrap();
     let first = SqliteStorage::open(dir.file()).unwrap();
-    let second = SqliteStorage::open(dir.0.join("sub").join("..").join("dagrs.db")).unwrap();
+    let second = SqliteStorage::open(dir.0.path().join("sub").join("..").join("dagrs.db")).unwrap();
     assert!(Arc::ptr_eq(&first.shared, &second.shared));
     assert!(Arc::ptr_eq(&first.shared, &first.clone().shared));
-    let other = SqliteStorage::open(dir.0.join("other.db")).unwrap();
+    let other = SqliteStorage::open(dir.0.path().join("other.db")).unwrap();
     assert!(!Arc::ptr_eq(&first.shared, &other.shared));
     first.create_run(&run_record("r", 0)).await.unwrap();
     assert!(second.run(&RunId::from("r")).await.unwrap().is_some());
     drop((first, second));
     assert!(!is_open(&dir.file()));
-    assert!(is_open(&dir.0.join("other.db")));
+    assert!(is_open(&dir.0.path().join("other.db")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,56 +564,6 @@ async fn queued_commands_commit_together_and_a_failing_one_fails_alone() {
         events,
         [log("base", 1, "one")],
         "the failed batch of events left nothing"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finishing_is_a_compare_and_set() {
-    let dir = TempDir::new("cas");
-    let store = SqliteStorage::open(dir.file()).unwrap();
-    store.create_run(&run_record("r", 0)).await.unwrap();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..8 {
-        let store = store.clone();
-        tasks.spawn(async move {
-            store
-                .finish_run(&RunId::from("r"), RunStatus::Failed, at(i), Some("stop"))
-                .await
-                .unwrap()
-        });
-    }
-    let mut won = 0;
-    while let Some(done) = tasks.join_next().await {
-        won += usize::from(done.unwrap());
-    }
-    assert_eq!(won, 1, "exactly one finisher changes the run");
-}
-
-#[tokio::test]
-async fn unknown_runs_are_reported_as_such() {
-    let dir = TempDir::new("unknown");
-    let store = SqliteStorage::open(dir.file()).unwrap();
-    let ghost = RunId::from("ghost");
-    assert!(matches!(
-        store.finish_run(&ghost, RunStatus::Failed, at(1), None).await,
-        Err(Error::RunNotFound(id)) if id == "ghost"
-    ));
-    assert!(matches!(
-        store.heartbeat(&ghost, at(1)).await,
-        Err(Error::RunNotFound(id)) if id == "ghost"
-    ));
-    store.create_run(&run_record("real", 0)).await.unwrap();
-    assert!(matches!(
-        store.append_events(&[log("real", 0, "ok"), log("ghost", 0, "lost")]).await,
-        Err(Error::RunNotFound(id)) if id == "ghost"
-    ));
-    assert!(
-        store
-            .events(&RunId::from("real"), None)
-            .await
-            .unwrap()
-            .is_empty(),
-        "a batch naming an unknown run is not written"
     );
 }
 

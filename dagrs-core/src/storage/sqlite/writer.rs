@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 
-pub(super) use crate::context::lock;
+pub(super) use crate::lock;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags};
@@ -142,11 +142,13 @@ impl Shared {
             );
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .and_then(|()| conn.pragma_update(None, "foreign_keys", true))
             .map_err(sqlite)?;
+        // Foreign keys stay off while migrations rebuild tables, so no row cascades away.
         if version != Some(SCHEMA_VERSION) {
             migrate(&conn, &path)?;
         }
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sqlite)?;
 
         let stats = Arc::new(Stats::default());
         let (sender, commands) = mpsc::channel();

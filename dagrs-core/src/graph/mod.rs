@@ -1,7 +1,38 @@
-//! Graph algorithms over asset indices: topological order, cycles, ancestors, descendants.
-//! Kept apart from the executor; every function is iterative, so 10,000-deep chains are fine.
+//! The asset graph: assets indexed by key, their edges, and the algorithms over them
+//! (topological order, cycles, ancestors, descendants, selections). Kept apart from the
+//! executor; every algorithm is iterative, so 10,000-deep chains are fine.
 
-use std::collections::VecDeque;
+pub(crate) mod selection;
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::asset::AssetSpec;
+use crate::key::AssetKey;
+
+/// Assets with their index by key, their edges and a topological order: what selections
+/// and run plans are computed on.
+pub(crate) struct AssetGraph {
+    /// The assets, in registration order; an asset's index is its position here.
+    pub(crate) assets: Vec<AssetSpec>,
+    /// Each key's index (the first asset registered under it).
+    pub(crate) index: HashMap<AssetKey, usize>,
+    /// Dependencies between indices.
+    pub(crate) edges: Graph,
+    /// Every index, dependencies first.
+    pub(crate) order: Vec<usize>,
+}
+
+impl AssetGraph {
+    /// The asset with key `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&AssetSpec> {
+        self.index.get(key).map(|&i| &self.assets[i])
+    }
+
+    /// The keys of every asset, for "did you mean" advice.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.assets.iter().map(|spec| spec.key.as_str())
+    }
+}
 
 /// Adjacency lists of the asset graph; node `i` is the `i`-th asset of the definitions.
 #[derive(Debug, Clone, Default)]

@@ -1,42 +1,47 @@
 //! Asset selections: `name`, `name+` / `+name` with optional depth (`name+2`, `2+name`), `*`,
 //! `group:x`, `tag:k=v` (or `tag:k`), separated by spaces or commas; the result is their union.
 
-use crate::definitions::Definitions;
-use crate::error::{Error, Hint};
+use std::collections::HashSet;
 
-/// Resolves `selection` against `defs` to asset indices in topological order.
-pub(crate) fn resolve(defs: &Definitions, selection: &str) -> Result<Vec<usize>, Error> {
-    let inner = defs.inner();
-    let invalid = |reason: String| Error::InvalidSelection {
-        selection: selection.to_owned(),
-        reason,
-    };
-    let mut marks = vec![false; inner.assets.len()];
-    let mut problems = Vec::new();
-    let terms: Vec<&str> = selection
+use super::AssetGraph;
+use crate::error::{Error, Hint};
+use crate::text::{bounded, ECHO_LIMIT, LIST_LIMIT};
+
+/// Resolves `selection` against `graph` to asset indices in topological order.
+///
+/// Every problem is reported together, each distinct one once; the error stays a few hundred
+/// bytes however long the selection is (names are cut, and only the first few unknown names
+/// get "did you mean" advice).
+pub(crate) fn resolve(graph: &AssetGraph, selection: &str) -> Result<Vec<usize>, Error> {
+    let mut marks = vec![false; graph.assets.len()];
+    let mut reasons = Vec::new();
+    let mut seen_unknown = HashSet::new();
+    let mut terms = selection
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|t| !t.is_empty())
-        .collect();
-    if terms.is_empty() {
-        return Err(invalid(
-            "it selects nothing; name assets, or use `*` for all".into(),
+        .peekable();
+    if terms.peek().is_none() {
+        return Err(Error::selection(
+            selection,
+            vec!["it selects nothing; name assets, or use `*` for all".into()],
         ));
     }
+    let echo = |text: &str| bounded(text, ECHO_LIMIT).into_owned();
     for term in terms {
         if term == "*" {
             marks.iter_mut().for_each(|m| *m = true);
         } else if let Some(group) = term.strip_prefix("group:") {
             let mut found = false;
-            for (i, spec) in inner.assets.iter().enumerate() {
+            for (i, spec) in graph.assets.iter().enumerate() {
                 if spec.group.as_deref() == Some(group) {
                     marks[i] = true;
                     found = true;
                 }
             }
-            if !found {
-                let groups = inner.assets.iter().filter_map(|s| s.group.as_deref());
+            if !found && seen_unknown.insert(term) {
+                let groups = graph.assets.iter().filter_map(|s| s.group.as_deref());
                 let hint = Hint::closest(group, groups);
-                problems.push(invalid(format!("no asset is in group `{group}`{hint}")));
+                reasons.push(format!("no asset is in group `{}`{hint}", echo(group)));
             }
         } else if let Some(tag) = term.strip_prefix("tag:") {
             let (key, value) = match tag.split_once('=') {
@@ -44,7 +49,7 @@ pub(crate) fn resolve(defs: &Definitions, selection: &str) -> Result<Vec<usize>,
                 None => (tag, None),
             };
             let mut found = false;
-            for (i, spec) in inner.assets.iter().enumerate() {
+            for (i, spec) in graph.assets.iter().enumerate() {
                 if spec
                     .tags
                     .get(key)
@@ -54,33 +59,40 @@ pub(crate) fn resolve(defs: &Definitions, selection: &str) -> Result<Vec<usize>,
                     found = true;
                 }
             }
-            if !found {
-                problems.push(invalid(format!("no asset has tag `{tag}`")));
+            if !found && seen_unknown.insert(term) {
+                reasons.push(format!("no asset has tag `{}`", echo(tag)));
             }
         } else {
             match parse_graph_term(term) {
-                Ok((up, name, down)) => match inner.index.get(name) {
+                Ok((up, name, down)) => match graph.index.get(name) {
                     Some(&i) => {
                         marks[i] = true;
                         if let Some(depth) = up {
-                            inner.graph.mark_ancestors(i, depth, &mut marks);
+                            graph.edges.mark_ancestors(i, depth, &mut marks);
                         }
                         if let Some(depth) = down {
-                            inner.graph.mark_descendants(i, depth, &mut marks);
+                            graph.edges.mark_descendants(i, depth, &mut marks);
                         }
                     }
-                    None => problems.push(Error::UnknownAsset {
-                        name: name.to_owned(),
-                        selection: selection.to_owned(),
-                        hint: Hint::closest(name, inner.assets.iter().map(|s| s.key.as_str())),
-                    }),
+                    None if seen_unknown.insert(name) => {
+                        // Advice costs a pass over every key: only for the names shown.
+                        let hint = if seen_unknown.len() <= LIST_LIMIT {
+                            Hint::closest(name, graph.keys())
+                        } else {
+                            Hint::default()
+                        };
+                        reasons.push(format!("unknown asset `{}`{hint}", echo(name)));
+                    }
+                    None => {}
                 },
-                Err(reason) => problems.push(invalid(reason)),
+                Err(reason) => reasons.push(reason),
             }
         }
     }
-    crate::error::Problems::check(problems)?;
-    Ok(inner.order.iter().copied().filter(|&i| marks[i]).collect())
+    if !reasons.is_empty() {
+        return Err(Error::selection(selection, reasons));
+    }
+    Ok(graph.order.iter().copied().filter(|&i| marks[i]).collect())
 }
 
 /// One level of depth: `None` means no traversal, `Some(None)` unlimited, `Some(Some(n))` n levels.
@@ -100,11 +112,12 @@ fn parse_graph_term(term: &str) -> Result<(Depth, &str, Depth), String> {
         None => (rest, None),
     };
     if name.is_empty() {
-        return Err(format!("`{term}` names no asset"));
+        return Err(format!("`{}` names no asset", bounded(term, ECHO_LIMIT)));
     }
     if name.contains('+') || name.contains(':') || name.contains('*') {
         return Err(format!(
-            "cannot read `{term}`; write `name`, `name+`, `+name`, `name+2`, `2+name`, `*`, `group:x` or `tag:k=v`"
+            "cannot read `{}`; write `name`, `name+`, `+name`, `name+2`, `2+name`, `*`, `group:x` or `tag:k=v`",
+            bounded(term, ECHO_LIMIT)
         ));
     }
     Ok((up, name, down))
@@ -116,7 +129,9 @@ fn parse_depth(digits: &str, term: &str) -> Result<Option<usize>, String> {
     }
     match digits.parse::<usize>() {
         Ok(0) | Err(_) => Err(format!(
-            "bad depth `{digits}` in `{term}`; a depth is a positive whole number"
+            "bad depth `{}` in `{}`; a depth is a positive whole number",
+            bounded(digits, ECHO_LIMIT),
+            bounded(term, ECHO_LIMIT)
         )),
         Ok(n) => Ok(Some(n)),
     }

@@ -1,0 +1,312 @@
+//! The command line, run from your own binary (feature `cli`):
+//!
+//! ```no_run
+//! # fn definitions() -> dagrs_core::Definitions { unimplemented!() }
+//! fn main() -> std::process::ExitCode {
+//!     dagrs_core::cli::main(definitions())
+//! }
+//! ```
+//!
+//! Verbs: `asset list`, `asset materialize --select … [--config FILE] [--json]`, `run list`,
+//! `run show ID [--logs]`, `run reexecute ID --from-failure [--config FILE]`, `run cancel ID`,
+//! `storage prune`. Every verb works through an [`Instance`]: the one given to [`run_with`],
+//! else one on the embedded SQLite store (`$DAGRS_HOME/dagrs.db`, or `./.dagrs/dagrs.db`).
+//!
+//! Exit codes: 0 success, 1 a run that failed or was cancelled, 2 bad input or an error
+//! before anything ran.
+
+mod show;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::mpsc;
+
+use crate::config::RunConfig;
+use crate::definitions::Definitions;
+use crate::error::Error;
+use crate::event::RunStatus;
+use crate::executor::RunOptions;
+use crate::instance::Instance;
+use crate::key::RunId;
+use crate::result::outcomes_from_events;
+use crate::storage::Retention;
+
+#[derive(Parser)]
+#[command(about = "Materialize and inspect data assets (dagrs)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Assets: list them, materialize them.
+    #[command(subcommand)]
+    Asset(AssetCommand),
+    /// Runs: list, show, re-execute, cancel.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// The run store.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Subcommand)]
+enum AssetCommand {
+    /// Lists the assets with their last materialization and whether they are stale.
+    List {
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Materializes a selection of assets.
+    Materialize {
+        /// What to materialize: `name`, `name+`, `+name`, `name+2`, `*`, `group:x`, `tag:k=v`.
+        #[arg(long, num_args = 1.., required_unless_present = "all", conflicts_with = "all")]
+        select: Vec<String>,
+        /// Materializes every asset.
+        #[arg(long)]
+        all: bool,
+        /// Run config file (YAML, JSON or TOML): `assets: { <asset>: { ... } }`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Prints the result as JSON, and no progress.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunCommand {
+    /// Lists the newest runs.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one run: its steps, and with `--logs` its event log.
+    Show {
+        /// The run id.
+        id: String,
+        /// Prints every event.
+        #[arg(long)]
+        logs: bool,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs the failed, skipped and cut-off assets of a run again.
+    Reexecute {
+        /// The run id.
+        id: String,
+        /// Only what did not succeed (the only mode).
+        #[arg(long, required = true)]
+        from_failure: bool,
+        /// Run config file to use instead of the original run's config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Prints the result as JSON, and no progress.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancels a running run: its process stops it within a few seconds; waits for it to end.
+    Cancel {
+        /// The run id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Deletes finished runs beyond the limits, with their events; keeps every asset's
+    /// latest materialization and every running run.
+    Prune {
+        /// Keeps runs younger than this many days.
+        #[arg(long)]
+        max_age_days: Option<u64>,
+        /// Keeps at most this many runs.
+        #[arg(long)]
+        max_runs: Option<usize>,
+    },
+}
+
+/// Runs the command line of `defs` from the process arguments on a new tokio runtime, with
+/// runs kept in the embedded SQLite store.
+pub fn main(defs: Definitions) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(defs, std::env::args_os())),
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the command line of `defs` on `args` (the first is the program name), with runs
+/// kept in the embedded SQLite store ([`Instance::sqlite_default`]).
+pub async fn run<I, T>(defs: Definitions, args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let command = match parse(args) {
+        Ok(command) => command,
+        Err(code) => return code,
+    };
+    match Instance::sqlite_default() {
+        Ok(instance) => finish(execute(&defs, &instance, command).await),
+        Err(e) => finish(Err(e)),
+    }
+}
+
+/// Runs the command line of `defs` on `args` (the first is the program name) with runs kept
+/// by `instance` (e.g. one on PostgreSQL).
+pub async fn run_with<I, T>(defs: Definitions, instance: Instance, args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match parse(args) {
+        Ok(command) => finish(execute(&defs, &instance, command).await),
+        Err(code) => code,
+    }
+}
+
+/// The parsed command, or the exit code of `--help`, `--version` or a usage error.
+fn parse<I, T>(args: I) -> Result<Command, ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Cli::try_parse_from(args)
+        .map(|cli| cli.command)
+        .map_err(|e| {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+        })
+}
+
+fn finish(result: Result<ExitCode, Error>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn config_file(path: Option<PathBuf>) -> Result<RunConfig, Error> {
+    path.map_or_else(|| Ok(RunConfig::new()), RunConfig::from_file)
+}
+
+async fn execute(
+    defs: &Definitions,
+    instance: &Instance,
+    command: Command,
+) -> Result<ExitCode, Error> {
+    match command {
+        Command::Asset(AssetCommand::List { json }) => {
+            show::asset_list(&instance.asset_states(defs).await?, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Asset(AssetCommand::Materialize {
+            select,
+            all,
+            config,
+            json,
+        }) => {
+            let selection = if all {
+                "*".to_owned()
+            } else {
+                select.join(" ")
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            let options = RunOptions::new()
+                .config(config_file(config)?)
+                .forward_events(tx);
+            let handle = instance.launch(defs, &selection, options).await?;
+            show::follow(handle, rx, json).await
+        }
+        Command::Run(RunCommand::List { limit, json }) => {
+            show::run_list(&instance.runs(limit).await?, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(RunCommand::Show { id, logs, json }) => {
+            let run = instance.run(&RunId::from(id)).await?;
+            let events = instance.events(&run.run_id).await?;
+            let steps = outcomes_from_events(&run.assets, &events);
+            show::run_show(&run, &steps, logs.then_some(events.as_slice()), json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(RunCommand::Reexecute {
+            id, config, json, ..
+        }) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut options = RunOptions::new().forward_events(tx);
+            if config.is_some() {
+                options = options.config(config_file(config)?);
+            }
+            let handle = instance
+                .reexecute_from_failure(defs, &RunId::from(id), options)
+                .await?;
+            show::follow(handle, rx, json).await
+        }
+        Command::Run(RunCommand::Cancel { id }) => run_cancel(instance, &RunId::from(id)).await,
+        Command::Storage(StorageCommand::Prune {
+            max_age_days,
+            max_runs,
+        }) => {
+            if max_age_days.is_none() && max_runs.is_none() {
+                eprintln!("error: give --max-age-days and/or --max-runs");
+                return Ok(ExitCode::from(2));
+            }
+            let keep = Retention {
+                max_age: max_age_days.map(|d| Duration::from_secs(d.saturating_mul(86_400))),
+                max_runs,
+            };
+            let report = instance.prune(keep).await?;
+            println!(
+                "pruned {} runs, {} events, {} materialization records",
+                report.runs, report.events, report.materializations
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// How long `run cancel` waits for the run's process to stop it.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+async fn run_cancel(instance: &Instance, run_id: &RunId) -> Result<ExitCode, Error> {
+    let status = instance
+        .cancel_run(run_id, "cancelled from the command line")
+        .await?;
+    if status.is_final() {
+        eprintln!("error: run {run_id} has already ended ({status})");
+        return Ok(ExitCode::from(1));
+    }
+    println!("run {run_id}: cancellation requested; waiting for its process to stop it");
+    let run = instance.wait_for_end(run_id, CANCEL_WAIT).await?;
+    match run.status {
+        RunStatus::Cancelled => {
+            println!("run {run_id} cancelled");
+            Ok(ExitCode::SUCCESS)
+        }
+        status if status.is_final() => {
+            println!("run {run_id} ended before it could be cancelled: {status}");
+            Ok(ExitCode::from(1))
+        }
+        status => {
+            println!(
+                "run {run_id} is still {status} after {CANCEL_WAIT:?}; its process stops it \
+                 at its next await point"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

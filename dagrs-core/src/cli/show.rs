@@ -1,0 +1,300 @@
+//! What the command line prints: tables for people, JSON for machines, and a run's progress.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use comfy_table::presets::NOTHING;
+use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::event::{Event, EventKind, Metadata, StepStatus};
+use crate::executor::RunHandle;
+use crate::result::{RunResult, StepOutcome};
+use crate::state::AssetState;
+use crate::storage::RunRecord;
+
+const TIME: &str = "%Y-%m-%d %H:%M:%S UTC";
+
+/// A table with no borders, columns aligned, as `ls -l` prints.
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().map(Cell::new));
+    table
+}
+
+fn print_table(table: &Table) {
+    for line in table.lines() {
+        println!("{}", line.trim_end());
+    }
+}
+
+pub(super) fn print_json(value: &impl Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot write JSON: {e}"),
+    }
+}
+
+fn duration(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".into(), |d| format!("{d:.1?}"))
+}
+
+pub(super) fn asset_list(states: &[AssetState], json: bool) {
+    if json {
+        return print_json(&states);
+    }
+    let mut out = table(&["asset", "group", "last materialized", "stale"]);
+    for state in states {
+        let last = state
+            .latest
+            .as_ref()
+            .map_or_else(|| "-".into(), |m| m.timestamp.format(TIME).to_string());
+        let stale = match &state.stale {
+            Some(reason) => format!("yes ({reason})"),
+            None => "no".into(),
+        };
+        out.add_row(vec![
+            state.key.to_string(),
+            state.group.clone().unwrap_or_else(|| "-".into()),
+            last,
+            stale,
+        ]);
+    }
+    print_table(&out);
+}
+
+pub(super) fn run_list(runs: &[RunRecord], json: bool) {
+    if json {
+        return print_json(&runs);
+    }
+    let mut out = table(&["run", "status", "started", "duration", "selection"]);
+    if let Some(column) = out.column_mut(3) {
+        column.set_cell_alignment(CellAlignment::Right);
+    }
+    for run in runs {
+        let took = run
+            .ended_at
+            .map(|end| (end - run.started_at).to_std().unwrap_or_default());
+        out.add_row(vec![
+            run.run_id.to_string(),
+            run.status.to_string(),
+            run.started_at.format(TIME).to_string(),
+            duration(took),
+            crate::text::bounded(&run.selection, 60).into_owned(),
+        ]);
+        if let Some(failure) = &run.failure {
+            out.add_row(vec![String::new(), String::new(), failure.clone()]);
+        }
+    }
+    print_table(&out);
+}
+
+pub(super) fn run_show(
+    run: &RunRecord,
+    steps: &[StepOutcome],
+    events: Option<&[Event]>,
+    json: bool,
+) {
+    if json {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            run: &'a RunRecord,
+            steps: Vec<StepSummary<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            events: Option<&'a [Event]>,
+        }
+        return print_json(&Shown {
+            run,
+            steps: steps.iter().map(StepSummary::of).collect(),
+            events,
+        });
+    }
+    println!("run {}", run.run_id);
+    println!("  status:    {}", run.status);
+    println!("  selection: {}", run.selection);
+    println!("  started:   {}", run.started_at.format(TIME));
+    if let Some(ended) = run.ended_at {
+        println!("  ended:     {}", ended.format(TIME));
+    }
+    println!("  process:   {}", run.owner);
+    if let Some(parent) = &run.parent_run_id {
+        println!("  re-executes: {parent}");
+    }
+    if let Some(failure) = &run.failure {
+        println!("  failure:   {failure}");
+    }
+    let mut out = table(&["asset", "status", "attempts", "duration", "error"]);
+    for step in steps {
+        out.add_row(vec![
+            step.key.to_string(),
+            step.status.to_string(),
+            step.attempts.to_string(),
+            duration(step.duration),
+            step.error
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ]);
+    }
+    print_table(&out);
+    if let Some(events) = events {
+        for event in events {
+            println!(
+                "{:>5}  {}  {:<20}  {}",
+                event.seq,
+                event.timestamp.format("%H:%M:%S%.3f"),
+                event.asset.as_deref().unwrap_or("-"),
+                event.kind
+            );
+        }
+    }
+}
+
+/// One step of a run, as JSON shows it.
+#[derive(Serialize)]
+struct StepSummary<'a> {
+    asset: &'a str,
+    status: StepStatus,
+    attempts: u32,
+    duration_ms: Option<f64>,
+    metadata: &'a Metadata,
+    error: Option<String>,
+}
+
+impl<'a> StepSummary<'a> {
+    fn of(step: &'a StepOutcome) -> Self {
+        StepSummary {
+            asset: &step.key,
+            status: step.status,
+            attempts: step.attempts,
+            duration_ms: step.duration.map(|d| d.as_secs_f64() * 1000.0),
+            metadata: &step.metadata,
+            error: step.error.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+/// A run's result, as JSON shows it.
+#[derive(Serialize)]
+struct RunSummary<'a> {
+    run_id: &'a str,
+    status: crate::event::RunStatus,
+    steps: Vec<StepSummary<'a>>,
+}
+
+/// Shows a run's progress until it ends (a progress bar on a terminal, plain lines
+/// otherwise, nothing with `--json`), then its result.
+pub(super) async fn follow(
+    handle: RunHandle,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let cancel = handle.cancellation_token();
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: cancelling the run");
+            cancel.cancel();
+        }
+    });
+    let run_id = handle.run_id().clone();
+    let show = tokio::spawn(async move {
+        let mut progress = Progress::new(json);
+        while let Some(event) = events.recv().await {
+            progress.show(&run_id, &event);
+        }
+        progress.done();
+    });
+    let result = handle.wait().await;
+    interrupt.abort();
+    let _ = show.await;
+    let result: RunResult = result?;
+    if json {
+        print_json(&RunSummary {
+            run_id: result.run_id().as_str(),
+            status: result.status(),
+            steps: result.steps().iter().map(StepSummary::of).collect(),
+        });
+    } else {
+        print!("{result}");
+    }
+    let _ = std::io::stdout().flush();
+    Ok(if result.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Progress of a run: a bar on a terminal, lines otherwise, nothing for JSON.
+struct Progress {
+    json: bool,
+    terminal: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        Progress {
+            json,
+            terminal: !json && std::io::stdout().is_terminal(),
+            bar: None,
+        }
+    }
+
+    fn show(&mut self, run_id: &crate::key::RunId, event: &Event) {
+        if self.json {
+            return;
+        }
+        if let EventKind::RunStarted { selection } = &event.kind {
+            println!("run {run_id}: {} assets", selection.len());
+            if self.terminal {
+                let bar = indicatif::ProgressBar::new(selection.len() as u64);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar.enable_steady_tick(Duration::from_millis(100));
+                self.bar = Some(bar);
+            }
+            return;
+        }
+        let Some(asset) = &event.asset else { return };
+        let finished = matches!(
+            event.kind,
+            EventKind::StepSucceeded { .. }
+                | EventKind::StepSkipped { .. }
+                | EventKind::StepCancelled { .. }
+                | EventKind::StepFailed {
+                    will_retry: false,
+                    ..
+                }
+        );
+        let line = format!("  {asset}: {}", event.kind);
+        match &self.bar {
+            Some(bar) => {
+                if matches!(event.kind, EventKind::StepStarted { .. }) {
+                    bar.set_message(asset.to_string());
+                } else if finished || !matches!(event.kind, EventKind::Materialization { .. }) {
+                    bar.println(line);
+                }
+                if finished {
+                    bar.inc(1);
+                }
+            }
+            None => println!("{line}"),
+        }
+    }
+
+    fn done(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Drives a planned run: starts each step as soon as its dependencies succeeded, skips what
+//! lies below a failure, and decides how the run ended.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::Plan;
+use super::step::{Step, StepReport};
+use crate::definitions::Definitions;
+use crate::event::{EventKind, RunStatus, StepStatus};
+use crate::key::{AssetKey, RunId};
+use crate::log::Sink;
+use crate::result::StepOutcome;
+use crate::scope::Shared;
+
+/// Shared state of a running run.
+pub(crate) struct Scheduler {
+    pub(crate) defs: Definitions,
+    pub(crate) run_id: RunId,
+    pub(crate) sink: Sink,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) semaphore: Arc<Semaphore>,
+}
+
+/// How a run ended, with what each step did and produced.
+pub(crate) struct Driven {
+    pub(crate) status: RunStatus,
+    pub(crate) outcomes: Vec<StepOutcome>,
+    pub(crate) outputs: HashMap<AssetKey, Shared>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    Waiting,
+    Running,
+    Done,
+}
+
+impl Scheduler {
+    fn emit(&self, asset: Option<&AssetKey>, kind: EventKind) {
+        self.sink.send(asset, kind);
+    }
+
+    /// Runs the plan to its end; the run's final event is the last one it drafts.
+    pub(crate) async fn drive(&self, plan: Plan) -> Driven {
+        let graph = &self.defs.inner().graph;
+        let n = plan.selected.len();
+        let mut position = HashMap::with_capacity(n);
+        for (pos, &i) in plan.selected.iter().enumerate() {
+            position.insert(i, pos);
+        }
+        self.emit(
+            None,
+            EventKind::RunStarted {
+                selection: plan.keys.clone(),
+            },
+        );
+        let mut waiting_on: Vec<usize> = plan
+            .selected
+            .iter()
+            .map(|&i| {
+                graph.edges.upstream[i]
+                    .iter()
+                    .filter(|u| position.contains_key(u))
+                    .count()
+            })
+            .collect();
+        let mut state = vec![State::Waiting; n];
+        let mut outcomes: Vec<Option<StepOutcome>> = vec![None; n];
+        let mut outputs: HashMap<AssetKey, Shared> = plan.external.clone();
+        let mut running = JoinSet::new();
+
+        for pos in 0..n {
+            if waiting_on[pos] == 0 {
+                state[pos] = State::Running;
+                self.spawn_step(&mut running, &plan, pos, &outputs);
+            }
+        }
+
+        while let Some(joined) = running.join_next().await {
+            let (pos, report) = match joined {
+                Ok(done) => done,
+                Err(e) => unreachable!("step drivers catch their steps' panics: {e}"),
+            };
+            state[pos] = State::Done;
+            let status = report.outcome.status;
+            let key = report.outcome.key.clone();
+            if let Some(output) = report.output {
+                outputs.insert(key.clone(), output.value);
+            }
+            outcomes[pos] = Some(report.outcome);
+            let asset = plan.selected[pos];
+            if status == StepStatus::Succeeded {
+                if self.cancel.is_cancelled() {
+                    continue;
+                }
+                for &down in &graph.edges.downstream[asset] {
+                    let Some(&dpos) = position.get(&down) else {
+                        continue;
+                    };
+                    waiting_on[dpos] -= 1;
+                    if waiting_on[dpos] == 0 && state[dpos] == State::Waiting {
+                        state[dpos] = State::Running;
+                        self.spawn_step(&mut running, &plan, dpos, &outputs);
+                    }
+                }
+            } else {
+                let reason = match status {
+                    StepStatus::Cancelled => format!("upstream `{key}` was cancelled"),
+                    _ => format!("upstream `{key}` failed"),
+                };
+                let mut below = vec![false; graph.assets.len()];
+                graph.edges.mark_descendants(asset, None, &mut below);
+                for (dpos, &down) in plan.selected.iter().enumerate() {
+                    if below[down] && state[dpos] == State::Waiting {
+                        state[dpos] = State::Done;
+                        outcomes[dpos] = Some(self.skip(&plan.keys[dpos], reason.clone()));
+                    }
+                }
+            }
+        }
+
+        for pos in 0..n {
+            if state[pos] == State::Waiting {
+                outcomes[pos] = Some(self.skip(&plan.keys[pos], "run cancelled".into()));
+            }
+        }
+        let outcomes: Vec<StepOutcome> = outcomes
+            .into_iter()
+            .map(|o| o.expect("every step ends with an outcome"))
+            .collect();
+        let status = self.finish(&outcomes);
+        Driven {
+            status,
+            outcomes,
+            outputs,
+        }
+    }
+
+    /// Drafts the run's final event and returns the status it stands for.
+    fn finish(&self, outcomes: &[StepOutcome]) -> RunStatus {
+        let with = |status| {
+            outcomes
+                .iter()
+                .filter(|o| o.status == status)
+                .map(|o| o.key.clone())
+                .collect::<Vec<_>>()
+        };
+        let failed = with(StepStatus::Failed);
+        if self.cancel.is_cancelled() {
+            self.emit(None, EventKind::RunCancelled);
+            RunStatus::Cancelled
+        } else if failed.is_empty() {
+            self.emit(None, EventKind::RunSucceeded);
+            RunStatus::Succeeded
+        } else {
+            let skipped = with(StepStatus::Skipped);
+            self.emit(None, EventKind::RunFailed { failed, skipped });
+            RunStatus::Failed
+        }
+    }
+
+    fn skip(&self, key: &AssetKey, reason: String) -> StepOutcome {
+        self.emit(Some(key), EventKind::StepSkipped { reason });
+        StepOutcome::new(key.clone(), StepStatus::Skipped)
+    }
+
+    fn spawn_step(
+        &self,
+        running: &mut JoinSet<(usize, StepReport)>,
+        plan: &Plan,
+        pos: usize,
+        outputs: &HashMap<AssetKey, Shared>,
+    ) {
+        let asset = plan.selected[pos];
+        let spec = &self.defs.inner().graph.assets[asset];
+        let inputs: HashMap<AssetKey, Shared> = spec
+            .needs
+            .inputs
+            .iter()
+            .filter_map(|input| {
+                let value = outputs.get(&input.key)?;
+                Some((input.key.clone(), Arc::clone(value)))
+            })
+            .collect();
+        let step = Step {
+            defs: self.defs.clone(),
+            asset,
+            run_id: self.run_id.clone(),
+            sink: self.sink.clone(),
+            cancel: self.cancel.clone(),
+            semaphore: Arc::clone(&self.semaphore),
+            plan: plan.steps[pos].clone(),
+            inputs: Arc::new(inputs),
+        };
+        running.spawn(async move { (pos, step.run().await) });
+    }
+}

@@ -1,0 +1,192 @@
+//! One step of a run: its attempts, each under the concurrency limit and the asset's
+//! timeout, retried by its policy, stopped by cancellation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::StepPlan;
+use crate::asset::StepOutput;
+use crate::context::AssetContext;
+use crate::definitions::Definitions;
+use crate::event::{ErrorInfo, EventKind, Metadata, StepStatus};
+use crate::key::{AssetKey, RunId};
+use crate::lock;
+use crate::log::Sink;
+use crate::result::StepOutcome;
+use crate::scope::{Shared, StepScope};
+
+/// What a step reports back to the scheduler.
+pub(crate) struct StepReport {
+    pub(crate) outcome: StepOutcome,
+    pub(crate) output: Option<StepOutput>,
+}
+
+/// One step of a run: everything its driver task needs.
+pub(crate) struct Step {
+    pub(crate) defs: Definitions,
+    pub(crate) asset: usize,
+    pub(crate) run_id: RunId,
+    pub(crate) sink: Sink,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) semaphore: Arc<Semaphore>,
+    pub(crate) plan: StepPlan,
+    pub(crate) inputs: Arc<HashMap<AssetKey, Shared>>,
+}
+
+impl Step {
+    /// Runs attempts until one succeeds, the retry policy gives up, or the run is cancelled.
+    pub(crate) async fn run(self) -> StepReport {
+        let spec = &self.defs.inner().graph.assets[self.asset];
+        let key = &spec.key;
+        let retry = &self.plan.retry;
+        let mut outcome = StepOutcome::new(key.clone(), StepStatus::Cancelled);
+        for attempt in 1.. {
+            let permit = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                permit = Arc::clone(&self.semaphore).acquire_owned() => {
+                    permit.expect("the run's semaphore is never closed")
+                }
+            };
+            outcome.attempts = attempt;
+            self.sink
+                .send(Some(key), EventKind::StepStarted { attempt });
+            let metadata = Arc::new(Mutex::new(Metadata::new()));
+            let scope = StepScope {
+                context: AssetContext::new(
+                    self.run_id.clone(),
+                    key.clone(),
+                    attempt,
+                    self.sink.clone(),
+                    Arc::clone(&metadata),
+                    self.cancel.clone(),
+                ),
+                resources: self.defs.inner().resources.clone(),
+                config: self.plan.config.clone(),
+                inputs: Arc::clone(&self.inputs),
+            };
+            let started = Instant::now();
+            let mut task = tokio::spawn((spec.compute)(scope));
+            let deadline = async {
+                match spec.timeout {
+                    Some(limit) => tokio::time::sleep(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let result = tokio::select! {
+                joined = &mut task => match joined {
+                    Ok(result) => result,
+                    Err(e) => Err(anyhow::anyhow!("asset panicked: {}", panic_message(e))),
+                },
+                _ = deadline => {
+                    task.abort();
+                    Err(anyhow::anyhow!(
+                        "timed out after {:?}; raise the asset's `timeout` if it needs longer",
+                        spec.timeout.unwrap_or_default()
+                    ))
+                }
+                _ = self.cancel.cancelled() => {
+                    task.abort();
+                    self.sink.send(Some(key), EventKind::StepCancelled { attempt });
+                    outcome.status = StepStatus::Cancelled;
+                    return StepReport { outcome, output: None };
+                }
+            };
+            drop(permit);
+            let duration = started.elapsed();
+            outcome.duration = Some(duration);
+            outcome.metadata = std::mem::take(&mut *lock(&metadata));
+            let error = match result {
+                Ok(output) => {
+                    self.sink.send(
+                        Some(key),
+                        EventKind::Materialization {
+                            metadata: outcome.metadata.clone(),
+                            value: output.json.clone(),
+                            code_version: spec.code_version.clone(),
+                        },
+                    );
+                    self.sink
+                        .send(Some(key), EventKind::StepSucceeded { attempt, duration });
+                    outcome.status = StepStatus::Succeeded;
+                    outcome.error = None;
+                    return StepReport {
+                        outcome,
+                        output: Some(output),
+                    };
+                }
+                Err(error) => error,
+            };
+            let info = ErrorInfo::from_anyhow(&error);
+            let will_retry = attempt <= retry.max_retries();
+            self.sink.send(
+                Some(key),
+                EventKind::StepFailed {
+                    attempt,
+                    error: info.clone(),
+                    will_retry,
+                },
+            );
+            outcome.error = Some(info);
+            if !will_retry {
+                outcome.status = StepStatus::Failed;
+                return StepReport {
+                    outcome,
+                    output: None,
+                };
+            }
+            let delay = retry.delay(attempt);
+            self.sink.send(
+                Some(key),
+                EventKind::StepRetrying {
+                    next_attempt: attempt + 1,
+                    delay,
+                },
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.cancel.cancelled() => break,
+            }
+        }
+        outcome.status = if outcome.attempts == 0 {
+            // Cancelled while waiting for a concurrency slot: it never started.
+            self.sink.send(
+                Some(key),
+                EventKind::StepSkipped {
+                    reason: "run cancelled".into(),
+                },
+            );
+            StepStatus::Skipped
+        } else {
+            self.sink.send(
+                Some(key),
+                EventKind::StepCancelled {
+                    attempt: outcome.attempts,
+                },
+            );
+            StepStatus::Cancelled
+        };
+        StepReport {
+            outcome,
+            output: None,
+        }
+    }
+}
+
+fn panic_message(error: tokio::task::JoinError) -> String {
+    if !error.is_panic() {
+        return error.to_string();
+    }
+    let payload = error.into_panic();
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,65 @@
+//! Rows as PostgreSQL returns them, and values as it takes them.
+
+use dagrs_core::storage::{MaterializationRecord, RunRecord};
+use dagrs_core::{AssetKey, Event, EventKind, RunId};
+use tokio_postgres::types::Json;
+use tokio_postgres::Row;
+
+use super::BoxError;
+
+pub(super) fn seq_param(event: &Event) -> std::result::Result<i64, BoxError> {
+    i64::try_from(event.seq).map_err(|_| {
+        format!(
+            "event {} of run `{}` is beyond the largest seq PostgreSQL stores ({})",
+            event.seq,
+            event.run_id,
+            i64::MAX
+        )
+        .into()
+    })
+}
+
+pub(super) fn seq_from(value: i64) -> std::result::Result<u64, BoxError> {
+    u64::try_from(value).map_err(|_| format!("stored seq {value} is negative").into())
+}
+
+pub(super) fn run_from_row(row: &Row) -> std::result::Result<RunRecord, BoxError> {
+    Ok(RunRecord {
+        run_id: RunId::from(row.try_get::<_, &str>(0)?),
+        status: row.try_get::<_, &str>(1)?.parse()?,
+        selection: row.try_get(2)?,
+        assets: row.try_get::<_, Json<_>>(3)?.0,
+        config: row.try_get::<_, Json<_>>(4)?.0,
+        tags: row.try_get::<_, Json<_>>(5)?.0,
+        started_at: row.try_get(6)?,
+        ended_at: row.try_get(7)?,
+        owner: row.try_get(8)?,
+        heartbeat_at: row.try_get(9)?,
+        parent_run_id: row.try_get::<_, Option<&str>>(10)?.map(RunId::from),
+        failure: row.try_get(11)?,
+    })
+}
+
+pub(super) fn event_from_row(run_id: &RunId, row: &Row) -> std::result::Result<Event, BoxError> {
+    Ok(Event {
+        run_id: run_id.clone(),
+        seq: seq_from(row.try_get(0)?)?,
+        timestamp: row.try_get(1)?,
+        asset: row.try_get::<_, Option<&str>>(2)?.map(AssetKey::from),
+        kind: row.try_get::<_, Json<EventKind>>(3)?.0,
+    })
+}
+
+pub(super) fn materialization_from_row(
+    row: &Row,
+) -> std::result::Result<MaterializationRecord, BoxError> {
+    Ok(MaterializationRecord {
+        asset: AssetKey::from(row.try_get::<_, &str>(0)?),
+        run_id: RunId::from(row.try_get::<_, &str>(1)?),
+        seq: seq_from(row.try_get(2)?)?,
+        timestamp: row.try_get(3)?,
+        metadata: row.try_get::<_, Json<_>>(4)?.0,
+        value: row.try_get(5)?,
+        code_version: row.try_get(6)?,
+    })
+}

@@ -1,0 +1,142 @@
+//! The store's statements, with the schema's quoted name filled in once.
+
+use crate::ident::Ident;
+
+use super::VERSION_TABLE;
+
+/// The columns of `runs`, in the order `run_from_row` reads them.
+pub(super) const RUN_COLUMNS: &str =
+    "run_id, status, selection, assets, config, tags, started_at, \
+                           ended_at, owner, heartbeat_at, parent_run_id, failure";
+
+/// The columns of `materializations`, in the order `materialization_from_row` reads them.
+pub(super) const MATERIALIZATION_COLUMNS: &str =
+    "asset, run_id, seq, ts, metadata, value, code_version";
+/// The statements of the store, with the schema's quoted name filled in once.
+pub(super) struct Statements {
+    pub(super) create_run: String,
+    pub(super) append_events: String,
+    pub(super) finish_run: String,
+    pub(super) request_cancel: String,
+    pub(super) unknown_runs: String,
+    pub(super) heartbeat: String,
+    pub(super) run: String,
+    pub(super) runs: String,
+    pub(super) running_runs: String,
+    pub(super) events: String,
+    pub(super) latest_materialization: String,
+    pub(super) latest_materializations: String,
+    pub(super) materializations: String,
+    pub(super) finished_runs: String,
+    pub(super) delete_events: String,
+    pub(super) delete_materializations: String,
+    pub(super) delete_runs: String,
+    pub(super) claim_tick: String,
+    pub(super) cursor: String,
+    pub(super) set_cursor: String,
+    pub(super) version: String,
+}
+
+impl Statements {
+    pub(super) fn new(schema: &Ident) -> Self {
+        let runs = format!("{schema}.runs");
+        let events = format!("{schema}.events");
+        let materializations = format!("{schema}.materializations");
+        let ticks = format!("{schema}.ticks");
+        let cursors = format!("{schema}.cursors");
+        let version_table = format!("{schema}.{}", Ident::known(VERSION_TABLE));
+        Self {
+            create_run: format!(
+                "INSERT INTO {runs} ({RUN_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ),
+            // One statement, so one transaction and one round trip for the whole batch: the
+            // events go in from arrays (one row per element) in a data-modifying CTE, the
+            // materializations among them (split out in Rust, so the server never parses the
+            // JSON) from arrays of their own, in batch order. A duplicate (run_id, seq) fails
+            // the statement as a whole, and nothing of it stays.
+            append_events: format!(
+                "WITH logged AS ( \
+                     INSERT INTO {events} (run_id, seq, ts, asset, kind) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], \
+                                          $4::text[], $5::json[]) \
+                 ) \
+                 INSERT INTO {materializations} \
+                     (asset, run_id, seq, ts, metadata, value, code_version) \
+                 SELECT asset, run_id, seq, ts, metadata, value, code_version \
+                 FROM unnest($6::text[], $7::text[], $8::bigint[], $9::timestamptz[], \
+                             $10::json[], $11::json[], $12::text[]) WITH ORDINALITY \
+                     AS m(asset, run_id, seq, ts, metadata, value, code_version, n) \
+                 ORDER BY n"
+            ),
+            // Whether the compare-and-set changed the run, and whether the run exists.
+            finish_run: format!(
+                "WITH finished AS ( \
+                     UPDATE {runs} SET status = $2, ended_at = $3, \
+                                      failure = coalesce($4, failure) \
+                     WHERE run_id = $1 AND status IN ('running', 'canceling') RETURNING 1 \
+                 ) \
+                 SELECT EXISTS (SELECT 1 FROM finished), \
+                        EXISTS (SELECT 1 FROM {runs} WHERE run_id = $1)"
+            ),
+            request_cancel: format!(
+                "WITH asked AS ( \
+                     UPDATE {runs} SET status = 'canceling', failure = $2 \
+                     WHERE run_id = $1 AND status = 'running' RETURNING 1 \
+                 ) \
+                 SELECT EXISTS (SELECT 1 FROM asked), \
+                        EXISTS (SELECT 1 FROM {runs} WHERE run_id = $1)"
+            ),
+            unknown_runs: format!(
+                "SELECT id FROM unnest($1::text[]) AS id \
+                 WHERE NOT EXISTS (SELECT 1 FROM {runs} WHERE run_id = id) LIMIT 1"
+            ),
+            heartbeat: format!("UPDATE {runs} SET heartbeat_at = $2 WHERE run_id = $1"),
+            run: format!("SELECT {RUN_COLUMNS} FROM {runs} WHERE run_id = $1"),
+            runs: format!(
+                "SELECT {RUN_COLUMNS} FROM {runs} ORDER BY started_at DESC, created DESC LIMIT $1"
+            ),
+            running_runs: format!(
+                "SELECT {RUN_COLUMNS} FROM {runs} WHERE status IN ('running', 'canceling') \
+                 ORDER BY created"
+            ),
+            events: format!(
+                "SELECT seq, ts, asset, kind FROM {events} \
+                 WHERE run_id = $1 AND seq > $2 ORDER BY seq"
+            ),
+            latest_materialization: format!(
+                "SELECT {MATERIALIZATION_COLUMNS} FROM {materializations} \
+                 WHERE asset = $1 ORDER BY id DESC LIMIT 1"
+            ),
+            latest_materializations: format!(
+                "SELECT DISTINCT ON (asset) {MATERIALIZATION_COLUMNS} FROM {materializations} \
+                 ORDER BY asset, id DESC"
+            ),
+            materializations: format!(
+                "SELECT {MATERIALIZATION_COLUMNS} FROM {materializations} \
+                 WHERE asset = $1 ORDER BY id DESC LIMIT $2"
+            ),
+            // Active runs never count for retention, so they are not even read.
+            finished_runs: format!(
+                "SELECT {RUN_COLUMNS} FROM {runs} \
+                 WHERE status IN ('succeeded', 'failed', 'cancelled')"
+            ),
+            delete_events: format!("DELETE FROM {events} WHERE run_id = ANY ($1)"),
+            delete_materializations: format!(
+                "DELETE FROM {materializations} AS m WHERE m.run_id = ANY ($1) \
+                 AND m.id <> (SELECT max(latest.id) FROM {materializations} AS latest \
+                              WHERE latest.asset = m.asset)"
+            ),
+            delete_runs: format!("DELETE FROM {runs} WHERE run_id = ANY ($1)"),
+            claim_tick: format!(
+                "INSERT INTO {ticks} (name, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            ),
+            cursor: format!("SELECT value FROM {cursors} WHERE name = $1"),
+            set_cursor: format!(
+                "INSERT INTO {cursors} (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"
+            ),
+            version: format!("SELECT max(version) FROM {version_table}"),
+        }
+    }
+}
