@@ -43,13 +43,17 @@ pub trait Asset: 'static {
 )]
 pub trait AssetValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> AssetValue for T {}
 
 /// What an asset function may return: `Result<T, E>` with `E` convertible into
 /// [`anyhow::Error`] (any `std::error::Error + Send + Sync + 'static`), or `()`.
 #[diagnostic::on_unimplemented(
     message = "an asset function cannot return `{Self}`",
-    note = "return `Result<T>` (dagrs_core::Result, or any `Result<T, E>` whose `E` converts into `anyhow::Error`) or nothing"
+    label = "not an asset function's return type",
+    note = "asset functions return `Result<T, E>` (e.g. `dagrs_core::prelude::Result<T>`) or nothing",
+    note = "`T` is the asset's output: it must implement `serde::Serialize` and `serde::de::DeserializeOwned` and be `Send + Sync + 'static`",
+    note = "`E` must convert into `anyhow::Error`, as any `std::error::Error + Send + Sync + 'static` does"
 )]
 pub trait IntoAssetResult {
     /// The produced value.
@@ -58,6 +62,7 @@ pub trait IntoAssetResult {
     fn into_asset_result(self) -> anyhow::Result<Self::Output>;
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: AssetValue, E: Into<anyhow::Error>> IntoAssetResult for Result<T, E> {
     type Output = T;
     fn into_asset_result(self) -> anyhow::Result<T> {
@@ -65,6 +70,7 @@ impl<T: AssetValue, E: Into<anyhow::Error>> IntoAssetResult for Result<T, E> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl IntoAssetResult for () {
     type Output = ();
     fn into_asset_result(self) -> anyhow::Result<()> {

@@ -161,7 +161,9 @@ pub mod prelude {
 pub mod __private {
     pub use crate::asset::{run_blocking, Asset, AssetSpec, IntoAssetResult};
     pub use crate::param::AssetParam;
+    pub use crate::requirements::Requirements;
     pub use crate::scope::StepScope;
+    pub use anyhow;
 }
 
 /// `anyhow`, which asset errors convert into.

@@ -22,7 +22,8 @@ use crate::scope::StepScope;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be injected into an asset",
     label = "not an asset parameter",
-    note = "asset parameters are `&AssetContext`, `Config<C>`, `Res<R>` (a resource), or `Input<A>` (the output of asset `A`)"
+    note = "asset parameters are `&AssetContext`, `Config<C>` (the asset's config), `Res<R>` (a resource), or `Input<A>` (the output of asset `A`)",
+    note = "in `Config<C>`, `C` must implement `serde::de::DeserializeOwned` and be `Send + Sync + 'static`; in `Res<R>`, `R` must be `Send + Sync + 'static`"
 )]
 pub trait AssetParam<'a>: Sized {
     /// Records what this parameter needs.
@@ -31,6 +32,7 @@ pub trait AssetParam<'a>: Sized {
     fn extract(scope: &'a StepScope) -> Result<Self, Error>;
 }
 
+#[diagnostic::do_not_recommend]
 impl<'a> AssetParam<'a> for &'a AssetContext {
     fn declare(_: &mut Requirements) {}
     fn extract(scope: &'a StepScope) -> Result<Self, Error> {
@@ -69,6 +71,7 @@ impl<R: fmt::Debug> fmt::Debug for Res<R> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<'a, R: Send + Sync + 'static> AssetParam<'a> for Res<R> {
     fn declare(needs: &mut Requirements) {
         needs.resource::<R>();
@@ -102,6 +105,7 @@ impl<C: fmt::Debug> fmt::Debug for Config<C> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<'a, C: DeserializeOwned + Send + Sync + 'static> AssetParam<'a> for Config<C> {
     fn declare(needs: &mut Requirements) {
         needs.config::<C>();
@@ -149,6 +153,7 @@ impl<A: Asset, T: fmt::Debug> fmt::Debug for Input<A, T> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<'a, A: Asset> AssetParam<'a> for Input<A> {
     fn declare(needs: &mut Requirements) {
         needs.input::<A::Output>(A::KEY);

@@ -5,4 +5,11 @@ async fn influx_tags() -> Result<u32> {
     Ok(1)
 }
 
-fn main() {}
+#[asset(deps = [influx_tags])]
+async fn influx_data(tags: Input<influx_tags>) -> Result<u32> {
+    Ok(*tags + 1)
+}
+
+fn main() {
+    let _ = assets![influx_tags, influx_data];
+}
