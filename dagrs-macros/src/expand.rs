@@ -366,7 +366,7 @@ mod tests {
             output_type(&sig.output).to_string()
         };
         assert!(ok(quote!(-> Result<Vec<u8>>))
-            .contains("Result < Vec < u8 > , :: dagrs_core :: anyhow :: Error >"));
+            .contains("Result < Vec < u8 > , :: dagrs_core :: __private :: anyhow :: Error >"));
         assert!(ok(quote!(-> std::io::Result<u8>)).contains("Result < u8 , :: dagrs_core"));
         assert!(ok(quote!(-> Fallible<u8>)).starts_with("< Fallible < u8 > as"));
         assert_eq!(ok(quote!()), "()");
