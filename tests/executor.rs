@@ -286,19 +286,27 @@ async fn a_step_over_its_timeout_fails() {
 }
 
 #[tokio::test]
-async fn a_panicking_asset_fails_with_the_panic_message() {
+async fn a_panicking_asset_fails_with_the_panic_message_and_is_not_retried() {
     let defs = Definitions::builder()
         .specs([AssetSpec::new("panics", |_| async {
             if true {
                 panic!("index out of range");
             }
             Ok(())
-        })])
+        })
+        .retry(Retry::fixed(3, Duration::from_secs(60)))])
         .build()
         .unwrap();
     let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
-    let error = result.step("panics").unwrap().error.clone().unwrap();
-    assert_eq!(error.message, "asset panicked: index out of range");
+    let step = result.step("panics").unwrap();
+    assert_eq!(
+        step.error.as_ref().unwrap().message,
+        "asset panicked: index out of range"
+    );
+    assert_eq!(
+        step.attempts, 1,
+        "a panic is a bug: retrying it cannot help"
+    );
 }
 
 #[tokio::test]

@@ -36,8 +36,48 @@ pub struct RunConfig {
     pub retries: BTreeMap<String, Retry>,
 }
 
-/// The largest run config document read from a file.
-pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// The text formats of run config documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigFormat {
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+    /// TOML.
+    Toml,
+}
+
+/// The largest run config: read from a file, or stored with a run (as JSON).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The deepest nesting of lists and maps a run config document may have.
+pub const MAX_CONFIG_DEPTH: usize = 64;
+
+/// The line where `text` nests brackets (`[`, `{`) or indentation deeper than
+/// [`MAX_CONFIG_DEPTH`], if it does: checked before parsing, because parsers take time
+/// growing with the square of the depth before they give up. Brackets inside quotes count
+/// too, which only errs on the safe side.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (number, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        if indent > 4 * MAX_CONFIG_DEPTH {
+            return Some(number + 1);
+        }
+        for c in line.chars() {
+            match c {
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_CONFIG_DEPTH {
+                return Some(number + 1);
+            }
+        }
+    }
+    None
+}
 
 impl RunConfig {
     /// Empty config: every asset runs on its defaults.
@@ -67,12 +107,17 @@ impl RunConfig {
 
     /// Parses config from JSON text of the form `{"assets": {"<asset>": {...}}}`.
     pub fn from_json(text: &str) -> Result<Self, Error> {
-        serde_json::from_str(text).map_err(|e| invalid("JSON text", e))
+        Self::parse(text, ConfigFormat::Json, "JSON text")
+    }
+
+    /// Parses config from YAML text of the form `assets: { <asset>: { ... } }`.
+    pub fn from_yaml(text: &str) -> Result<Self, Error> {
+        Self::parse(text, ConfigFormat::Yaml, "YAML text")
     }
 
     /// Reads config from a YAML (`.yaml`, `.yml`), JSON (`.json`) or TOML (`.toml`) file of
     /// the form `assets: { <asset>: { ... } }` (and optionally `retries: { <asset>: ... }`),
-    /// at most [`MAX_CONFIG_BYTES`] long.
+    /// at most [`MAX_CONFIG_BYTES`] long and [`MAX_CONFIG_DEPTH`] deep.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
         use std::io::Read;
         let path = path.as_ref();
@@ -89,28 +134,66 @@ impl RunConfig {
             .and_then(|e| e.to_str())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if !matches!(extension.as_str(), "json" | "yaml" | "yml" | "toml") {
-            return Err(fail(
-                "unknown format; name the file *.yaml, *.yml, *.json or *.toml".into(),
-            ));
-        }
+        let format = match extension.as_str() {
+            "json" => ConfigFormat::Json,
+            "toml" => ConfigFormat::Toml,
+            "yaml" | "yml" => ConfigFormat::Yaml,
+            _ => {
+                return Err(fail(
+                    "unknown format; name the file *.yaml, *.yml, *.json or *.toml".into(),
+                ))
+            }
+        };
         let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
         let mut text = String::new();
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_string(&mut text)
             .map_err(|e| fail(format!("cannot read it: {e}")))?;
+        Self::parse(&text, format, &origin)
+    }
+
+    /// Parses a config document of `format`; `origin` names it in errors. Refuses documents
+    /// larger than [`MAX_CONFIG_BYTES`] or deeper than [`MAX_CONFIG_DEPTH`] before parsing.
+    pub fn parse(text: &str, format: ConfigFormat, origin: &str) -> Result<Self, Error> {
+        let fail = |reason: String| Error::RunConfig {
+            origin: bounded(origin, ECHO_LIMIT).into_owned(),
+            reason,
+        };
         if text.len() as u64 > MAX_CONFIG_BYTES {
             return Err(fail(format!(
-                "it is larger than {} MiB; a run config is a small document",
+                "it is larger than {} MiB; a run config is a small document (pass large data \
+                 through a resource or a file instead)",
                 MAX_CONFIG_BYTES >> 20
             )));
         }
-        let parsed = match extension.as_str() {
-            "json" => serde_json::from_str(&text).map_err(|e| e.to_string()),
-            "toml" => toml::from_str(&text).map_err(|e| e.to_string()),
-            _ => serde_yaml_ng::from_str(&text).map_err(|e| e.to_string()),
+        if let Some(line) = too_deep(text) {
+            return Err(fail(format!(
+                "it nests deeper than {MAX_CONFIG_DEPTH} levels (at line {line}); a run config \
+                 is a shallow document"
+            )));
+        }
+        let parsed = match format {
+            ConfigFormat::Json => serde_json::from_str(text).map_err(|e| e.to_string()),
+            ConfigFormat::Toml => toml::from_str(text).map_err(|e| e.to_string()),
+            ConfigFormat::Yaml => serde_yaml_ng::from_str(text).map_err(|e| e.to_string()),
         };
         parsed.map_err(|e| fail(bounded(&e, 4 * ECHO_LIMIT).into_owned()))
+    }
+
+    /// Checks that the config is small enough to be stored with every run it starts.
+    pub(crate) fn check_size(&self) -> Result<(), Error> {
+        let size = serde_json::to_vec(self).map_or(usize::MAX, |json| json.len());
+        if size as u64 > MAX_CONFIG_BYTES {
+            return Err(Error::RunConfig {
+                origin: "the run's config".into(),
+                reason: format!(
+                    "it is {size} bytes as JSON, more than the {} MiB stored with a run; pass \
+                     large data through a resource or a file instead",
+                    MAX_CONFIG_BYTES >> 20
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The config value of asset `key`, if one is set.
@@ -154,13 +237,6 @@ fn merge(base: &mut Value, over: &Value) {
 
 /// A decoded config value, shared by every attempt of a step.
 pub(crate) type ConfigValue = Arc<dyn Any + Send + Sync>;
-
-fn invalid(origin: &str, e: impl std::fmt::Display) -> Error {
-    Error::RunConfig {
-        origin: origin.to_owned(),
-        reason: bounded(&e.to_string(), 4 * ECHO_LIMIT).into_owned(),
-    }
-}
 
 /// Deserializes `value` (or `{}` when it is absent) into `C`, naming the failing field and
 /// rejecting fields `C` does not have. Echoed paths and reasons are bounded.
@@ -243,6 +319,19 @@ mod tests {
             err.to_string().contains("unknown field `batch_sise`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_parsing() {
+        assert_eq!(too_deep("assets: { a: { b: [1, 2] } }"), None);
+        let deep = format!(
+            "assets:\n  a: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(too_deep(&deep), Some(2));
+        let indented: String = (0..300).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        assert!(too_deep(&indented).is_some());
     }
 
     #[test]

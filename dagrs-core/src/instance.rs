@@ -235,13 +235,12 @@ impl Instance {
                 return Ok(run);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            self.recover_abandoned_runs().await?;
         }
     }
 
-    /// Run `run_id`, after ending abandoned runs.
+    /// Run `run_id`, after ending abandoned runs (where the store can be written).
     pub async fn run(&self, run_id: &RunId) -> Result<RunRecord, Error> {
-        self.recover_abandoned_runs().await?;
+        self.recover_before_reading().await;
         self.0
             .storage
             .run(run_id)
@@ -249,9 +248,10 @@ impl Instance {
             .ok_or_else(|| Error::RunNotFound(run_id.to_string()))
     }
 
-    /// The newest runs first, at most `limit`, after ending abandoned runs.
+    /// The newest runs first, at most `limit`, after ending abandoned runs (where the store
+    /// can be written).
     pub async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error> {
-        self.recover_abandoned_runs().await?;
+        self.recover_before_reading().await;
         self.0.storage.runs(limit).await
     }
 
@@ -268,6 +268,14 @@ impl Instance {
     /// Removes finished runs outside `keep`, with their events (see [`Storage::prune`]).
     pub async fn prune(&self, keep: Retention) -> Result<PruneReport, Error> {
         self.0.storage.prune(keep, now()).await
+    }
+
+    /// Ends abandoned runs before a read, so it shows them as they are; a store that cannot
+    /// be written (read-only, damaged) is read as it stands.
+    async fn recover_before_reading(&self) {
+        if let Err(e) = self.recover_abandoned_runs().await {
+            tracing::warn!(target: "dagrs::storage", "cannot end abandoned runs before reading: {e}");
+        }
     }
 
     /// Ends every active run whose process died or stopped sending heartbeats (see

@@ -95,7 +95,7 @@ mod test_context;
 mod text;
 
 pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult};
-pub use config::{RunConfig, MAX_CONFIG_BYTES};
+pub use config::{ConfigFormat, RunConfig, MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH};
 pub use context::{AssetContext, Logger};
 pub use definitions::{Definitions, DefinitionsBuilder};
 pub use error::{DefinitionsError, Error, Hint, Problem, Problems, Provider};

@@ -255,6 +255,12 @@ impl PostgresResource {
 
     /// Like [`from_url`](Self::from_url), with pool options.
     pub fn from_url_with(url: &str, options: PoolOptions) -> Result<Self> {
+        if url.trim().is_empty() {
+            return Err(Error::InvalidUrl {
+                url: "\"\"".to_owned(),
+                reason: "the connection string is empty".to_owned(),
+            });
+        }
         let config = tokio_postgres::Config::from_str(url).map_err(|source| Error::InvalidUrl {
             url: unparsed(url),
             reason: describe(&source),
@@ -369,8 +375,14 @@ impl PostgresResource {
                 tracing::info!(database = %dbname, server = %self.inner.target.server, "created database");
                 Ok(true)
             }
-            // Someone else created it in the meantime.
-            Err(err) if err.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
+            // Someone else created it in the meantime (two CREATE DATABASE racing may also
+            // meet on the catalog's unique index).
+            Err(err)
+                if err.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                    || err.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+            {
+                Ok(false)
+            }
             Err(err) => Err(query_error(format!(
                 "creating database {dbname} on {}",
                 self.inner.target.server

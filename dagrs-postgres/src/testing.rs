@@ -136,3 +136,212 @@ fn url_of(config: &Config) -> String {
     let dbname = config.get_dbname().unwrap_or(user);
     format!("postgres://{user}@{host}:{port}/{dbname}")
 }
+
+/// A PostgreSQL server of a test's own — `initdb` into a temp dir, its own port, `pg_ctl` to
+/// start, stop and restart it — for tests that stop, restart or break the server, which must
+/// never touch the shared one other tests use in parallel. Stopped and removed when dropped.
+///
+/// The server's programs come from `DAGRS_PG_BIN`, else `pg_config --bindir`, else the
+/// newest `/usr/lib/postgresql/*/bin`. Run as root, they run as the `postgres` user (initdb
+/// refuses root). A machine without them fails the test, saying so.
+pub struct TestServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+    run_as: Option<String>,
+}
+
+impl TestServer {
+    /// Creates and starts a server with default settings.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Creates and starts a server with extra `postgresql.conf` settings, e.g.
+    /// `[("shared_preload_libraries", "timescaledb")]`.
+    pub fn start_with(settings: &[(&str, &str)]) -> Self {
+        let bin = server_bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("dagrs-pg-")
+            .tempdir()
+            .expect("a temp dir for the test server");
+        let run_as = running_as_root().then(|| "postgres".to_owned());
+        if let Some(user) = &run_as {
+            let uid = command_output("id", &["-u", user])
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("the uid of user {user}: {e}"));
+            std::os::unix::fs::chown(dir.path(), Some(uid), None)
+                .unwrap_or_else(|e| panic!("cannot give {} to {user}: {e}", dir.path().display()));
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port for the test server");
+        let server = TestServer {
+            dir,
+            port,
+            bin,
+            run_as,
+        };
+        let data = server.data_dir();
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let mut conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+             fsync = off\nfull_page_writes = off\n",
+            server.dir.path().display()
+        );
+        for (key, value) in settings {
+            conf.push_str(&format!("{key} = '{value}'\n"));
+        }
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!("{data}/postgresql.conf"))
+            .and_then(|mut file| file.write_all(conf.as_bytes()))
+            .expect("the test server's postgresql.conf");
+        server.start_again();
+        server
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL to database `dbname` on it.
+    pub fn url(&self, dbname: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
+    }
+
+    /// Starts it (again), waiting until it accepts connections.
+    pub fn start_again(&self) {
+        let log = format!("{}/server.log", self.dir.path().display());
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data_dir(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops it at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    /// Stops it at once and starts it again.
+    pub fn restart(&self) {
+        self.stop();
+        self.start_again();
+    }
+
+    fn data_dir(&self) -> String {
+        format!("{}/data", self.dir.path().display())
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut command = std::process::Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&path);
+                command
+            }
+            None => std::process::Command::new(&path),
+        };
+        let output = command
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+        assert!(
+            output.status.success(),
+            "{} {} failed: {}{}",
+            path.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let path = self.bin.join("pg_ctl");
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut command = std::process::Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&path);
+                command
+            }
+            None => std::process::Command::new(&path),
+        };
+        // Already stopped is fine; the temp dir goes either way.
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn server_bin_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("DAGRS_PG_BIN") {
+        return dir.into();
+    }
+    let from_pg_config = command_output("pg_config", &["--bindir"]);
+    let candidates = std::iter::once(std::path::PathBuf::from(from_pg_config.trim())).chain(
+        std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path().join("bin")),
+    );
+    let mut found: Vec<std::path::PathBuf> = candidates
+        .filter(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "this test runs a PostgreSQL server of its own and needs initdb and pg_ctl: none \
+             found (set DAGRS_PG_BIN to their folder, e.g. /usr/lib/postgresql/15/bin)"
+        )
+    })
+}

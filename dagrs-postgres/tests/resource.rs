@@ -64,6 +64,15 @@ async fn from_env_reads_database_url_and_explains_when_it_is_unset() {
         "environment variable DATABASE_URL is not set; set it to a PostgreSQL URL such as \
          postgres://user:password@127.0.0.1:5432/dbname"
     );
+
+    // Set but empty is a mistake too, not a silent `postgres` database on localhost.
+    std::env::set_var(DATABASE_URL, " ");
+    let empty = PostgresResource::from_env();
+    std::env::remove_var(DATABASE_URL);
+    let err = empty.unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+    let err = PostgresResource::from_url("").unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! A small pipeline with the dagrs command line, for tests that run it as a separate process
 //! (and kill it). `first` → `slow` → `last`; with `PROBE_HANG=1`, `slow` never finishes; with
-//! `PROBE_FAIL=1` it fails.
-//! Runs are kept in the SQLite store under `$DAGRS_HOME`.
+//! `PROBE_SLEEP_MS=N` it takes N ms; with `PROBE_FAIL=1` it fails.
+//! Runs are kept in the SQLite store under `$DAGRS_HOME`, or, with `PROBE_DATABASE_URL`, in
+//! PostgreSQL (schema `dagrs` of that database).
 
 use std::process::ExitCode;
 
@@ -34,6 +35,12 @@ async fn slow(ctx: &AssetContext, first: Input<first>) -> Result<u64> {
     if std::env::var_os("PROBE_HANG").is_some() {
         std::future::pending::<()>().await;
     }
+    if let Some(ms) = std::env::var("PROBE_SLEEP_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     anyhow::ensure!(
         std::env::var_os("PROBE_FAIL").is_none(),
         "slow was told to fail"
@@ -52,5 +59,26 @@ fn main() -> ExitCode {
         .specs(assets![first, slow, last])
         .build()
         .expect("valid definitions");
-    dagrs_core::cli::main(defs)
+    let Ok(url) = std::env::var("PROBE_DATABASE_URL") else {
+        return dagrs_core::cli::main(defs);
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        let store = async {
+            let pg = dagrs_postgres::PostgresResource::from_url(&url)?;
+            pg.ensure_database().await?;
+            dagrs_postgres::PgStorage::connect(pg, dagrs_postgres::DEFAULT_SCHEMA).await
+        };
+        let store = store.await;
+        match store {
+            Ok(store) => {
+                let instance = dagrs_core::Instance::new(store);
+                dagrs_core::cli::run_with(defs, instance, std::env::args_os()).await
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
 }

@@ -17,6 +17,8 @@
 
 mod show;
 
+use self::show::say;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +35,7 @@ use crate::executor::RunOptions;
 use crate::instance::Instance;
 use crate::key::RunId;
 use crate::result::outcomes_from_events;
-use crate::storage::Retention;
+use crate::storage::{Retention, SqliteStorage};
 
 #[derive(Parser)]
 #[command(about = "Materialize and inspect data assets (dagrs)")]
@@ -84,9 +86,9 @@ enum AssetCommand {
 enum RunCommand {
     /// Lists the newest runs.
     List {
-        /// How many.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// How many (1 to 100,000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
         /// Prints JSON.
         #[arg(long)]
         json: bool,
@@ -128,12 +130,12 @@ enum StorageCommand {
     /// Deletes finished runs beyond the limits, with their events; keeps every asset's
     /// latest materialization and every running run.
     Prune {
-        /// Keeps runs younger than this many days.
-        #[arg(long)]
+        /// Keeps runs younger than this many days (0 to 36,500).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=36_500))]
         max_age_days: Option<u64>,
-        /// Keeps at most this many runs.
-        #[arg(long)]
-        max_runs: Option<usize>,
+        /// Keeps at most this many runs (0 to 1,000,000,000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000_000))]
+        max_runs: Option<u32>,
     },
 }
 
@@ -160,9 +162,39 @@ where
         Ok(command) => command,
         Err(code) => return code,
     };
-    match Instance::sqlite_default() {
+    match default_instance(&command) {
         Ok(instance) => finish(execute(&defs, &instance, command).await),
         Err(e) => finish(Err(e)),
+    }
+}
+
+/// The embedded store for `command`: created when missing by commands that write; only
+/// read by commands that read (an empty history when there is no store yet, and a
+/// read-only store when it cannot be written).
+fn default_instance(command: &Command) -> Result<Instance, Error> {
+    let path = SqliteStorage::default_path();
+    let writes = matches!(
+        command,
+        Command::Asset(AssetCommand::Materialize { .. })
+            | Command::Run(RunCommand::Reexecute { .. } | RunCommand::Cancel { .. })
+            | Command::Storage(_)
+    );
+    if writes {
+        return Instance::sqlite(path);
+    }
+    if !path.exists() {
+        return Ok(Instance::ephemeral());
+    }
+    match SqliteStorage::open(&path) {
+        Ok(store) => Ok(Instance::new(store)),
+        Err(writable) => match SqliteStorage::open_read_only(&path) {
+            Ok(Some(store)) => {
+                tracing::warn!("reading {} read-only: {writable}", path.display());
+                Ok(Instance::new(store))
+            }
+            Ok(None) => Ok(Instance::ephemeral()),
+            Err(_) => Err(writable),
+        },
     }
 }
 
@@ -233,7 +265,7 @@ async fn execute(
             show::follow(handle, rx, json).await
         }
         Command::Run(RunCommand::List { limit, json }) => {
-            show::run_list(&instance.runs(limit).await?, json);
+            show::run_list(&instance.runs(limit as usize).await?, json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(RunCommand::Show { id, logs, json }) => {
@@ -266,13 +298,15 @@ async fn execute(
                 return Ok(ExitCode::from(2));
             }
             let keep = Retention {
-                max_age: max_age_days.map(|d| Duration::from_secs(d.saturating_mul(86_400))),
-                max_runs,
+                max_age: max_age_days.map(|d| Duration::from_secs(d * 86_400)),
+                max_runs: max_runs.map(|n| n as usize),
             };
             let report = instance.prune(keep).await?;
-            println!(
+            say!(
                 "pruned {} runs, {} events, {} materialization records",
-                report.runs, report.events, report.materializations
+                report.runs,
+                report.events,
+                report.materializations
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -290,19 +324,19 @@ async fn run_cancel(instance: &Instance, run_id: &RunId) -> Result<ExitCode, Err
         eprintln!("error: run {run_id} has already ended ({status})");
         return Ok(ExitCode::from(1));
     }
-    println!("run {run_id}: cancellation requested; waiting for its process to stop it");
+    say!("run {run_id}: cancellation requested; waiting for its process to stop it");
     let run = instance.wait_for_end(run_id, CANCEL_WAIT).await?;
     match run.status {
         RunStatus::Cancelled => {
-            println!("run {run_id} cancelled");
+            say!("run {run_id} cancelled");
             Ok(ExitCode::SUCCESS)
         }
         status if status.is_final() => {
-            println!("run {run_id} ended before it could be cancelled: {status}");
+            say!("run {run_id} ended before it could be cancelled: {status}");
             Ok(ExitCode::from(1))
         }
         status => {
-            println!(
+            say!(
                 "run {run_id} is still {status} after {CANCEL_WAIT:?}; its process stops it \
                  at its next await point"
             );

@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use comfy_table::presets::NOTHING;
@@ -18,6 +19,31 @@ use crate::storage::RunRecord;
 
 const TIME: &str = "%Y-%m-%d %H:%M:%S UTC";
 
+/// Whether stdout was closed by its reader (`run list | head`): further output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line to stdout; a closed pipe ends output quietly instead of a panic.
+pub(super) fn write_line(line: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `println!` for the command line: see [`write_line`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::show::write_line(format_args!($($arg)*))
+    };
+}
+pub(super) use say;
+
 /// A table with no borders, columns aligned, as `ls -l` prints.
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
@@ -30,13 +56,13 @@ fn table(header: &[&str]) -> Table {
 
 fn print_table(table: &Table) {
     for line in table.lines() {
-        println!("{}", line.trim_end());
+        say!("{}", line.trim_end());
     }
 }
 
 pub(super) fn print_json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => say!("{text}"),
         Err(e) => eprintln!("error: cannot write JSON: {e}"),
     }
 }
@@ -115,19 +141,19 @@ pub(super) fn run_show(
             events,
         });
     }
-    println!("run {}", run.run_id);
-    println!("  status:    {}", run.status);
-    println!("  selection: {}", run.selection);
-    println!("  started:   {}", run.started_at.format(TIME));
+    say!("run {}", run.run_id);
+    say!("  status:    {}", run.status);
+    say!("  selection: {}", run.selection);
+    say!("  started:   {}", run.started_at.format(TIME));
     if let Some(ended) = run.ended_at {
-        println!("  ended:     {}", ended.format(TIME));
+        say!("  ended:     {}", ended.format(TIME));
     }
-    println!("  process:   {}", run.owner);
+    say!("  process:   {}", run.owner);
     if let Some(parent) = &run.parent_run_id {
-        println!("  re-executes: {parent}");
+        say!("  re-executes: {parent}");
     }
     if let Some(failure) = &run.failure {
-        println!("  failure:   {failure}");
+        say!("  failure:   {failure}");
     }
     let mut out = table(&["asset", "status", "attempts", "duration", "error"]);
     for step in steps {
@@ -145,7 +171,7 @@ pub(super) fn run_show(
     print_table(&out);
     if let Some(events) = events {
         for event in events {
-            println!(
+            say!(
                 "{:>5}  {}  {:<20}  {}",
                 event.seq,
                 event.timestamp.format("%H:%M:%S%.3f"),
@@ -197,10 +223,9 @@ pub(super) async fn follow(
 ) -> Result<ExitCode, Error> {
     let cancel = handle.cancellation_token();
     let interrupt = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: cancelling the run");
-            cancel.cancel();
-        }
+        let signal = interrupted().await;
+        eprintln!("{signal}: cancelling the run");
+        cancel.cancel();
     });
     let run_id = handle.run_id().clone();
     let show = tokio::spawn(async move {
@@ -221,14 +246,39 @@ pub(super) async fn follow(
             steps: result.steps().iter().map(StepSummary::of).collect(),
         });
     } else {
-        print!("{result}");
+        say!("{}", result.to_string().trim_end());
     }
-    let _ = std::io::stdout().flush();
     Ok(if result.success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Waits for Ctrl-C, SIGTERM or SIGHUP (a terminal closed, a service stopped) and names it;
+/// each is the same request: cancel the run, record how it ended, exit.
+async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return "interrupted";
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupted",
+            _ = term.recv() => "terminated (SIGTERM)",
+            _ = hangup.recv() => "hung up (SIGHUP)",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupted"
+    }
 }
 
 /// Progress of a run: a bar on a terminal, lines otherwise, nothing for JSON.
@@ -252,7 +302,7 @@ impl Progress {
             return;
         }
         if let EventKind::RunStarted { selection } = &event.kind {
-            println!("run {run_id}: {} assets", selection.len());
+            say!("run {run_id}: {} assets", selection.len());
             if self.terminal {
                 let bar = indicatif::ProgressBar::new(selection.len() as u64);
                 if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -288,7 +338,7 @@ impl Progress {
                     bar.inc(1);
                 }
             }
-            None => println!("{line}"),
+            None => say!("{line}"),
         }
     }
 

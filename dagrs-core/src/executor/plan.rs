@@ -44,6 +44,7 @@ impl Plan {
         config: &RunConfig,
         known: &HashMap<AssetKey, serde_json::Value>,
     ) -> Result<Self, Error> {
+        config.check_size()?;
         let inner = defs.inner();
         let graph = &inner.graph;
         let selected = selection::resolve(graph, selection)?;

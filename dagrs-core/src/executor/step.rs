@@ -77,10 +77,15 @@ impl Step {
                     None => std::future::pending().await,
                 }
             };
+            // A panic is a bug, not a passing failure: it is not retried.
+            let mut retriable = true;
             let result = tokio::select! {
                 joined = &mut task => match joined {
                     Ok(result) => result,
-                    Err(e) => Err(anyhow::anyhow!("asset panicked: {}", panic_message(e))),
+                    Err(e) => {
+                        retriable = false;
+                        Err(anyhow::anyhow!("asset panicked: {}", panic_message(e)))
+                    }
                 },
                 _ = deadline => {
                     task.abort();
@@ -122,7 +127,7 @@ impl Step {
                 Err(error) => error,
             };
             let info = ErrorInfo::from_anyhow(&error);
-            let will_retry = attempt <= retry.max_retries();
+            let will_retry = retriable && attempt <= retry.max_retries();
             self.sink.send(
                 Some(key),
                 EventKind::StepFailed {

@@ -203,11 +203,39 @@ pub fn runs_to_prune(runs: &[RunRecord], keep: Retention, now: DateTime<Utc>) ->
         .enumerate()
         .filter(|(rank, run)| {
             let too_many = keep.max_runs.is_some_and(|max| *rank >= max);
+            // An age beyond what dates can express keeps everything.
             let too_old = keep.max_age.is_some_and(|age| {
-                chrono::Duration::from_std(age).is_ok_and(|age| run.started_at < now - age)
+                chrono::Duration::from_std(age)
+                    .ok()
+                    .and_then(|age| now.checked_sub_signed(age))
+                    .is_some_and(|cutoff| run.started_at < cutoff)
             });
             too_many || too_old
         })
         .map(|(_, run)| run.run_id.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_ages_keep_everything_instead_of_wrapping() {
+        let mut old = contract::run_record("old", 0);
+        old.status = RunStatus::Succeeded;
+        let now = contract::at(10 * 365 * 24 * 60);
+        for age in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            let keep = Retention {
+                max_age: Some(age),
+                max_runs: None,
+            };
+            assert!(runs_to_prune(std::slice::from_ref(&old), keep, now).is_empty());
+        }
+        let keep = Retention {
+            max_age: Some(Duration::from_secs(86_400)),
+            max_runs: None,
+        };
+        assert_eq!(runs_to_prune(&[old], keep, now), ["old".into()]);
+    }
 }

@@ -53,12 +53,15 @@ pub async fn recover_abandoned_runs(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<RunId>, Error> {
-    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    // A lease beyond what dates can express never expires.
+    let expired_before = chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|lease| now.checked_sub_signed(lease));
     let mut recovered = Vec::new();
     for run in storage.running_runs().await? {
         let reason = if is_gone(&run.owner) {
             format!("its process {} is gone", run.owner)
-        } else if run.heartbeat_at < now - lease {
+        } else if expired_before.is_some_and(|before| run.heartbeat_at < before) {
             format!(
                 "no heartbeat from its process {} since {}",
                 run.owner,

@@ -5,6 +5,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -317,18 +318,48 @@ impl PgStorage {
         }
     }
 
-    /// A pooled client with `sql` prepared (and cached on its connection).
-    async fn prepared(
+    /// Runs a cached prepared statement — again, on a new connection, while the server
+    /// cannot be reached (a restart, a failover), for up to [`RECONNECT_WITHIN`] — and
+    /// returns its rows (or the count of rows it changed), and whether it was tried again.
+    async fn statement(
         &self,
         operation: &'static str,
         sql: &str,
-    ) -> CoreResult<(deadpool_postgres::Client, tokio_postgres::Statement)> {
-        let client = self.client(operation).await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(self.db_error(operation))?;
-        Ok((client, statement))
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        want_rows: bool,
+    ) -> (CoreResult<Outcome>, bool) {
+        let deadline = tokio::time::Instant::now() + RECONNECT_WITHIN;
+        let mut pause = Duration::from_millis(50);
+        let mut retried = false;
+        loop {
+            let attempt = async {
+                let client = self.inner.pg.get().await.map_err(Failure::Pool)?;
+                let statement = client.prepare_cached(sql).await.map_err(Failure::Db)?;
+                if want_rows {
+                    client.query(&statement, params).await.map(Outcome::Rows)
+                } else {
+                    client.execute(&statement, params).await.map(Outcome::Count)
+                }
+                .map_err(Failure::Db)
+            };
+            match attempt.await {
+                Ok(outcome) => return (Ok(outcome), retried),
+                Err(failure)
+                    if failure.is_transient() && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(
+                        target: "dagrs::storage",
+                        database = %self.inner.pg.masked_url(),
+                        "cannot {operation}, trying again: {failure}"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    retried = true;
+                }
+                Err(Failure::Pool(e)) => return (Err(storage_error(operation, e)), retried),
+                Err(Failure::Db(e)) => return (Err(self.db_error(operation)(e)), retried),
+            }
+        }
     }
 
     /// Runs a cached prepared statement and returns its rows.
@@ -338,11 +369,10 @@ impl PgStorage {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> CoreResult<Vec<Row>> {
-        let (client, statement) = self.prepared(operation, sql).await?;
-        client
-            .query(&statement, params)
-            .await
-            .map_err(self.db_error(operation))
+        match self.statement(operation, sql, params, true).await.0? {
+            Outcome::Rows(rows) => Ok(rows),
+            Outcome::Count(_) => unreachable!("asked for rows"),
+        }
     }
 
     /// Runs a cached prepared statement and returns how many rows it changed.
@@ -352,11 +382,10 @@ impl PgStorage {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> CoreResult<u64> {
-        let (client, statement) = self.prepared(operation, sql).await?;
-        client
-            .execute(&statement, params)
-            .await
-            .map_err(self.db_error(operation))
+        match self.statement(operation, sql, params, false).await.0? {
+            Outcome::Count(count) => Ok(count),
+            Outcome::Rows(_) => unreachable!("asked for a count"),
+        }
     }
 
     /// Runs a compare-and-set statement that returns `(changed, exists)` for `run_id`.
@@ -469,8 +498,8 @@ impl Storage for PgStorage {
                 m.code_versions.push(materialization.code_version);
             }
         }
-        let appended = self
-            .execute(
+        let (appended, retried) = self
+            .statement(
                 OP,
                 &self.inner.sql.append_events,
                 &[
@@ -487,22 +516,35 @@ impl Storage for PgStorage {
                     &m.values,
                     &m.code_versions,
                 ],
+                false,
             )
             .await;
-        match appended {
-            Ok(_) => Ok(()),
-            // The foreign key rejects events of unknown runs: name the first such run.
-            Err(e) => {
-                let unknown = self
-                    .query(OP, &self.inner.sql.unknown_runs, &[&run_ids])
-                    .await?;
-                match unknown.first() {
-                    Some(row) => Err(dagrs_core::Error::RunNotFound(
-                        row.try_get(0).map_err(|e| storage_error(OP, e))?,
-                    )),
-                    None => Err(e),
-                }
+        let Err(e) = appended else {
+            return Ok(());
+        };
+        // A batch tried again after a lost connection may have been committed the first
+        // time: all of it being there then means it was written once.
+        if retried && is_unique_violation(&e) {
+            let present = self
+                .query(OP, &self.inner.sql.events_present, &[&run_ids, &seqs])
+                .await?;
+            let present: i64 = present
+                .first()
+                .map_or(Ok(0), |row| row.try_get(0))
+                .map_err(|e| storage_error(OP, e))?;
+            if present == events.len() as i64 {
+                return Ok(());
             }
+        }
+        // The foreign key rejects events of unknown runs: name the first such run.
+        let unknown = self
+            .query(OP, &self.inner.sql.unknown_runs, &[&run_ids])
+            .await?;
+        match unknown.first() {
+            Some(row) => Err(dagrs_core::Error::RunNotFound(
+                row.try_get(0).map_err(|e| storage_error(OP, e))?,
+            )),
+            None => Err(e),
         }
     }
 
@@ -711,6 +753,67 @@ struct MaterializationColumns<'a> {
     metadata: Vec<Json<&'a Metadata>>,
     values: Vec<Json<&'a serde_json::Value>>,
     code_versions: Vec<Option<&'a str>>,
+}
+
+/// How long a statement is tried again while the server cannot be reached.
+const RECONNECT_WITHIN: Duration = Duration::from_secs(30);
+
+/// What a statement returned.
+enum Outcome {
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+/// Why an attempt at a statement failed.
+enum Failure {
+    Pool(Error),
+    Db(tokio_postgres::Error),
+}
+
+impl Failure {
+    /// Whether the server could not be reached or went away: worth trying again on a new
+    /// connection, unlike an error of the statement itself.
+    fn is_transient(&self) -> bool {
+        match self {
+            Failure::Pool(e) => matches!(e, Error::Connect { .. }),
+            Failure::Db(e) => {
+                e.is_closed()
+                    || match e.code() {
+                        None => e.as_db_error().is_none(),
+                        Some(code) => {
+                            code.code().starts_with("08")
+                                || [
+                                    SqlState::ADMIN_SHUTDOWN,
+                                    SqlState::CRASH_SHUTDOWN,
+                                    SqlState::CANNOT_CONNECT_NOW,
+                                ]
+                                .contains(code)
+                        }
+                    }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Pool(e) => e.fmt(f),
+            Failure::Db(e) => f.write_str(&describe(e)),
+        }
+    }
+}
+
+/// Whether `error` is a unique violation reported by the server.
+fn is_unique_violation(error: &dagrs_core::Error) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
+            return pg.code() == Some(&SqlState::UNIQUE_VIOLATION);
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn storage_error(operation: &'static str, source: impl Into<BoxError>) -> dagrs_core::Error {

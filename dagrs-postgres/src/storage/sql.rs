@@ -19,6 +19,7 @@ pub(super) struct Statements {
     pub(super) finish_run: String,
     pub(super) request_cancel: String,
     pub(super) unknown_runs: String,
+    pub(super) events_present: String,
     pub(super) heartbeat: String,
     pub(super) run: String,
     pub(super) runs: String,
@@ -86,6 +87,11 @@ impl Statements {
                  ) \
                  SELECT EXISTS (SELECT 1 FROM asked), \
                         EXISTS (SELECT 1 FROM {runs} WHERE run_id = $1)"
+            ),
+            events_present: format!(
+                "SELECT count(*) FROM unnest($1::text[], $2::bigint[]) AS b(run_id, seq) \
+                 WHERE EXISTS (SELECT 1 FROM {events} AS e \
+                               WHERE e.run_id = b.run_id AND e.seq = b.seq)"
             ),
             unknown_runs: format!(
                 "SELECT id FROM unnest($1::text[]) AS id \

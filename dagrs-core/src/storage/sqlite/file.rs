@@ -146,6 +146,16 @@ pub(super) fn resolve(path: &Path) -> Result<PathBuf, Error> {
     })
 }
 
+/// The canonical form of an existing `path`, creating nothing.
+pub(super) fn resolve_existing(path: &Path) -> Result<PathBuf, Error> {
+    fs::canonicalize(path).map_err(|e| {
+        Error::storage(
+            OPEN,
+            format!("cannot resolve the path {}: {e}", path.display()),
+        )
+    })
+}
+
 pub(super) fn not_a_store(path: &Path, reason: impl fmt::Display) -> Error {
     Error::storage(
         OPEN,
@@ -200,22 +210,53 @@ pub(super) fn is_not_a_database(error: &rusqlite::Error) -> bool {
     )
 }
 
+/// The application id, schema version and object names of the file.
+fn read_header(conn: &Connection) -> rusqlite::Result<(i32, i64, Vec<String>)> {
+    let application_id = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+    let version = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         ORDER BY name",
+    )?;
+    let names = stmt
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok((application_id, version, names))
+}
+
+/// Runs `work` again while SQLite says the file is busy or locked (another process opening
+/// or migrating it), up to [`SqliteStorage::BUSY_TIMEOUT`](super::SqliteStorage::BUSY_TIMEOUT):
+/// some lock upgrades fail at once instead of waiting for the busy timeout.
+pub(super) fn retry_busy<T>(mut work: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + super::SqliteStorage::BUSY_TIMEOUT;
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        match work() {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What an opened file holds: `None` for an empty database, `Some(version)` for a dagrs
 /// store this code can use; an error for anything else. Only reads.
 pub(super) fn inspect(conn: &Connection, path: &Path) -> Result<Option<i64>, Error> {
+    // One snapshot: another process may commit its migration between separate reads.
     let read = || -> rusqlite::Result<(i32, i64, Vec<String>)> {
-        let application_id = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
-        let version = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        let mut stmt = conn.prepare(
-            "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
-             ORDER BY name",
-        )?;
-        let names = stmt
-            .query_map([], |row| row.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok((application_id, version, names))
+        conn.execute_batch("SAVEPOINT inspect")?;
+        let header = read_header(conn);
+        conn.execute_batch("RELEASE inspect")?;
+        header
     };
-    let (application_id, version, names) = read().map_err(|e| {
+    let (application_id, version, names) = retry_busy(read).map_err(|e| {
         if is_not_a_database(&e) {
             not_a_store(path, e)
         } else {
@@ -276,7 +317,7 @@ pub(super) fn inspect(conn: &Connection, path: &Path) -> Result<Option<i64>, Err
 /// Brings the schema up to date in one transaction (re-checking inside it, so two processes
 /// opening the same new file do not both migrate it).
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), Error> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
+    retry_busy(|| conn.execute_batch("BEGIN IMMEDIATE")).map_err(|e| {
         Error::storage(
             OPEN,
             format!(

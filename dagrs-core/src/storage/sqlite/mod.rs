@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, OptionalExtension};
 
-use self::file::resolve;
+use self::file::{resolve, resolve_existing};
 use self::rows::{
     append, from_json, instant, is_primary_key_clash, limit_to_sql, micros, prune,
     query_materializations, query_runs, run_exists, seq_from_sql, to_json, EventInsert, OrStorage,
@@ -96,6 +96,20 @@ impl SqliteStorage {
         let shared = Arc::new(Shared::open(path.clone())?);
         stores.insert(path, Arc::downgrade(&shared));
         Ok(SqliteStorage { shared })
+    }
+
+    /// Opens the existing store at `path` for reading only — nothing is created, migrated or
+    /// written, so a store in a read-only folder can be inspected — or `Ok(None)` when there
+    /// is no file at `path`. Writes through it fail with an error that says so.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Option<SqliteStorage>, Error> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let path = resolve_existing(path)?;
+        Ok(Some(SqliteStorage {
+            shared: Arc::new(Shared::open_read_only(path)?),
+        }))
     }
 
     /// Opens the store at [`default_path`](Self::default_path).

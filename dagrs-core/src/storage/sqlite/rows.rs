@@ -11,16 +11,45 @@ use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
 use crate::storage::{runs_to_prune, MaterializationRecord, PruneReport, Retention, RunRecord};
 
-/// `.or_storage(op)`: a SQLite error as an [`Error::Storage`].
+/// `.or_storage(op)`: a SQLite error as an [`Error::Storage`]; a value that cannot be read
+/// back, or a damaged file, as [`Damage`].
 pub(super) trait OrStorage<T> {
     fn or_storage(self, op: &'static str) -> Result<T, Error>;
 }
 
 impl<T> OrStorage<T> for rusqlite::Result<T> {
     fn or_storage(self, op: &'static str) -> Result<T, Error> {
-        self.map_err(|e| Error::storage(op, e))
+        self.map_err(|e| {
+            let damaged = matches!(
+                e,
+                rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::Utf8Error(..)
+            ) || matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            );
+            if damaged {
+                Error::storage(op, Damage(e.to_string()))
+            } else {
+                Error::storage(op, e)
+            }
+        })
     }
 }
+
+/// What was found unreadable in a store that opened fine: a sign that the file is damaged.
+/// The store then stops writing (see `Shared::checked`).
+#[derive(Debug)]
+pub(super) struct Damage(pub(super) String);
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Damage {}
 
 pub(super) fn is_primary_key_clash(error: &rusqlite::Error) -> bool {
     matches!(
@@ -37,7 +66,9 @@ pub(super) fn instant(micros: i64, op: &'static str, what: &str) -> Result<DateT
     DateTime::from_timestamp_micros(micros).ok_or_else(|| {
         Error::storage(
             op,
-            format!("the stored {what} ({micros} µs since 1970) is out of range"),
+            Damage(format!(
+                "the stored {what} ({micros} µs since 1970) is out of range"
+            )),
         )
     })
 }
@@ -58,7 +89,9 @@ pub(super) fn seq_from_sql(seq: i64, op: &'static str) -> Result<u64, Error> {
     u64::try_from(seq).map_err(|_| {
         Error::storage(
             op,
-            format!("the stored event sequence number {seq} is negative"),
+            Damage(format!(
+                "the stored event sequence number {seq} is negative"
+            )),
         )
     })
 }
@@ -80,7 +113,7 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(
     what: impl FnOnce() -> String,
 ) -> Result<T, Error> {
     serde_json::from_str(text)
-        .map_err(|e| Error::storage(op, format!("{} cannot be read: {e}", what())))
+        .map_err(|e| Error::storage(op, Damage(format!("{} cannot be read: {e}", what()))))
 }
 
 pub(super) const RUN_COLUMNS: &str =
@@ -128,7 +161,7 @@ impl RunRow {
             status: self
                 .status
                 .parse::<RunStatus>()
-                .map_err(|e| Error::storage(op, format!("stored run `{id}`: {e}")))?,
+                .map_err(|e| Error::storage(op, Damage(format!("stored run `{id}`: {e}"))))?,
             selection: self.selection,
             assets: from_json(&self.assets, op, || column("assets"))?,
             config: from_json(&self.config, op, || column("config"))?,

@@ -601,3 +601,41 @@ async fn instants_round_trip_to_the_microsecond_and_sort() {
         [early]
     );
 }
+
+#[tokio::test]
+async fn a_damaged_store_says_so_and_stops_writing() {
+    let dir = TempDir::new("damaged");
+    {
+        let store = SqliteStorage::open(dir.file()).unwrap();
+        store.create_run(&run_record("good", 0)).await.unwrap();
+        store.create_run(&run_record("bad", 1)).await.unwrap();
+    }
+    // Bytes that are not UTF-8 where text belongs, as a failing disk or a foreign writer
+    // might leave them.
+    let raw = Connection::open(dir.file()).unwrap();
+    raw.execute(
+        "UPDATE runs SET selection = CAST(x'ff00fe' AS TEXT) WHERE run_id = 'bad'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    let good = store.run(&RunId::from("good")).await.unwrap().unwrap();
+    assert_eq!(good.selection, "a+", "what is readable stays readable");
+    let err = store.runs(10).await.unwrap_err().to_string();
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains(".recover"), "says how to recover: {err}");
+    let refused = store
+        .create_run(&run_record("new", 2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("writes nothing more"), "{refused}");
+    drop(store);
+    let raw = Connection::open(dir.file()).unwrap();
+    let count: i64 = raw
+        .query_row("SELECT count(*) FROM runs", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(count, 2, "nothing was written after the damage was found");
+}

@@ -14,8 +14,10 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::file::{
-    check_header, inspect, is_not_a_database, migrate, not_a_store, OPEN, SCHEMA_VERSION,
+    check_header, inspect, is_not_a_database, migrate, not_a_store, retry_busy, OPEN,
+    SCHEMA_VERSION,
 };
+use super::rows::Damage;
 use super::SqliteStorage;
 use crate::error::Error;
 
@@ -41,6 +43,19 @@ impl SqliteStorage {
             reply,
         });
         let shared = &self.shared;
+        if let Some(damage) = lock(&shared.damaged).clone() {
+            return Err(shared.damaged_error(op, &damage));
+        }
+        if shared.read_only {
+            return Err(Error::storage(
+                op,
+                format!(
+                    "the SQLite store {} was opened read-only; open it with \
+                     `SqliteStorage::open` (where it may be written) to {op}",
+                    shared.path.display()
+                ),
+            ));
+        }
         let sender = shared
             .sender
             .as_ref()
@@ -50,7 +65,8 @@ impl SqliteStorage {
             shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(writer_stopped(op, &shared.path));
         }
-        answer.await.map_err(|_| writer_stopped(op, &shared.path))?
+        let result = answer.await.map_err(|_| writer_stopped(op, &shared.path))?;
+        shared.checked(op, result)
     }
 
     /// Runs `work` on a read connection, on tokio's blocking pool.
@@ -64,7 +80,7 @@ impl SqliteStorage {
             let conn = shared.reader(op)?;
             let result = work(&conn);
             shared.give_back(conn);
-            result
+            shared.checked(op, result)
         })
         .await
         .map_err(|e| Error::storage(op, e))?
@@ -104,6 +120,10 @@ pub(super) struct Shared {
     writer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     pub(super) stats: Arc<Stats>,
+    /// What was found damaged, once something was: the store then refuses every write.
+    damaged: Mutex<Option<String>>,
+    /// Opened for reading only: no writer, read connections that never create files.
+    read_only: bool,
 }
 
 impl Shared {
@@ -130,9 +150,10 @@ impl Shared {
             .map_err(sqlite)?;
         // Everything before this point only reads, so a file that is refused stays as it was.
         let version = inspect(&conn, &path)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
-            .map_err(sqlite)?;
+        let mode: String = retry_busy(|| {
+            conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+        })
+        .map_err(sqlite)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(
                 path = %path.display(),
@@ -173,7 +194,41 @@ impl Shared {
             writer: Some(writer),
             readers: Mutex::new(Vec::new()),
             stats,
+            damaged: Mutex::new(None),
+            read_only: false,
         })
+    }
+
+    /// Opens the existing store at `path` for reading only: nothing is created, migrated or
+    /// written, so a store in a read-only folder (a backup, another user's home) can be
+    /// inspected. Its schema must be this version's.
+    pub(super) fn open_read_only(path: PathBuf) -> Result<Shared, Error> {
+        check_header(&path)?;
+        let shared = Shared {
+            path,
+            sender: None,
+            writer: None,
+            readers: Mutex::new(Vec::new()),
+            stats: Arc::default(),
+            damaged: Mutex::new(None),
+            read_only: true,
+        };
+        let conn = shared.reader(OPEN)?;
+        let version = inspect(&conn, &shared.path)?;
+        shared.give_back(conn);
+        match version {
+            Some(SCHEMA_VERSION) => Ok(shared),
+            found => Err(Error::storage(
+                OPEN,
+                format!(
+                    "the SQLite store {} is at schema version {} and can only be read at \
+                     version {SCHEMA_VERSION}; run a command that writes (or open it with \
+                     `SqliteStorage::open`) once to bring it up to date",
+                    shared.path.display(),
+                    found.unwrap_or(0)
+                ),
+            )),
+        }
     }
 
     /// An idle read connection, or a new one.
@@ -181,16 +236,29 @@ impl Shared {
         if let Some(conn) = lock(&self.readers).pop() {
             return Ok(conn);
         }
-        let open = || -> rusqlite::Result<Connection> {
-            let conn = Connection::open_with_flags(
-                &self.path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
+        let open = |path: &Path, flags: OpenFlags| -> rusqlite::Result<Connection> {
+            let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
             conn.busy_timeout(SqliteStorage::BUSY_TIMEOUT)?;
             conn.pragma_update(None, "query_only", true)?;
+            // The first read makes SQLite open the WAL index, which may fail in a folder this
+            // process cannot write.
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
             Ok(conn)
         };
-        open().map_err(|e| {
+        let opened = if self.read_only {
+            open(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY).or_else(|_| {
+                // A WAL store whose folder is read-only: read the file as it is, with no
+                // WAL index (nobody can be writing it without write access to the folder).
+                let uri = format!("file:{}?immutable=1", self.path.display());
+                open(
+                    Path::new(&uri),
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+                )
+            })
+        } else {
+            open(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        };
+        opened.map_err(|e| {
             Error::storage(
                 op,
                 format!(
@@ -199,6 +267,34 @@ impl Shared {
                 ),
             )
         })
+    }
+
+    /// Passes `result` on; when it says the file is damaged, remembers that (so every later
+    /// write is refused, and nothing more is written into a damaged file) and says how to
+    /// recover.
+    fn checked<T>(&self, op: &'static str, result: Result<T, Error>) -> Result<T, Error> {
+        match result {
+            Err(Error::Storage { source, .. }) if source.downcast_ref::<Damage>().is_some() => {
+                let detail = source.to_string();
+                lock(&self.damaged).get_or_insert_with(|| detail.clone());
+                tracing::error!(path = %self.path.display(), "the SQLite store is damaged: {detail}");
+                Err(self.damaged_error(op, &detail))
+            }
+            other => other,
+        }
+    }
+
+    fn damaged_error(&self, op: &'static str, detail: &str) -> Error {
+        let path = self.path.display();
+        Error::storage(
+            op,
+            format!(
+                "the SQLite store {path} is damaged ({detail}); dagrs writes nothing more into \
+                 it. Keep a copy, then recover what is readable with `sqlite3 {path} .recover \
+                 | sqlite3 recovered.db` and use that file, or move {path} away (or set \
+                 DAGRS_HOME) to start a new store"
+            ),
+        )
     }
 
     fn give_back(&self, conn: Connection) {

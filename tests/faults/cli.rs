@@ -3,85 +3,12 @@
 //! middle of a step; the next command marks the run failed, keeps its event log up to the
 //! kill, and a re-execution from failure completes it.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
-use dagrs_core::storage::{SqliteStorage, Storage};
+use dagrs_core::storage::Storage;
 use dagrs_core::{EventKind, RunId, RunStatus};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_dagrs-crash-probe");
-
-/// A `DAGRS_HOME` of its own, removed at the end.
-struct Home(tempfile::TempDir);
-
-impl Home {
-    fn new(name: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("dagrs-{name}-"))
-            .tempdir()
-            .unwrap();
-        Home(dir)
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-
-    fn probe(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(PROBE);
-        command
-            .args(args)
-            .env("DAGRS_HOME", self.path())
-            .env_remove("PROBE_HANG")
-            .env_remove("PROBE_FAIL")
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let output = self.probe(args).output().expect("the probe runs");
-        println!(
-            "$ probe {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
-    }
-
-    fn store(&self) -> SqliteStorage {
-        SqliteStorage::open(self.path().join("dagrs.db")).expect("the store opens")
-    }
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
-
-/// Waits until the store shows `slow` started (bounded, so a broken probe fails the test
-/// instead of hanging it).
-async fn wait_for_slow(store: &dyn Storage) -> RunId {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(run) = store.runs(1).await.unwrap().into_iter().next() {
-            let events = store.events(&run.run_id, None).await.unwrap();
-            if events.iter().any(|e| {
-                e.asset.as_deref() == Some("slow")
-                    && matches!(e.kind, EventKind::StepStarted { .. })
-            }) {
-                return run.run_id;
-            }
-        }
-        assert!(Instant::now() < deadline, "the probe never started `slow`");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::home::{json, wait_for_slow, Home};
 
 #[tokio::test]
 async fn a_killed_run_is_marked_failed_and_reexecutes_from_failure() {
