@@ -11,6 +11,9 @@
 //! # }
 //! ```
 //!
+//! [`readings_table_sql`] is the one definition of a readings table (`influx_hist` in the
+//! EcoAnP example), shared by this crate's tests, the example and the ingest bench.
+//!
 //! The server is `DAGRS_TEST_PG` (a URL to any database on it, used for
 //! `CREATE DATABASE` / `DROP DATABASE`), default
 //! `postgres://postgres@127.0.0.1:5432/postgres`. When it is unreachable the
@@ -19,7 +22,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::PostgresResource;
+use crate::{PostgresResource, QualifiedName};
 use tokio_postgres::{Client, Config, NoTls};
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -105,6 +108,31 @@ impl Drop for TestDatabase {
             panic!("{message}");
         }
     }
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for a table of time-series readings in the shape the
+/// [`BucketAggregate`](crate::BucketAggregate) defaults expect (the EcoAnP `influx_hist`):
+/// one row per `(ts, tag_name)`, a nullable `value`, `qc` and `meta`, and an `updated_at`
+/// that upserts refresh.
+///
+/// ```
+/// use dagrs_postgres::{testing::readings_table_sql, QualifiedName};
+/// let sql = readings_table_sql(&QualifiedName::parse("influx_hist")?);
+/// assert!(sql.starts_with(r#"CREATE TABLE IF NOT EXISTS "influx_hist" ("#));
+/// # Ok::<(), dagrs_postgres::Error>(())
+/// ```
+pub fn readings_table_sql(table: &QualifiedName) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+             ts         timestamptz NOT NULL,
+             tag_name   text NOT NULL,
+             value      double precision,
+             qc         integer,
+             meta       jsonb,
+             updated_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (ts, tag_name)
+         )"
+    )
 }
 
 fn admin_url() -> String {
