@@ -1,4 +1,5 @@
-//! Rows per second into the seed's `influx_hist` table, four ways:
+//! Rows per second into the seed's `influx_hist` table (as the EcoAnP example creates it,
+//! [`ecoanp::schema::ensure`]), four ways:
 //!
 //! - `a_row_by_row_upsert`: one `INSERT … ON CONFLICT DO UPDATE` per row in
 //!   one transaction, as the seed's Python asset does, over 100,000 stored rows;
@@ -31,16 +32,6 @@ use serde_json::{json, Value};
 const BULK_ROWS: i64 = 1_000_000;
 const ROW_BY_ROW_ROWS: i64 = 100_000;
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// The seed's table.
-const INFLUX_HIST: &str = "CREATE TABLE influx_hist (
-    ts timestamptz NOT NULL,
-    tag_name text NOT NULL,
-    value double precision,
-    qc int,
-    meta jsonb,
-    updated_at timestamptz DEFAULT now(),
-    PRIMARY KEY (ts, tag_name))";
 
 /// The seed's per-row statement.
 const SEED_INSERT: &str = "INSERT INTO influx_hist (ts, tag_name, value, qc, meta)
@@ -124,11 +115,9 @@ impl BenchDb {
                 .batch_execute(&format!("CREATE DATABASE {name}"))
                 .await
                 .expect("CREATE DATABASE");
-            connect(&url)
+            ecoanp::schema::ensure(&connect(&url).await)
                 .await
-                .batch_execute(INFLUX_HIST)
-                .await
-                .expect("CREATE TABLE");
+                .expect("the EcoAnP tables");
         });
         Self {
             admin_url,

@@ -1,34 +1,16 @@
 //! The EcoAnP pipeline on real PostgreSQL (and, for its source, the real InfluxDB): each asset
 //! unit-tested with `build_asset_context`, the aggregates checked against sums computed here,
-//! bad config rejected before any SQL runs, and the whole pipeline run twice.
-
-#[path = "../examples/ecoanp/assets.rs"]
-mod assets;
-#[allow(dead_code)]
-#[path = "../examples/ecoanp/influx.rs"]
-mod influx;
-#[path = "../examples/ecoanp/schema.rs"]
-mod schema;
-#[allow(dead_code)]
-#[path = "../examples/ecoanp/simulator.rs"]
-mod simulator;
-#[allow(dead_code)]
-#[path = "../examples/ecoanp/source.rs"]
-mod source;
+//! bad config rejected before anything runs, and the whole pipeline run twice.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use assets::{
-    create_aggregates, influx_data, influx_tags, AggregatesSummary, IngestSummary, Source,
-    TagSummary,
-};
 use chrono::{DateTime, TimeZone, Utc};
 use dagrs_core::prelude::*;
 use dagrs_core::AssetContextBuilder;
 use dagrs_postgres::testing::TestDatabase;
+use ecoanp::assets::{AggregatesSummary, IngestSummary, TagSummary};
+use ecoanp::{create_aggregates, influx_data, influx_tags, Influx, Simulator, Source};
 use serde_json::json;
-use simulator::Simulator;
 
 fn window_end() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
@@ -222,23 +204,42 @@ async fn aggregates_match_sums_computed_independently() {
 async fn bad_buckets_and_view_names_are_rejected_before_any_sql() {
     let db = TestDatabase::create().await;
     let ingest = data(&db, tags(&db).await).await;
-    for (config, expected) in [
+    let bad = [
         (
             json!({ "time_buckets": ["1 minute", "1 minute; DROP TABLE influx_hist"] }),
-            "1 minute; DROP TABLE influx_hist",
+            "invalid bucket interval \"1 minute; DROP TABLE influx_hist\"",
+        ),
+        (
+            json!({ "time_buckets": ["5 minuts"] }),
+            "invalid bucket interval \"5 minuts\"",
         ),
         (json!({ "time_buckets": ["five minutes"] }), "five minutes"),
         (
             json!({ "view_prefix": "agg\"; DROP TABLE influx_hist; --" }),
-            "agg",
+            "invalid SQL identifier \"agg\\\"; DROP TABLE influx_hist; --\"",
         ),
-    ] {
+        (json!({ "view_prefix": "Influx-Agg" }), "[a-z_][a-z0-9_]*"),
+    ];
+    for (config, expected) in &bad {
+        // Rejected when the config is read: by the test context...
         let err = context(&db)
             .input::<influx_data>(ingest.clone())
-            .config(config)
+            .config(config.clone())
             .invoke::<create_aggregates>()
             .await
             .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("create_aggregates"), "{text}");
+        assert!(text.contains(expected), "{text}");
+        // ...and by Definitions, before any run.
+        let err = Definitions::builder()
+            .specs(assets![influx_tags, influx_data, create_aggregates])
+            .resource(db.pg.clone())
+            .resource(Source::Simulator(sim()))
+            .config(RunConfig::new().asset("create_aggregates", config.clone()))
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("{config} was accepted"));
         assert!(err.to_string().contains(expected), "{err}");
     }
     let client = db.pg.get().await.unwrap();
@@ -254,6 +255,72 @@ async fn bad_buckets_and_view_names_are_rejected_before_any_sql() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 3240, "the data is untouched");
+}
+
+#[test]
+fn windows_out_of_range_are_rejected_when_the_config_is_read() {
+    for hours in [0u64, 745, 4_294_967_295, 20_000] {
+        let pg =
+            dagrs_postgres::PostgresResource::from_url("postgres://postgres@127.0.0.1/x").unwrap();
+        let err = Definitions::builder()
+            .specs(assets![influx_tags, influx_data, create_aggregates])
+            .resource(pg)
+            .resource(Source::Simulator(sim()))
+            .config(RunConfig::new().asset("influx_data", json!({ "time_window_hours": hours })))
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("a window of {hours} hours was accepted"))
+            .to_string();
+        assert!(
+            err.contains("influx_data") && err.contains("time_window_hours"),
+            "{err}"
+        );
+        assert!(
+            err.contains("1 to 744 hours") || err.contains("u32"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_runs_writing_the_same_new_window_at_once_both_succeed_first_time() {
+    let db = TestDatabase::create().await;
+    let tags = tags(&db).await;
+    let (a, b) = tokio::join!(data(&db, tags.clone()), data(&db, tags));
+    assert_eq!(a.records, 3240);
+    assert_eq!(b.records, 3240);
+    assert!(
+        a.direct_copy || b.direct_copy,
+        "at least one went straight in with COPY"
+    );
+    let rows: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM influx_hist", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3240, "each reading once");
+}
+
+#[test]
+fn an_empty_time_window_is_rejected_when_the_config_is_read() {
+    let pg = dagrs_postgres::PostgresResource::from_url("postgres://postgres@127.0.0.1/x").unwrap();
+    let built = Definitions::builder()
+        .specs(assets![influx_tags, influx_data, create_aggregates])
+        .resource(pg)
+        .resource(Source::Simulator(sim()))
+        .config(RunConfig::new().asset("influx_data", json!({ "time_window_hours": 0 })))
+        .build();
+    let Err(err) = built else {
+        panic!("a window of 0 hours was accepted")
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("influx_data") && text.contains("time_window_hours"),
+        "{text}"
+    );
+    assert!(text.contains("1 to 744 hours"), "{text}");
 }
 
 #[tokio::test]
@@ -273,6 +340,34 @@ async fn an_unreachable_database_is_named_with_its_password_masked() {
     assert!(text.contains("ecoanp"), "{text}");
     assert!(text.contains("***"), "{text}");
     assert!(!text.contains("s3cret-pw"), "{text}");
+}
+
+#[tokio::test]
+async fn an_unreachable_influxdb_is_tried_three_times_and_named_with_its_password_masked() {
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://alice:s3cr3t-pw@127.0.0.1:{port}");
+    let db = TestDatabase::create().await;
+    let defs = Definitions::builder()
+        .specs(assets![influx_tags, influx_data, create_aggregates])
+        .resource(db.pg.clone())
+        .resource(Source::Influx(Influx::new(&url, "ecoanp").unwrap()))
+        .build()
+        .unwrap();
+    let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    assert!(!result.success());
+    let step = result.step("influx_tags").unwrap();
+    assert_eq!(step.attempts, 3, "the asset's retry policy: 2 retries");
+    let error = step.error.as_ref().unwrap().to_string();
+    let server = format!("cannot reach InfluxDB at http://alice:***@127.0.0.1:{port}");
+    assert!(error.contains(&server), "{error}");
+    assert!(!error.contains("s3cr3t-pw"), "{error}");
+    let skipped = result.step("influx_data").unwrap().status;
+    assert_eq!(skipped, dagrs_core::StepStatus::Skipped);
 }
 
 #[tokio::test]
@@ -297,25 +392,26 @@ async fn the_pipeline_runs_twice_with_identical_counts() {
 #[tokio::test]
 async fn the_pipeline_reads_from_a_real_influxdb() {
     let url = std::env::var("INFLUX_URL").unwrap_or_else(|_| "http://127.0.0.1:8086".into());
-    let database = format!("ecoanp_test_{}", std::process::id());
-    let client = influx::InfluxClient::new(&url, database.clone()).unwrap();
-    client.ping().unwrap_or_else(|e| {
-        panic!("this test needs InfluxDB (`bash .ci/influxd.sh` starts one): {e}")
-    });
-    client.create_database(&database).unwrap();
-    let readings = sim().readings(window_end() - chrono::Duration::hours(2), window_end());
-    client.write_readings(sim().tags(), &readings).unwrap();
+    let influx = Influx::new(&url, &format!("ecoanp_test_{}", std::process::id())).unwrap();
+    // Seeds the simulator's two hours before the window's end into a new database.
+    let seeded = influx
+        .seed_if_missing(window_end())
+        .await
+        .unwrap_or_else(|e| {
+            panic!("this test needs InfluxDB (`bash .ci/influxd.sh` starts one): {e}")
+        });
+    assert_eq!(seeded, Some(2 * 3240));
 
     let db = TestDatabase::create().await;
     let defs = Definitions::builder()
         .specs(assets![influx_tags, influx_data, create_aggregates])
         .resource(db.pg.clone())
-        .resource(Source::Influx(Arc::new(client.clone())))
+        .resource(Source::Influx(influx.clone()))
         .config(RunConfig::new().asset("influx_data", json!({ "window_end": window_end() })))
         .build()
         .unwrap();
     let result = materialize(&defs, "*", RunConfig::new()).await;
-    client.drop_database(&database).unwrap();
+    influx.drop_database().await.unwrap();
     let result = result.unwrap();
     assert!(result.success(), "{result}");
     assert_eq!(result.output::<influx_tags>().unwrap().total_tags, 9);
@@ -324,4 +420,11 @@ async fn the_pipeline_reads_from_a_real_influxdb() {
         3240,
         "only the last hour"
     );
+    let client = db.pg.get().await.unwrap();
+    let source: String = client
+        .query_one("SELECT DISTINCT meta->>'source' FROM influx_hist", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(source, "influxdb");
 }

@@ -448,6 +448,31 @@ pub async fn list_aggregates(client: &Client, name_prefix: &str) -> Result<Vec<A
     Ok(found)
 }
 
+/// `CREATE TABLE IF NOT EXISTS` for a table of time-series readings in the shape the
+/// [`BucketAggregate`](crate::BucketAggregate) defaults expect (the EcoAnP `influx_hist`):
+/// one row per `(ts, tag_name)`, a nullable `value`, `qc` and `meta`, and an `updated_at`
+/// that upserts refresh.
+///
+/// ```
+/// use dagrs_postgres::{readings_table_sql, QualifiedName};
+/// let sql = readings_table_sql(&QualifiedName::parse("influx_hist")?);
+/// assert!(sql.starts_with(r#"CREATE TABLE IF NOT EXISTS "influx_hist" ("#));
+/// # Ok::<(), dagrs_postgres::Error>(())
+/// ```
+pub fn readings_table_sql(table: &QualifiedName) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+             ts         timestamptz NOT NULL,
+             tag_name   text NOT NULL,
+             value      double precision,
+             qc         integer,
+             meta       jsonb,
+             updated_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (ts, tag_name)
+         )"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,10 +18,11 @@ const RULE_DOTS: &str = "must be `table` or `schema.table`, with at most one dot
 ///
 /// [`Ident::new`] accepts any name PostgreSQL can store (1 to 63 bytes, no NUL);
 /// [`Ident::plain`] accepts only `[a-z_][a-z0-9_]*`, for names built from
-/// configuration such as view names. Either way the name is used exactly as
-/// written: `Display` renders it double-quoted, with any `"` doubled, so it can
-/// never end the identifier early. Note that quoting makes names
-/// case-sensitive: `Ident::new("Readings")` is not the table `readings`.
+/// configuration such as view names (serde deserializes through `plain`). Either
+/// way the name is used exactly as written: `Display` renders it double-quoted,
+/// with any `"` doubled, so it can never end the identifier early. Note that
+/// quoting makes names case-sensitive: `Ident::new("Readings")` is not the table
+/// `readings`.
 ///
 /// ```
 /// use dagrs_postgres::Ident;
@@ -103,6 +104,23 @@ impl fmt::Debug for Ident {
 impl AsRef<str> for Ident {
     fn as_ref(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ident {
+    /// Deserializes through [`Ident::plain`]: a name read from configuration (a view
+    /// prefix, a table) must be `[a-z_][a-z0-9_]*`, so a bad one is rejected, naming it, when
+    /// the config is read. Build other names in code with [`Ident::new`].
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::plain(name).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Ident {
+    /// Serializes as the name as written, unquoted.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
@@ -276,6 +294,21 @@ mod tests {
         }
         let dotted = QualifiedName::new(Ident::new("a.b").unwrap());
         assert_eq!(dotted.to_string(), r#""a.b""#);
+    }
+
+    #[test]
+    fn deserialization_accepts_only_plain_names() {
+        let ident: Ident = serde_json::from_str(r#""influx_agg_""#).unwrap();
+        assert_eq!(ident.as_str(), "influx_agg_");
+        assert_eq!(serde_json::to_string(&ident).unwrap(), r#""influx_agg_""#);
+        let err = serde_json::from_str::<Ident>(r#""agg\"; DROP TABLE x; --""#).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                r#"invalid SQL identifier "agg\"; DROP TABLE x; --": must match [a-z_][a-z0-9_]*"#
+            ),
+            "{err}"
+        );
+        assert!(serde_json::from_str::<Ident>("3").is_err());
     }
 
     #[test]

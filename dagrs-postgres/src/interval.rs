@@ -315,4 +315,22 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn a_bad_interval_in_config_is_an_error_when_the_config_is_read() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Config {
+            time_buckets: Vec<PgInterval>,
+        }
+        let ok: Config = serde_json::from_str(r#"{"time_buckets": ["1 minute", "5m"]}"#).unwrap();
+        assert_eq!(ok.time_buckets[1].to_string(), "5 minutes");
+        let err = serde_json::from_str::<Config>(r#"{"time_buckets": ["1 minute", "5 minuts"]}"#)
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "invalid bucket interval \"5 minuts\": the unit is not one of the accepted units"
+            ),
+            "{err}"
+        );
+    }
 }

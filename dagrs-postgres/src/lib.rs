@@ -34,8 +34,8 @@ mod timescale;
 mod upsert;
 
 pub use aggregate::{
-    list_aggregates, refresh_aggregate, AggregateInfo, AggregateKind, AggregateReport,
-    BucketAggregate, TimescalePolicy,
+    list_aggregates, readings_table_sql, refresh_aggregate, AggregateInfo, AggregateKind,
+    AggregateReport, BucketAggregate, TimescalePolicy,
 };
 pub use copy::{CopyRow, RowWriter};
 pub use error::{Error, Result};

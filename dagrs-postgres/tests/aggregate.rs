@@ -7,20 +7,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::TestDb;
+use dagrs_postgres::readings_table_sql;
 use dagrs_postgres::tokio_postgres::Client;
 use dagrs_postgres::{
     create_hypertable, enable_timescaledb, list_aggregates, refresh_aggregate,
     timescaledb_available, upsert, AggregateInfo, AggregateKind, BucketAggregate, CopyRow, Error,
     Ident, PgInterval, QualifiedName, RowWriter, TableKind,
 };
-
-const INFLUX_HIST: &str = "CREATE TABLE influx_hist (
-    ts timestamptz NOT NULL,
-    tag_name text NOT NULL,
-    value double precision,
-    qc int,
-    updated_at timestamptz DEFAULT now(),
-    PRIMARY KEY (ts, tag_name))";
 
 const BUCKETS: [&str; 3] = ["1 minute", "5 minutes", "1 hour"];
 
@@ -129,7 +122,10 @@ fn aggregates() -> Vec<BucketAggregate> {
 async fn setup(rows: &[Reading]) -> (TestDb, deadpool_postgres::Client) {
     let db = TestDb::create().await;
     let mut client = db.client().await;
-    client.batch_execute(INFLUX_HIST).await.unwrap();
+    client
+        .batch_execute(&readings_table_sql(&source()))
+        .await
+        .unwrap();
     upsert(&mut client, &source(), &["ts", "tag_name"], rows)
         .await
         .unwrap();

@@ -6,21 +6,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::TestDb;
+use dagrs_postgres::readings_table_sql;
 use dagrs_postgres::tokio_postgres::Client;
 use dagrs_postgres::{
     upsert, CopyRow, Error, QualifiedName, RowWriter, Upsert, UpsertStats, WriteMode, WritePath,
 };
 use serde_json::{json, Value};
-
-/// The seed's `influx_hist` table.
-const INFLUX_HIST: &str = "CREATE TABLE influx_hist (
-    ts timestamptz NOT NULL,
-    tag_name text NOT NULL,
-    value double precision,
-    qc int,
-    meta jsonb,
-    updated_at timestamptz DEFAULT now(),
-    PRIMARY KEY (ts, tag_name))";
 
 #[derive(Debug, Clone, PartialEq)]
 struct Reading {
@@ -121,7 +112,10 @@ fn tuple(s: UpsertStats) -> (u64, u64, u64, WritePath) {
 async fn setup() -> (TestDb, deadpool_postgres::Client) {
     let db = TestDb::create().await;
     let client = db.client().await;
-    client.batch_execute(INFLUX_HIST).await.unwrap();
+    client
+        .batch_execute(&readings_table_sql(&table()))
+        .await
+        .unwrap();
     (db, client)
 }
 

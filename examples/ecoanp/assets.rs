@@ -1,95 +1,37 @@
-//! The seed's three assets: `influx_tags` → `influx_data` → `create_aggregates`.
+//! The seed's three assets, `influx_tags` → `influx_data` → `create_aggregates`, with the
+//! seed's config (`InfluxTagsConfig`, `InfluxDataConfig`, `AggregatesConfig`) and defaults.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DurationRound, TimeDelta, Utc};
 use dagrs_core::prelude::*;
+use dagrs_postgres::tokio_postgres::Client;
 use dagrs_postgres::{
-    list_aggregates, BucketAggregate, CopyRow, PgInterval, PostgresResource, RowWriter, Upsert,
-    WriteMode,
+    list_aggregates, AggregateKind, BucketAggregate, CopyRow, Ident, PgInterval, PostgresResource,
+    RowWriter, Upsert, UpsertStats, WriteMode,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-use crate::influx::InfluxClient;
-use crate::schema;
-use crate::simulator::Simulator;
-use crate::source::{Reading, TagSchema};
+use crate::{schema, Reading, Source, TagSchema, Time};
 
-/// Where tag schemas and readings come from: the built-in simulator, or a real InfluxDB.
-pub enum Source {
-    /// Deterministic simulated sensors.
-    Simulator(Simulator),
-    /// An InfluxDB 1.x server (or 2.x/3.x in v1 compatibility), over HTTP.
-    Influx(Arc<InfluxClient>),
-}
-
-impl Source {
-    /// What the source is, for logs (passwords masked).
-    pub fn describe(&self) -> String {
-        match self {
-            Source::Simulator(sim) => format!(
-                "simulator ({} tags every {:?})",
-                sim.tags().len(),
-                sim.interval()
-            ),
-            Source::Influx(client) => {
-                format!("InfluxDB {} database {}", client.url(), client.database())
-            }
-        }
-    }
-
-    async fn tag_schemas(&self) -> anyhow::Result<Vec<TagSchema>> {
-        match self {
-            Source::Simulator(sim) => Ok(sim.tags().to_vec()),
-            Source::Influx(client) => {
-                let client = Arc::clone(client);
-                Ok(tokio::task::spawn_blocking(move || client.tag_schemas()).await??)
-            }
-        }
-    }
-
-    async fn readings(
-        &self,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<Reading>> {
-        match self {
-            Source::Simulator(sim) => Ok(sim.readings(start, end)),
-            Source::Influx(client) => {
-                let client = Arc::clone(client);
-                Ok(tokio::task::spawn_blocking(move || client.readings(start, end)).await??)
-            }
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Source::Simulator(_) => "simulator",
-            Source::Influx(_) => "influxdb",
-        }
-    }
-}
-
-/// Config of [`influx_tags`] (the seed's `InfluxTagsConfig`).
+/// Config of [`influx_tags()`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InfluxTagsConfig {
     /// Tags written per chunk.
-    pub batch_size: usize,
-    /// How many times reading the schema from the source is tried before the asset fails.
-    pub retry_count: u32,
+    pub batch_size: NonZeroUsize,
 }
 
 impl Default for InfluxTagsConfig {
     fn default() -> Self {
         InfluxTagsConfig {
-            batch_size: 100,
-            retry_count: 3,
+            batch_size: NonZeroUsize::new(100).expect("not zero"),
         }
     }
 }
 
-/// What [`influx_tags`] produced.
+/// What [`influx_tags()`] produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TagSummary {
     /// Tags that were new.
@@ -98,110 +40,114 @@ pub struct TagSummary {
     pub tags_updated: u64,
     /// Tags in the table afterwards.
     pub total_tags: i64,
-    /// The tag names read from the source.
+    /// The names of the tags read from the source.
     pub tag_names: Vec<String>,
 }
 
-struct TagRow<'a> {
-    tag: &'a TagSchema,
-    meta: serde_json::Value,
-}
+struct TagRow<'a>(&'a TagSchema, Value);
 
 impl CopyRow for TagRow<'_> {
     const COLUMNS: &'static [&'static str] =
         &["key", "tag_id", "tag_name", "tag_type", "unit", "meta"];
     fn write_row(&self, row: &mut RowWriter<'_>) {
-        row.push(&self.tag.name)
-            .push(&self.tag.tag_id)
-            .push(&self.tag.name)
-            .push(&self.tag.data_type)
-            .push(&self.tag.unit)
-            .push(&self.meta);
+        let TagRow(tag, meta) = self;
+        row.push(&tag.name).push(&tag.tag_id).push(&tag.name);
+        row.push(&tag.data_type).push(&tag.unit).push(meta);
     }
 }
 
-/// Creates and updates sensor tags in `influx_tag` from the source's schema.
-#[asset(group = "ecoanp", tags(team = "data_engineering", domain = "influxdb"))]
+/// Creates and updates sensor tags in `influx_tag` from the source's schema; tried three
+/// times (the seed's `retry_count`).
+#[asset(group = "ecoanp", retry = Retry::linear(2, Duration::from_millis(200)),
+        tags(team = "data_engineering", domain = "influxdb"))]
 pub async fn influx_tags(
     ctx: &AssetContext,
     config: Config<InfluxTagsConfig>,
     pg: Res<PostgresResource>,
     source: Res<Source>,
 ) -> Result<TagSummary> {
-    ctx.log.info(format!(
-        "reading tag schemas from the {} (batch size {})",
-        source.describe(),
-        config.batch_size
-    ));
-    let mut attempt = 1;
-    let schemas = loop {
-        match source.tag_schemas().await {
-            Ok(schemas) => break schemas,
-            Err(e) if attempt < config.retry_count.max(1) => {
-                ctx.log
-                    .warn(format!("reading the schema failed (try {attempt}): {e:#}"));
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e.context("reading tag schemas from the source")),
-        }
-    };
+    let schemas = source.tag_schemas().await?;
+    // The first write of the pipeline creates what is missing (the database, the tables);
+    // commands that only read never do.
+    if pg.ensure_database().await? {
+        ctx.log.info(format!("created database {}", pg.dbname()));
+    }
     let mut client = pg.get().await?;
     schema::ensure(&client).await?;
-    // Collected first: an iterator holding a closure would make the future not `Send`.
-    let rows: Vec<TagRow<'_>> = schemas
-        .iter()
-        .map(|tag| TagRow {
-            tag,
-            meta: serde_json::json!({ "source": source.name(), "original_schema": tag }),
-        })
-        .collect();
-    let stats = Upsert::new(schema::tag_table(), &["key"])?
-        .chunk_size(config.batch_size.max(1))
-        .execute(&mut client, rows)
-        .await?;
-    let total: i64 = client
-        .query_one("SELECT count(*) FROM influx_tag", &[])
-        .await?
-        .get(0);
-    ctx.log.info(format!(
-        "tags: {} created, {} updated, {total} in all",
-        stats.inserted, stats.updated
-    ));
-    ctx.add_metadata("rows", schemas.len());
-    ctx.add_metadata("inserted", stats.inserted);
-    ctx.add_metadata("updated", stats.updated);
+    let meta = |tag| json!({ "source": source.name(), "original_schema": tag });
+    let rows: Vec<_> = schemas.iter().map(|tag| TagRow(tag, meta(tag))).collect();
+    let upsert = Upsert::new(schema::tag_table(), &["key"])?;
+    let stats = write(
+        ctx,
+        upsert.chunk_size(config.batch_size.get()),
+        &mut client,
+        rows,
+    )
+    .await?;
+    let count = client.query_one("SELECT count(*) FROM influx_tag", &[]);
     Ok(TagSummary {
         tags_created: stats.inserted,
         tags_updated: stats.updated,
-        total_tags: total,
+        total_tags: count.await?.get(0),
         tag_names: schemas.into_iter().map(|t| t.name).collect(),
     })
 }
 
-/// Config of [`influx_data`] (the seed's `InfluxDataConfig`).
+/// Writes `rows`, logs what happened and adds it to the asset's metadata.
+async fn write<R: CopyRow>(
+    ctx: &AssetContext,
+    upsert: Upsert,
+    client: &mut Client,
+    rows: Vec<R>,
+) -> Result<UpsertStats> {
+    let len = rows.len();
+    let stats = upsert.execute(client, rows).await?;
+    let (new, updated) = (stats.inserted, stats.updated);
+    ctx.log
+        .info(format!("{len} rows: {new} new, {updated} updated"));
+    ctx.add_metadata("rows", len);
+    ctx.add_metadata("inserted", new);
+    ctx.add_metadata("updated", updated);
+    ctx.add_metadata("unchanged", stats.unchanged);
+    Ok(stats)
+}
+
+/// Config of [`influx_data()`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InfluxDataConfig {
-    /// Length of the window of readings collected, ending at the last full hour.
+    /// Length of the window collected, ending at the last full hour: 1 to 744 (31 days).
+    #[serde(deserialize_with = "window_hours")]
     pub time_window_hours: u32,
     /// Rows written per chunk.
-    pub batch_size: usize,
+    pub batch_size: NonZeroUsize,
     /// End of the window instead of the last full hour (RFC 3339), for backfills and tests.
-    pub window_end: Option<DateTime<Utc>>,
+    pub window_end: Option<Time>,
 }
 
 impl Default for InfluxDataConfig {
     fn default() -> Self {
+        let batch_size = NonZeroUsize::new(1000).expect("not zero");
+        let (time_window_hours, window_end) = (1, None);
         InfluxDataConfig {
-            time_window_hours: 1,
-            batch_size: 1000,
-            window_end: None,
+            time_window_hours,
+            batch_size,
+            window_end,
         }
     }
 }
 
-/// What [`influx_data`] produced.
+/// Reads `time_window_hours`, refusing windows a run could not hold in memory.
+fn window_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let hours = u32::deserialize(d)?;
+    if !(1..=744).contains(&hours) {
+        let reason = format!("{hours} hours is not a window of 1 to 744 hours (31 days)");
+        return Err(serde::de::Error::custom(reason));
+    }
+    Ok(hours)
+}
+
+/// What [`influx_data()`] produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IngestSummary {
     /// Readings read from the source and written.
@@ -211,30 +157,25 @@ pub struct IngestSummary {
     /// Rows that existed and changed.
     pub updated: u64,
     /// Start of the window (inclusive).
-    pub window_start: DateTime<Utc>,
+    pub window_start: Time,
     /// End of the window (exclusive).
-    pub window_end: DateTime<Utc>,
-    /// Whether the rows went straight in with COPY (no stored row in the window).
+    pub window_end: Time,
+    /// Whether the rows went straight in with COPY (nothing was stored in the window).
     pub direct_copy: bool,
 }
 
-struct HistRow<'a> {
-    reading: &'a Reading,
-    meta: &'a serde_json::Value,
-}
+struct HistRow<'a>(&'a Reading, &'a Value);
 
 impl CopyRow for HistRow<'_> {
     const COLUMNS: &'static [&'static str] = &["ts", "tag_name", "value", "qc", "meta"];
     fn write_row(&self, row: &mut RowWriter<'_>) {
-        row.push(self.reading.ts)
-            .push(&self.reading.tag_name)
-            .push(self.reading.value)
-            .push(self.reading.qc)
-            .push(self.meta);
+        let HistRow(reading, meta) = self;
+        row.push(reading.ts).push(&reading.tag_name);
+        row.push(reading.value).push(reading.qc).push(*meta);
     }
 }
 
-/// Collects readings for the configured window from the source into `influx_hist`.
+/// Collects the readings of the configured window from the source into `influx_hist`.
 #[asset(group = "ecoanp", retry = Retry::exponential(3, Duration::from_secs(60)),
         tags(team = "data_engineering", domain = "data_collection"))]
 pub async fn influx_data(
@@ -244,58 +185,41 @@ pub async fn influx_data(
     pg: Res<PostgresResource>,
     source: Res<Source>,
 ) -> Result<IngestSummary> {
-    anyhow::ensure!(
-        config.time_window_hours > 0,
-        "time_window_hours must be at least 1"
-    );
+    let hours = TimeDelta::hours(i64::from(config.time_window_hours));
     let end = match config.window_end {
         Some(end) => end,
         None => Utc::now().duration_trunc(TimeDelta::hours(1))?,
     };
-    let start = end - TimeDelta::hours(i64::from(config.time_window_hours));
-    ctx.log.info(format!(
-        "collecting readings of {} tags from {start} to {end}",
-        tags.tag_names.len()
-    ));
+    let start = end - hours;
+    ctx.log.info(format!("reading {start} to {end}"));
     let mut readings = source.readings(start, end).await?;
     readings.retain(|r| tags.tag_names.contains(&r.tag_name));
 
     let mut client = pg.get().await?;
-    let stored: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM influx_hist WHERE ts >= $1 AND ts < $2)",
-            &[&start, &end],
-        )
-        .await?
-        .get(0);
-    let mode = if stored {
-        WriteMode::Upsert
-    } else {
-        WriteMode::Direct
+    let sql = "SELECT EXISTS (SELECT 1 FROM influx_hist WHERE ts >= $1 AND ts < $2)";
+    let stored: bool = client.query_one(sql, &[&start, &end]).await?.get(0);
+    let mut upsert = Upsert::new(schema::hist_table(), &["ts", "tag_name"])?;
+    if !stored {
+        upsert = upsert.mode(WriteMode::Direct); // no row to update: plain COPY
+    }
+    let meta = json!({ "source": source.name() });
+    let rows = readings.iter().map(|r| HistRow(r, &meta)).collect();
+    let upsert = upsert.chunk_size(config.batch_size.get());
+    let stats = match write(ctx, upsert.clone(), &mut client, rows).await {
+        // Another run wrote the same window first: merge into what it wrote instead.
+        Err(e)
+            if matches!(
+                e.downcast_ref(),
+                Some(dagrs_postgres::Error::Conflict { .. })
+            ) =>
+        {
+            ctx.log
+                .info("the window was written meanwhile: merging into it");
+            let rows = readings.iter().map(|r| HistRow(r, &meta)).collect();
+            write(ctx, upsert.mode(WriteMode::Upsert), &mut client, rows).await?
+        }
+        other => other?,
     };
-    let meta = serde_json::json!({ "source": source.name() });
-    let rows: Vec<HistRow<'_>> = readings
-        .iter()
-        .map(|reading| HistRow {
-            reading,
-            meta: &meta,
-        })
-        .collect();
-    let stats = Upsert::new(schema::hist_table(), &["ts", "tag_name"])?
-        .chunk_size(config.batch_size.max(1))
-        .mode(mode)
-        .execute(&mut client, rows)
-        .await?;
-    ctx.log.info(format!(
-        "{} readings written: {} new, {} updated",
-        readings.len(),
-        stats.inserted,
-        stats.updated
-    ));
-    ctx.add_metadata("rows", readings.len());
-    ctx.add_metadata("inserted", stats.inserted);
-    ctx.add_metadata("updated", stats.updated);
-    ctx.add_metadata("unchanged", stats.unchanged);
     Ok(IngestSummary {
         records: readings.len() as u64,
         inserted: stats.inserted,
@@ -306,26 +230,27 @@ pub async fn influx_data(
     })
 }
 
-/// Config of [`create_aggregates`] (the seed's `AggregatesConfig`).
+/// Config of [`create_aggregates()`]; bucket sizes and the prefix are checked when it is read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AggregatesConfig {
-    /// Bucket sizes, e.g. "1 minute"; each gets a view named `<view_prefix><size>`.
-    pub time_buckets: Vec<String>,
-    /// Prefix of the views' names.
-    pub view_prefix: String,
+    /// Bucket sizes, e.g. `"5 minutes"`; each gets a view `<view_prefix><size>`.
+    pub time_buckets: Vec<PgInterval>,
+    /// Prefix of the views' names, `[a-z_][a-z0-9_]*`.
+    pub view_prefix: Ident,
 }
 
 impl Default for AggregatesConfig {
     fn default() -> Self {
+        let bucket = |text| PgInterval::parse(text).expect("a valid interval");
         AggregatesConfig {
-            time_buckets: vec!["1 minute".into(), "5 minutes".into(), "1 hour".into()],
-            view_prefix: "influx_agg_".into(),
+            time_buckets: vec![bucket("1 minute"), bucket("5 minutes"), bucket("1 hour")],
+            view_prefix: Ident::plain("influx_agg_").expect("a plain name"),
         }
     }
 }
 
-/// What [`create_aggregates`] produced.
+/// What [`create_aggregates()`] produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggregatesSummary {
     /// Views created by this run.
@@ -333,13 +258,13 @@ pub struct AggregatesSummary {
     /// Every aggregate view with the prefix, afterwards.
     pub aggregate_list: Vec<String>,
     /// The bucket sizes.
-    pub time_buckets: Vec<String>,
-    /// Whether TimescaleDB continuous aggregates were used (else materialized views).
+    pub time_buckets: Vec<PgInterval>,
+    /// Whether they are TimescaleDB continuous aggregates (else materialized views).
     pub continuous: bool,
 }
 
-/// Builds time-bucketed aggregates (avg/min/max/count per tag) of `influx_hist`:
-/// TimescaleDB continuous aggregates, or materialized views refreshed here.
+/// Builds avg/min/max/count per tag and time bucket of `influx_hist`: TimescaleDB continuous
+/// aggregates, or materialized views refreshed here.
 #[asset(
     group = "ecoanp",
     tags(team = "data_engineering", domain = "aggregation")
@@ -350,45 +275,33 @@ pub async fn create_aggregates(
     data: Input<influx_data>,
     pg: Res<PostgresResource>,
 ) -> Result<AggregatesSummary> {
-    // Every bucket and view name is checked before any SQL runs.
-    let aggregates = config
-        .time_buckets
-        .iter()
-        .map(|bucket| {
-            let interval = PgInterval::parse(bucket)?;
-            BucketAggregate::with_prefix(&config.view_prefix, schema::hist_table(), interval)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    ctx.log.info(format!(
-        "aggregating {} new readings into {} views",
-        data.records,
-        aggregates.len()
-    ));
+    let prefix = config.view_prefix.as_str();
+    let aggregate = |&bucket| BucketAggregate::with_prefix(prefix, schema::hist_table(), bucket);
+    let aggregates = config.time_buckets.iter().map(aggregate);
+    let aggregates = aggregates.collect::<Result<Vec<_>, _>>()?;
+    let collected = data.records;
+    ctx.log.info(format!("{collected} readings collected"));
     let client = pg.get().await?;
-    let mut created = 0;
-    let mut continuous = false;
+    let (mut created, mut continuous) = (0, false);
     for aggregate in &aggregates {
         let report = aggregate.create(&client).await?;
-        continuous |= report.kind == dagrs_postgres::AggregateKind::Continuous;
+        continuous |= report.kind == AggregateKind::Continuous;
+        let (view, kind) = (&report.view, report.kind);
         if report.created {
             created += 1;
-            ctx.log
-                .info(format!("created {} ({:?})", report.view, report.kind));
+            ctx.log.info(format!("created {view} ({kind:?})"));
         } else {
             aggregate.refresh(&client).await?;
-            ctx.log.info(format!("refreshed {}", report.view));
+            ctx.log.info(format!("refreshed {view}"));
         }
     }
-    let list: Vec<String> = list_aggregates(&client, &config.view_prefix)
-        .await?
-        .into_iter()
-        .map(|info| info.name)
-        .collect();
-    ctx.add_metadata("aggregates", list.len());
+    let list = list_aggregates(&client, prefix).await?;
+    let aggregate_list: Vec<String> = list.into_iter().map(|info| info.name).collect();
+    ctx.add_metadata("aggregates", aggregate_list.len());
     ctx.add_metadata("created", created);
     Ok(AggregatesSummary {
         aggregates_created: created,
-        aggregate_list: list,
+        aggregate_list,
         time_buckets: config.time_buckets.clone(),
         continuous,
     })

@@ -1,72 +1,18 @@
-//! EcoAnP: sensor tag schemas and readings into PostgreSQL, then time-bucketed aggregates —
-//! the pipeline of the Dagster guide this project started from, in Rust.
-//!
-//! ```text
-//! cargo run --example ecoanp
-//! ```
-//!
-//! - `DATABASE_URL` picks the PostgreSQL server and database (default
-//!   `postgres://postgres@127.0.0.1:5432/ecoanp`); the database and tables are created when
-//!   missing.
-//! - Readings come from a deterministic simulator unless `INFLUX_URL` points at an InfluxDB
-//!   (`INFLUX_DB`, default `ecoanp`). If that database does not exist yet, it is created and
-//!   filled with the simulator's last two hours first, so the pipeline has data to read.
-//!
-//! With arguments it is the dagrs command line (`asset list`, `asset materialize --select
-//! influx_tags+`, `run list`, `run show ID --logs`, ...); without, it materializes everything.
-//! Runs are recorded in `$DAGRS_HOME/dagrs.db` (default `./.dagrs/dagrs.db`).
-
-mod assets;
-#[allow(dead_code)]
-mod influx;
-mod schema;
-#[allow(dead_code)]
-mod simulator;
-#[allow(dead_code)]
-mod source;
+//! `cargo run --example ecoanp` materializes the EcoAnP pipeline (see the `ecoanp` library);
+//! with arguments it is the dagrs command line (`asset list`, `run list`, ...), runs kept in
+//! `$DAGRS_HOME/dagrs.db` (default `./.dagrs/dagrs.db`). `DATABASE_URL` names the PostgreSQL
+//! database (default `postgres://postgres@127.0.0.1:5432/ecoanp`), created by the first run
+//! when missing.
+//! Readings come from a simulator unless `INFLUX_URL` names an InfluxDB (database `INFLUX_DB`,
+//! default `ecoanp`), which is seeded with the simulator's last two hours when missing.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use chrono::{DurationRound, TimeDelta, Utc};
 use dagrs_core::prelude::*;
 use dagrs_postgres::PostgresResource;
-
-use assets::{create_aggregates, influx_data, influx_tags, Source};
-
-/// The default database URL.
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/ecoanp";
-
-/// The pipeline's definitions over the given resources.
-fn definitions(
-    pg: PostgresResource,
-    source: Source,
-) -> Result<Definitions, dagrs_core::DefinitionsError> {
-    Definitions::builder()
-        .specs(assets![influx_tags, influx_data, create_aggregates])
-        .resource(pg)
-        .resource(source)
-        .build()
-}
-
-/// The source named by the environment: InfluxDB when `INFLUX_URL` is set, else the simulator.
-fn source_from_env() -> anyhow::Result<Source> {
-    let Ok(url) = std::env::var("INFLUX_URL") else {
-        return Ok(Source::Simulator(simulator::Simulator::default()));
-    };
-    let database = std::env::var("INFLUX_DB").unwrap_or_else(|_| "ecoanp".into());
-    let client = influx::InfluxClient::new(&url, database.clone())?;
-    if !client.databases()?.contains(&database) {
-        let sim = simulator::Simulator::default();
-        let end = Utc::now().duration_trunc(TimeDelta::hours(1))?;
-        let readings = sim.readings(end - TimeDelta::hours(2), end);
-        client.create_database(&database)?;
-        let written = client.write_readings(sim.tags(), &readings)?;
-        eprintln!("seeded InfluxDB database {database} with {written} simulated readings");
-    }
-    Ok(Source::Influx(Arc::new(client)))
-}
+use ecoanp::{create_aggregates, influx_data, influx_tags, Influx, Simulator, Source};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -85,18 +31,25 @@ async fn main() -> ExitCode {
     dagrs_core::cli::run(defs, args).await
 }
 
-/// Connects the resources (creating the database when missing) and builds the definitions.
+/// Connects the resources (creating what is missing) and builds the definitions.
 async fn setup() -> anyhow::Result<Definitions> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+    let var = |name, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let url = var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ecoanp");
     let pg = PostgresResource::from_url(&url)?;
-    if pg.ensure_database().await? {
-        eprintln!("created database {}", pg.dbname());
-    }
-    let source = tokio::task::spawn_blocking(source_from_env).await??;
-    eprintln!(
-        "ecoanp: PostgreSQL {}, source {}",
-        pg.masked_url(),
-        source.describe()
-    );
-    Ok(definitions(pg, source)?)
+    let source = match std::env::var("INFLUX_URL") {
+        Err(_) => Source::Simulator(Simulator::default()),
+        Ok(url) => {
+            let influx = Influx::new(&url, &var("INFLUX_DB", "ecoanp"))?;
+            let end = Utc::now().duration_trunc(TimeDelta::hours(1))?;
+            let (url, db) = (influx.url(), influx.database());
+            if let Some(written) = influx.seed_if_missing(end).await? {
+                eprintln!("ecoanp: seeded InfluxDB database {db} with {written} readings");
+            }
+            eprintln!("ecoanp: reading InfluxDB {url} database {db}");
+            Source::Influx(influx)
+        }
+    };
+    eprintln!("ecoanp: PostgreSQL {}, {}", pg.masked_url(), source.name());
+    let defs = Definitions::builder().specs(assets![influx_tags, influx_data, create_aggregates]);
+    Ok(defs.resource(pg).resource(source).build()?)
 }

@@ -1,0 +1,90 @@
+//! EcoAnP, the pipeline of the Dagster guide dagrs started from: sensor tag schemas and
+//! readings from InfluxDB (or a deterministic [`Simulator`]) into PostgreSQL, then
+//! time-bucketed aggregates. `main.rs` beside this file runs it: `cargo run --example ecoanp`.
+
+pub mod assets;
+pub mod influx;
+pub mod schema;
+pub mod simulator;
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use assets::{create_aggregates, influx_data, influx_tags};
+pub use influx::{Influx, InfluxError};
+pub use simulator::Simulator;
+
+/// The schema of one sensor tag: the seed's `DataName`, `DataId`, `DataType` and `Unit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagSchema {
+    /// The tag's name, e.g. `D100`; in InfluxDB, the name of its measurement.
+    pub name: String,
+    /// A stable id, e.g. `1`.
+    pub tag_id: String,
+    /// The type of its values, e.g. `float`.
+    pub data_type: String,
+    /// The unit of its values, e.g. `V`; empty when unknown.
+    pub unit: String,
+}
+
+/// One reading: the value of one tag at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// When it was sampled.
+    pub ts: DateTime<Utc>,
+    /// The tag's name.
+    pub tag_name: String,
+    /// The value.
+    pub value: f64,
+    /// Quality code: `1` good, `0` bad.
+    pub qc: i32,
+}
+
+/// Where tag schemas and readings come from: a resource of [`influx_tags()`] and [`influx_data()`].
+pub enum Source {
+    /// The built-in, deterministic simulator.
+    Simulator(Simulator),
+    /// An InfluxDB database.
+    Influx(Influx),
+}
+
+impl Source {
+    /// `simulator` or `influxdb`, as recorded in the rows' `meta`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Simulator(_) => "simulator",
+            Source::Influx(_) => "influxdb",
+        }
+    }
+
+    /// The tag schemas, in [`natural_cmp`] order of their names.
+    pub async fn tag_schemas(&self) -> Result<Vec<TagSchema>, InfluxError> {
+        match self {
+            Source::Simulator(sim) => Ok(sim.tags().to_vec()),
+            Source::Influx(db) => db.tag_schemas().await,
+        }
+    }
+
+    /// The readings in `[start, end)`, by time, then tag name in [`natural_cmp`] order.
+    pub async fn readings(&self, start: Time, end: Time) -> Result<Vec<Reading>, InfluxError> {
+        match self {
+            Source::Simulator(sim) => Ok(sim.readings(start, end)),
+            Source::Influx(db) => db.readings(start, end).await,
+        }
+    }
+}
+
+/// An instant, in UTC.
+pub type Time = DateTime<Utc>;
+
+/// Orders names by the text before their trailing number, then by that number's value, so
+/// `D99` comes before `D100`.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    fn key(name: &str) -> (&str, Option<u128>, &str) {
+        let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        (stem, name[stem.len()..].parse().ok(), name)
+    }
+    key(a).cmp(&key(b))
+}
