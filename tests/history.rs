@@ -201,11 +201,11 @@ async fn a_cancellation_requested_by_another_process_stops_the_run() {
         .unwrap();
     // What `run cancel ID` does from another process: it asks, and the run's own process
     // stops the run and records how it ended.
-    let status = instance
+    let asked = instance
         .cancel_run(handle.run_id(), "cancelled from the command line")
         .await
         .unwrap();
-    assert_eq!(status, RunStatus::Canceling);
+    assert_eq!(asked, dagrs_core::Cancellation::Requested);
     let result = handle.wait().await.unwrap();
     assert_eq!(result.status(), RunStatus::Cancelled);
     assert!(matches!(
@@ -231,11 +231,15 @@ async fn a_cancellation_that_loses_the_race_reports_how_the_run_ended() {
         .materialize(&defs, "*", RunConfig::new())
         .await
         .unwrap();
-    let status = instance
+    let too_late = instance
         .cancel_run(result.run_id(), "too late")
         .await
         .unwrap();
-    assert_eq!(status, RunStatus::Succeeded, "the run had already ended");
+    assert_eq!(
+        too_late,
+        dagrs_core::Cancellation::AlreadyEnded(RunStatus::Succeeded),
+        "the run had already ended"
+    );
     let stored = instance.run(result.run_id()).await.unwrap();
     assert_eq!(
         (stored.status, stored.failure),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::hook::Hook;
 use crate::key::AssetKey;
 use crate::requirements::Requirements;
 use crate::retry::Retry;
@@ -112,6 +113,7 @@ pub struct AssetSpec {
     pub(crate) code_version: Option<String>,
     pub(crate) retry: Retry,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) hooks: Vec<Hook>,
     pub(crate) needs: Requirements,
     pub(crate) compute: Compute,
     pub(crate) output_type: (TypeId, &'static str),
@@ -152,6 +154,7 @@ impl AssetSpec {
             code_version: None,
             retry: Retry::none(),
             timeout: None,
+            hooks: Vec::new(),
             needs: Requirements::default(),
             compute,
             output_type: (TypeId::of::<T>(), std::any::type_name::<T>()),
@@ -195,6 +198,12 @@ impl AssetSpec {
     /// Sets the retry policy.
     pub fn retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Adds a hook run after this asset's steps (on success or failure, as the hook says).
+    pub fn hook(mut self, hook: Hook) -> Self {
+        self.hooks.push(hook);
         self
     }
 

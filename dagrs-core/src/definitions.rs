@@ -5,13 +5,19 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use crate::asset::{Asset, AssetSpec};
 use crate::config::RunConfig;
 use crate::error::{DefinitionsError, Error, Hint, Problem, Provider};
 use crate::graph::{selection, AssetGraph, Graph};
+use crate::hook::Hook;
+use crate::job::AssetJob;
 use crate::key::AssetKey;
 use crate::requirements::{ConfigSupply, Provided, Supply};
 use crate::resources::Resources;
+use crate::schedule::Schedule;
+use crate::sensor::{Sensor, SensorKind};
 
 /// A checked set of assets with their resources and default config: what the user's code
 /// defines. Pure, no I/O; cheap to clone.
@@ -38,6 +44,11 @@ pub(crate) struct Inner {
     pub(crate) graph: AssetGraph,
     pub(crate) resources: Resources,
     pub(crate) defaults: RunConfig,
+    pub(crate) jobs: Vec<AssetJob>,
+    pub(crate) schedules: Vec<Schedule>,
+    pub(crate) sensors: Vec<Sensor>,
+    /// Hooks of every asset.
+    pub(crate) hooks: Vec<Hook>,
 }
 
 impl Definitions {
@@ -47,6 +58,10 @@ impl Definitions {
             assets: Vec::new(),
             resources: Resources::default(),
             defaults: RunConfig::default(),
+            jobs: Vec::new(),
+            schedules: Vec::new(),
+            sensors: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 
@@ -96,6 +111,41 @@ impl Definitions {
     pub fn resources(&self) -> &Resources {
         &self.0.resources
     }
+
+    /// The asset jobs.
+    pub fn jobs(&self) -> &[AssetJob] {
+        &self.0.jobs
+    }
+
+    /// The job named `name`.
+    pub fn job(&self, name: &str) -> Option<&AssetJob> {
+        self.0.jobs.iter().find(|job| job.name == name)
+    }
+
+    /// The schedules.
+    pub fn schedules(&self) -> &[Schedule] {
+        &self.0.schedules
+    }
+
+    /// The schedule named `name`.
+    pub fn schedule(&self, name: &str) -> Option<&Schedule> {
+        self.0.schedules.iter().find(|s| s.name == name)
+    }
+
+    /// The sensors.
+    pub fn sensors(&self) -> &[Sensor] {
+        &self.0.sensors
+    }
+
+    /// The sensor named `name`.
+    pub fn sensor(&self, name: &str) -> Option<&Sensor> {
+        self.0.sensors.iter().find(|s| s.name == name)
+    }
+
+    /// The hooks run on every asset.
+    pub fn hooks(&self) -> &[Hook] {
+        &self.0.hooks
+    }
 }
 
 impl std::fmt::Debug for Definitions {
@@ -107,11 +157,16 @@ impl std::fmt::Debug for Definitions {
     }
 }
 
-/// Collects assets, resources and defaults; [`build`](DefinitionsBuilder::build) checks them.
+/// Collects assets, resources, defaults, jobs, schedules, sensors and hooks;
+/// [`build`](DefinitionsBuilder::build) checks them.
 pub struct DefinitionsBuilder {
     assets: Vec<AssetSpec>,
     resources: Resources,
     defaults: RunConfig,
+    jobs: Vec<AssetJob>,
+    schedules: Vec<Schedule>,
+    sensors: Vec<Sensor>,
+    hooks: Vec<Hook>,
 }
 
 impl DefinitionsBuilder {
@@ -137,6 +192,30 @@ impl DefinitionsBuilder {
     /// Sets the default run config; each run's config is merged over it.
     pub fn config(mut self, defaults: RunConfig) -> Self {
         self.defaults = defaults;
+        self
+    }
+
+    /// Adds an asset job.
+    pub fn job(mut self, job: AssetJob) -> Self {
+        self.jobs.push(job);
+        self
+    }
+
+    /// Adds a schedule.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
+    /// Adds a sensor.
+    pub fn sensor(mut self, sensor: Sensor) -> Self {
+        self.sensors.push(sensor);
+        self
+    }
+
+    /// Adds a hook run on every asset (on success or failure, as the hook says).
+    pub fn hook(mut self, hook: Hook) -> Self {
+        self.hooks.push(hook);
         self
     }
 
@@ -238,15 +317,215 @@ impl DefinitionsBuilder {
             }
         }
         DefinitionsError::check(problems)?;
+        let graph = AssetGraph {
+            order: order.expect("an acyclic graph has an order"),
+            assets: self.assets,
+            index,
+            edges,
+        };
+        let problems = check_automation(
+            &graph,
+            &self.resources,
+            &self.defaults,
+            &self.jobs,
+            &self.schedules,
+            &self.sensors,
+            &self.hooks,
+        );
+        DefinitionsError::check(problems)?;
         Ok(Definitions(Arc::new(Inner {
-            graph: AssetGraph {
-                order: order.expect("an acyclic graph has an order"),
-                assets: self.assets,
-                index,
-                edges,
-            },
+            graph,
             resources: self.resources,
             defaults: self.defaults,
+            jobs: self.jobs,
+            schedules: self.schedules,
+            sensors: self.sensors,
+            hooks: self.hooks,
         })))
     }
+}
+
+/// Checks jobs, schedules, sensors and hooks against the (valid) asset graph: names unique,
+/// jobs' selections and config valid, schedules' expressions, time zones and jobs valid,
+/// sensors' jobs and assets known, every resource they take provided.
+fn check_automation(
+    graph: &AssetGraph,
+    resources: &Resources,
+    defaults: &RunConfig,
+    jobs: &[AssetJob],
+    schedules: &[Schedule],
+    sensors: &[Sensor],
+    hooks: &[Hook],
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let names = |kind: &'static str, names: Vec<&str>, problems: &mut Vec<Problem>| {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for name in names {
+            *counts.entry(name).or_default() += 1;
+        }
+        for (name, count) in counts.into_iter().filter(|(_, n)| *n > 1) {
+            problems.push(Problem::DuplicateName {
+                kind,
+                name: name.to_owned(),
+                count,
+            });
+        }
+    };
+    names(
+        "job",
+        jobs.iter().map(|j| j.name.as_str()).collect(),
+        &mut problems,
+    );
+    let instigators = schedules.iter().map(|s| s.name.as_str());
+    let instigators = instigators.chain(sensors.iter().map(|s| s.name.as_str()));
+    names("schedule or sensor", instigators.collect(), &mut problems);
+    let job_names = || jobs.iter().map(|j| j.name.as_str());
+    let unknown_job = |job: &str| {
+        format!(
+            "its job `{job}` is not defined{}; add it with `Definitions::builder().job(...)`",
+            Hint::closest(job, job_names())
+        )
+    };
+    let missing = |needs: &crate::requirements::Requirements| -> Vec<&'static str> {
+        let nothing = |_: &AssetKey| Supply::Unchecked;
+        let provided = Provided {
+            by: Provider::Definitions,
+            resources: Some(resources),
+            inputs: &nothing,
+            config: ConfigSupply::Unchecked,
+        };
+        match needs.check("", &provided) {
+            Ok(_) => Vec::new(),
+            Err(found) => found
+                .into_iter()
+                .filter_map(|p| match p {
+                    Problem::MissingResource { resource, .. } => Some(resource),
+                    _ => None,
+                })
+                .collect(),
+        }
+    };
+    for job in jobs {
+        let invalid = |reason: String| Problem::InvalidJob {
+            job: job.name.clone(),
+            reason,
+        };
+        if job.name.is_empty() || !AssetKey::is_valid(&job.name) {
+            problems.push(invalid(
+                "job names are non-empty and use only letters, digits, `_`, `-`, `.` and `/`"
+                    .into(),
+            ));
+        }
+        let selected = match selection::resolve(graph, &job.selection) {
+            Ok(selected) => selected,
+            Err(e) => {
+                problems.push(invalid(e.to_string()));
+                continue;
+            }
+        };
+        let config = job.config.merged_over(defaults);
+        for key in job.config.assets.keys().chain(job.config.retries.keys()) {
+            if !graph.index.contains_key(key.as_str()) {
+                problems.push(invalid(format!(
+                    "its config names `{}`, which is not an asset{}",
+                    crate::text::bounded(key, crate::text::ECHO_LIMIT),
+                    Hint::closest(key, graph.keys())
+                )));
+            }
+        }
+        for &i in &selected {
+            let spec = &graph.assets[i];
+            let Some(value) = config.get(&spec.key) else {
+                continue;
+            };
+            let nothing = |_: &AssetKey| Supply::Unchecked;
+            let provided = Provided {
+                by: Provider::Definitions,
+                resources: None,
+                inputs: &nothing,
+                config: ConfigSupply::Given(value),
+            };
+            if let Err(found) = spec.needs.check(&spec.key, &provided) {
+                problems.extend(found.into_iter().map(|p| invalid(p.to_string())));
+            }
+        }
+        for hook in &job.hooks {
+            for resource in missing(&hook.callback.needs) {
+                problems.push(Problem::HookResource {
+                    hook: hook.name.clone(),
+                    resource,
+                });
+            }
+        }
+    }
+    let all_hooks = graph.assets.iter().flat_map(|spec| spec.hooks.iter());
+    for hook in hooks.iter().chain(all_hooks) {
+        for resource in missing(&hook.callback.needs) {
+            problems.push(Problem::HookResource {
+                hook: hook.name.clone(),
+                resource,
+            });
+        }
+    }
+    for schedule in schedules {
+        let invalid = |reason: String| Problem::InvalidSchedule {
+            schedule: schedule.name.clone(),
+            reason,
+        };
+        if let Some(reason) = schedule.problem() {
+            problems.push(invalid(reason));
+        }
+        if !jobs.iter().any(|job| job.name == schedule.job) {
+            problems.push(invalid(unknown_job(&schedule.job)));
+        }
+    }
+    for sensor in sensors {
+        let invalid = |reason: String| Problem::InvalidSensor {
+            sensor: sensor.name.clone(),
+            reason,
+        };
+        if let Some(job) = &sensor.job {
+            if !jobs.iter().any(|j| &j.name == job) {
+                problems.push(invalid(unknown_job(job)));
+            }
+        }
+        match &sensor.kind {
+            SensorKind::Asset(assets) => {
+                if sensor.job.is_none() {
+                    problems.push(invalid(
+                        "an asset sensor needs a job to run: `.job(\"...\")`".into(),
+                    ));
+                }
+                for asset in assets {
+                    if !graph.index.contains_key(asset) {
+                        problems.push(invalid(format!(
+                            "it watches `{asset}`, which is not an asset{}",
+                            Hint::closest(asset, graph.keys())
+                        )));
+                    }
+                }
+            }
+            SensorKind::RunStatus { status, of_job, .. } => {
+                if !status.is_final() {
+                    problems.push(invalid(format!(
+                        "it watches runs that end as `{status}`, which is not an end; watch \
+                         `succeeded`, `failed` or `cancelled`"
+                    )));
+                }
+                if let Some(job) = of_job {
+                    if !jobs.iter().any(|j| &j.name == job) {
+                        problems.push(invalid(unknown_job(job)));
+                    }
+                }
+            }
+            SensorKind::Function(_) => {}
+        }
+        for resource in sensor.needs().map(missing).unwrap_or_default() {
+            problems.push(invalid(format!(
+                "it needs resource `{resource}`, which was not provided; add it with \
+                 `Definitions::builder().resource(...)`"
+            )));
+        }
+    }
+    problems
 }

@@ -133,6 +133,53 @@ pub enum Problem {
         provider: Provider,
     },
 
+    /// Two jobs, schedules or sensors have the same name.
+    #[error("duplicate {kind} name `{name}`: it is defined {count} times; give each {kind} a name of its own")]
+    DuplicateName {
+        /// `job`, `schedule` or `sensor`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// How many use it.
+        count: usize,
+    },
+
+    /// A job cannot run: its name, selection or config is wrong, or a hook lacks a resource.
+    #[error("job `{job}` is invalid: {reason}")]
+    InvalidJob {
+        /// The job.
+        job: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A schedule cannot run: its cron expression, time zone or job is wrong.
+    #[error("schedule `{schedule}` is invalid: {reason}")]
+    InvalidSchedule {
+        /// The schedule.
+        schedule: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A sensor cannot run: its job or watched assets are unknown, or it lacks a resource.
+    #[error("sensor `{sensor}` is invalid: {reason}")]
+    InvalidSensor {
+        /// The sensor.
+        sensor: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A hook needs a resource that was not provided.
+    #[error("hook `{hook}` needs resource `{resource}`, which was not provided; add it with `Definitions::builder().resource(...)`")]
+    HookResource {
+        /// The hook.
+        hook: String,
+        /// The resource's type.
+        resource: &'static str,
+    },
+
     /// A stored output could not be read back as the type its asset produces.
     #[error("the stored output of asset `{asset}` cannot be read as `{type_name}`: {reason}; materialize `{asset}` again")]
     StoredOutput {
@@ -244,6 +291,33 @@ pub enum Error {
         selection: String,
         /// What is wrong, each distinct problem once.
         reasons: Vec<String>,
+    },
+
+    /// A job, schedule or sensor name that the definitions do not have.
+    #[error("no job named `{name}`{hint}")]
+    UnknownJob {
+        /// The name as given (cut to a bounded length).
+        name: String,
+        /// "did you mean" advice, possibly empty.
+        hint: Hint,
+    },
+
+    /// A schedule or sensor name that the definitions do not have.
+    #[error("no schedule or sensor named `{name}`{hint}")]
+    UnknownInstigator {
+        /// The name as given (cut to a bounded length).
+        name: String,
+        /// "did you mean" advice, possibly empty.
+        hint: Hint,
+    },
+
+    /// A sensor's evaluation failed.
+    #[error("sensor `{sensor}` failed: {reason}")]
+    Sensor {
+        /// The sensor.
+        sensor: String,
+        /// Its error, passwords masked.
+        reason: String,
     },
 
     /// A run config document (a file, or JSON text) could not be read or parsed.

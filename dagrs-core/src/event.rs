@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::key::{AssetKey, RunId};
-use crate::text::mask_secrets;
+use crate::text::{mask_secrets, named};
 
 /// The current time, to the microsecond: what every backend keeps exactly.
 pub(crate) fn now() -> DateTime<Utc> {
@@ -107,6 +107,18 @@ pub enum EventKind {
         /// The attempt that was interrupted.
         attempt: u32,
     },
+    /// A hook ran after the step.
+    HookCompleted {
+        /// The hook.
+        hook: String,
+    },
+    /// A hook failed (or timed out); the run goes on.
+    HookFailed {
+        /// The hook.
+        hook: String,
+        /// Why.
+        error: ErrorInfo,
+    },
     /// A log line from `ctx.log`.
     Log {
         /// Its level.
@@ -162,6 +174,8 @@ impl std::fmt::Display for EventKind {
             }
             EventKind::StepSkipped { reason } => write!(f, "skipped: {reason}"),
             EventKind::StepCancelled { .. } => f.write_str("cancelled"),
+            EventKind::HookCompleted { hook } => write!(f, "hook `{hook}` ran"),
+            EventKind::HookFailed { hook, error } => write!(f, "hook `{hook}` failed: {error}"),
             EventKind::Log { level, message } => {
                 write!(f, "{}: {message}", level.as_str())
             }
@@ -217,6 +231,8 @@ impl std::fmt::Display for ErrorInfo {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RunStatus {
+    /// Waiting in the run queue for a daemon to start it.
+    Queued,
     /// Started and not finished.
     Running,
     /// Asked to cancel; its process stops it and records how it ended.
@@ -243,39 +259,8 @@ pub enum StepStatus {
     Cancelled,
 }
 
-/// Names of a status as text: `as_str` and `FromStr` agree with the serde names, the one
-/// spelling every store, the CLI and JSON output use.
-macro_rules! named {
-    ($type:ident, $what:literal, { $($variant:ident => $name:literal),* $(,)? }) => {
-        impl $type {
-            /// The name, as stored and printed.
-            pub fn as_str(self) -> &'static str {
-                match self { $($type::$variant => $name),* }
-            }
-        }
-
-        impl std::fmt::Display for $type {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
-
-        impl std::str::FromStr for $type {
-            type Err = String;
-            fn from_str(text: &str) -> Result<Self, String> {
-                match text {
-                    $($name => Ok($type::$variant),)*
-                    other => Err(format!(
-                        concat!("unknown ", $what, " `{}`; expected one of: ", $($name, " "),*),
-                        crate::text::bounded(other, crate::text::ECHO_LIMIT)
-                    )),
-                }
-            }
-        }
-    };
-}
-
 named!(RunStatus, "run status", {
+    Queued => "queued",
     Running => "running",
     Canceling => "canceling",
     Succeeded => "succeeded",
@@ -365,6 +350,7 @@ mod tests {
     #[test]
     fn status_names_match_serde_and_parse_back() {
         for status in [
+            RunStatus::Queued,
             RunStatus::Running,
             RunStatus::Canceling,
             RunStatus::Succeeded,

@@ -10,13 +10,15 @@ use crate::definitions::Definitions;
 use crate::error::Error;
 use crate::event::{now, Event, RunStatus, StepStatus};
 use crate::executor::plan::Plan;
-use crate::executor::{start, RunHandle, RunOptions, Settings, DEFAULT_MAX_CONCURRENCY};
+use crate::executor::{drive, start, RunHandle, RunOptions, Settings, DEFAULT_MAX_CONCURRENCY};
 use crate::key::RunId;
+use crate::queue::RunQueue;
 use crate::result::{outcomes_from_events, RunResult};
 use crate::state::AssetState;
 use crate::storage::recovery::this_process;
 use crate::storage::{
-    recover_abandoned_runs, InMemoryStorage, PruneReport, Retention, RunRecord, Storage, LEASE,
+    recover_abandoned_runs, InMemoryStorage, InstigatorStatus, PruneReport, Retention, RunRecord,
+    Storage, LEASE,
 };
 
 /// Where and how runs happen: the run store (in memory, SQLite or PostgreSQL), retention,
@@ -48,6 +50,7 @@ struct Inner {
     retention: Option<Retention>,
     max_concurrency: usize,
     lease: Duration,
+    queue: RunQueue,
 }
 
 impl Instance {
@@ -63,6 +66,7 @@ impl Instance {
             retention: None,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             lease: LEASE,
+            queue: RunQueue::default(),
         }))
     }
 
@@ -105,6 +109,16 @@ impl Instance {
     /// [`LEASE`]).
     pub fn with_lease(self, lease: Duration) -> Self {
         self.with(|inner| inner.lease = lease)
+    }
+
+    /// Limits the runs the daemon starts from the queue (default [`RunQueue::default`]).
+    pub fn with_run_queue(self, queue: RunQueue) -> Self {
+        self.with(|inner| inner.queue = queue)
+    }
+
+    /// The run queue's limits.
+    pub fn run_queue(&self) -> &RunQueue {
+        &self.0.queue
     }
 
     /// The run store.
@@ -154,8 +168,105 @@ impl Instance {
     ) -> Result<RunHandle, Error> {
         self.recover_abandoned_runs().await?;
         let storage = &*self.0.storage;
-        let plan = Plan::new(defs, storage, selection, &options.config, &HashMap::new()).await?;
+        let job = options.job.as_deref();
+        let none = HashMap::new();
+        let plan = Plan::new(defs, storage, selection, &options.config, job, &none).await?;
         start(&self.settings(), defs, selection, options, plan, None).await
+    }
+
+    /// Starts a run of job `name` in the background: its selection, its config (under what
+    /// `options` gives) and tags, and its hooks.
+    pub async fn launch_job(
+        &self,
+        defs: &Definitions,
+        name: &str,
+        options: RunOptions,
+    ) -> Result<RunHandle, Error> {
+        let (selection, options) = job_run(defs, name, options)?;
+        self.launch(defs, &selection, options).await
+    }
+
+    /// Puts a run of `selection` in the queue, checked as [`launch`](Self::launch) checks it,
+    /// and returns its id: a daemon starts it when the queue's limits allow
+    /// ([`RunQueue`]). It can be cancelled while it waits.
+    pub async fn submit(
+        &self,
+        defs: &Definitions,
+        selection: &str,
+        options: RunOptions,
+    ) -> Result<RunId, Error> {
+        let storage = &*self.0.storage;
+        let job = options.job.as_deref();
+        let none = HashMap::new();
+        let plan = Plan::new(defs, storage, selection, &options.config, job, &none).await?;
+        let run_id = options.run_id.unwrap_or_default();
+        let at = now();
+        storage
+            .create_run(&RunRecord {
+                run_id: run_id.clone(),
+                status: RunStatus::Queued,
+                selection: selection.to_owned(),
+                assets: plan.keys,
+                config: options.config,
+                tags: options.tags,
+                started_at: at,
+                ended_at: None,
+                owner: String::new(),
+                heartbeat_at: at,
+                parent_run_id: None,
+                failure: None,
+            })
+            .await?;
+        Ok(run_id)
+    }
+
+    /// Puts a run of job `name` in the queue (see [`submit`](Self::submit)).
+    pub async fn submit_job(
+        &self,
+        defs: &Definitions,
+        name: &str,
+        options: RunOptions,
+    ) -> Result<RunId, Error> {
+        let (selection, options) = job_run(defs, name, options)?;
+        self.submit(defs, &selection, options).await
+    }
+
+    /// Starts the queued runs the queue's limits allow now, in this process, and returns
+    /// their handles (what a daemon does each tick). Of several processes doing this at once,
+    /// each run is started by one. A queued run that no longer plans (its assets changed) is
+    /// ended as failed, saying why.
+    pub async fn start_queued_runs(&self, defs: &Definitions) -> Result<Vec<RunHandle>, Error> {
+        let storage = &*self.0.storage;
+        let queued = storage.queued_runs().await?;
+        if queued.is_empty() {
+            return Ok(Vec::new());
+        }
+        let active = storage.running_runs().await?;
+        let settings = self.settings();
+        let mut started = Vec::new();
+        for run in self.0.queue.pick(&queued, &active) {
+            if !storage
+                .start_run(&run.run_id, &settings.owner, now())
+                .await?
+            {
+                continue;
+            }
+            let job = run.tags.get(crate::job::JOB_TAG).map(String::as_str);
+            let none = HashMap::new();
+            match Plan::new(defs, storage, &run.selection, &run.config, job, &none).await {
+                Ok(plan) => {
+                    let handle = drive(&settings, defs, run.run_id.clone(), plan, None, None);
+                    started.push(handle);
+                }
+                Err(e) => {
+                    let failure = format!("cannot start the queued run: {e}");
+                    storage
+                        .finish_run(&run.run_id, RunStatus::Failed, now(), Some(&failure))
+                        .await?;
+                }
+            }
+        }
+        Ok(started)
     }
 
     /// Re-executes the assets of run `run_id` that did not succeed (failed, skipped,
@@ -197,7 +308,8 @@ impl Instance {
             options.config = parent.config.clone();
         }
         let storage = &*self.0.storage;
-        let plan = Plan::new(defs, storage, &selection, &options.config, &outputs).await?;
+        let job = options.job.as_deref();
+        let plan = Plan::new(defs, storage, &selection, &options.config, job, &outputs).await?;
         let settings = self.settings();
         start(
             &settings,
@@ -210,15 +322,20 @@ impl Instance {
         .await
     }
 
-    /// Asks the process running `run_id` to cancel it, and tells how the run stands: its
-    /// process stops it within a few seconds ([`HEARTBEAT_INTERVAL`](crate::HEARTBEAT_INTERVAL))
-    /// and records how it ended — which may still be "succeeded" when the run finished
-    /// first. A run whose process is gone is ended as failed at once; a run that has already
-    /// ended is left as it is. Use [`wait_for_end`](Self::wait_for_end) to learn the end.
-    pub async fn cancel_run(&self, run_id: &RunId, reason: &str) -> Result<RunStatus, Error> {
+    /// Cancels run `run_id`: a queued run at once; a running one by asking its process,
+    /// which stops it within a few seconds ([`HEARTBEAT_INTERVAL`](crate::HEARTBEAT_INTERVAL))
+    /// and records how it ended — which may still be "succeeded" when the run finished first
+    /// (use [`wait_for_end`](Self::wait_for_end) to learn the end). A run whose process is
+    /// gone is ended as failed first; a run that has already ended is left as it is.
+    pub async fn cancel_run(&self, run_id: &RunId, reason: &str) -> Result<Cancellation, Error> {
         self.recover_abandoned_runs().await?;
-        self.0.storage.request_cancel(run_id, reason).await?;
-        Ok(self.run(run_id).await?.status)
+        let changed = self.0.storage.request_cancel(run_id, reason, now()).await?;
+        let status = self.run(run_id).await?.status;
+        Ok(match status {
+            RunStatus::Canceling if changed => Cancellation::Requested,
+            RunStatus::Cancelled if changed => Cancellation::Cancelled,
+            status => Cancellation::AlreadyEnded(status),
+        })
     }
 
     /// Waits (polling storage, at most `timeout`) until run `run_id` has ended; returns its
@@ -236,6 +353,23 @@ impl Instance {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Turns schedule or sensor `name` on or off (in storage, so it survives restarts). A
+    /// schedule turned on starts from now: ticks before now do not run.
+    pub async fn set_instigator_status(
+        &self,
+        name: &str,
+        status: InstigatorStatus,
+    ) -> Result<(), Error> {
+        let storage = &self.0.storage;
+        if status == InstigatorStatus::Running {
+            // An empty cursor: the daemon starts the schedule from its own now.
+            storage
+                .set_cursor(&crate::schedule::cursor_key(name), "")
+                .await?;
+        }
+        storage.set_instigator_state(name, status).await
     }
 
     /// Run `run_id`, after ending abandoned runs (where the store can be written).
@@ -293,6 +427,39 @@ impl std::fmt::Debug for Instance {
             .field("lease", &self.0.lease)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Instance::cancel_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The run's process was asked to stop it.
+    Requested,
+    /// The run was queued: it is cancelled.
+    Cancelled,
+    /// The run was not queued or running (it had ended, or was being cancelled already).
+    AlreadyEnded(RunStatus),
+}
+
+/// The selection and options of a run of job `name`: the job's config under the options',
+/// its tags, and the job marked.
+fn job_run(
+    defs: &Definitions,
+    name: &str,
+    options: RunOptions,
+) -> Result<(String, RunOptions), Error> {
+    let job = defs.job(name).ok_or_else(|| Error::UnknownJob {
+        name: crate::text::bounded(name, crate::text::ECHO_LIMIT).into_owned(),
+        hint: crate::error::Hint::closest(name, defs.jobs().iter().map(|j| j.name.as_str())),
+    })?;
+    let mut options = options.job(name);
+    options.config = options.config.merged_over(&job.config);
+    for (key, value) in &job.tags {
+        options
+            .tags
+            .entry(key.clone())
+            .or_insert_with(|| value.clone());
+    }
+    Ok((job.selection.clone(), options))
 }
 
 /// Materializes the assets of `selection` of `defs` on an ephemeral, in-memory instance and

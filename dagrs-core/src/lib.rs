@@ -66,6 +66,7 @@
 //! - `cli` (default): the command line, [`cli`] (clap, indicatif, comfy-table); implies `sqlite`.
 //! - `sqlite` (default): the embedded SQLite run store (bundled SQLite).
 //! - `testing`: the storage contract suite, `storage::contract`, for backends' tests.
+//! - `slack`: `SlackResource` and the `slack_on_failure` hook (HTTPS through ureq and rustls).
 //!
 //! A service that embeds only the executor and PostgreSQL builds with
 //! `default-features = false` and compiles none of them.
@@ -73,45 +74,67 @@
 mod asset;
 #[cfg(feature = "cli")]
 pub mod cli;
+mod clock;
 mod config;
 mod context;
+mod daemon;
 mod definitions;
 mod error;
 mod event;
 mod executor;
 mod graph;
+mod handler;
+mod hook;
 mod instance;
+mod job;
 mod key;
 mod log;
 mod param;
+mod queue;
 mod requirements;
 mod resources;
 mod result;
 mod retry;
+mod schedule;
 mod scope;
+mod sensor;
+#[cfg(feature = "slack")]
+mod slack;
 mod state;
 pub mod storage;
 mod test_context;
 mod text;
 
 pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult};
+pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
 pub use config::{ConfigFormat, RunConfig, MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH};
 pub use context::{AssetContext, Logger};
+pub use daemon::{Daemon, Evaluation, DEFAULT_DAEMON_INTERVAL, DEFAULT_GRACE};
 pub use definitions::{Definitions, DefinitionsBuilder};
 pub use error::{DefinitionsError, Error, Hint, Problem, Problems, Provider};
 pub use event::{
     ErrorInfo, Event, EventKind, LogLevel, MaterializationRef, Metadata, RunStatus, StepStatus,
 };
 pub use executor::{RunHandle, RunOptions, DEFAULT_MAX_CONCURRENCY, HEARTBEAT_INTERVAL};
-pub use instance::{materialize, Instance};
+pub use handler::Handler;
+pub use hook::{Hook, HookContext, HookOn, DEFAULT_HOOK_TIMEOUT};
+pub use instance::{materialize, Cancellation, Instance};
+pub use job::{AssetJob, JOB_TAG, PRIORITY_TAG, RUN_KEY_TAG, SCHEDULE_TAG, SENSOR_TAG, TICK_TAG};
 pub use key::{AssetKey, RunId};
 pub use log::LogRecord;
 pub use param::{AssetParam, Config, Input, Res};
+pub use queue::{RunQueue, TagLimit, DEFAULT_MAX_CONCURRENT_RUNS};
 pub use requirements::Requirements;
 pub use resources::Resources;
 pub use result::{outcomes_from_events, RunResult, StepOutcome};
 pub use retry::{Backoff, Retry};
+pub use schedule::{MissedTicks, Schedule, MAX_CATCH_UP};
 pub use scope::StepScope;
+pub use sensor::{
+    RunRequest, RunStatusContext, Sensor, SensorContext, SensorResult, DEFAULT_MINIMUM_INTERVAL,
+};
+#[cfg(feature = "slack")]
+pub use slack::{slack_on_failure, SlackError, SlackResource, SLACK_API};
 pub use state::{AssetState, Staleness};
 pub use test_context::{build_asset_context, AssetContextBuilder};
 pub use text::{bounded, mask_secrets};

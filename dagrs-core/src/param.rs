@@ -50,6 +50,10 @@ impl<R> Res<R> {
     pub fn new(resource: R) -> Self {
         Res(Arc::new(resource))
     }
+
+    pub(crate) fn from_arc(resource: Arc<R>) -> Self {
+        Res(resource)
+    }
 }
 
 impl<R> Clone for Res<R> {
@@ -77,7 +81,7 @@ impl<'a, R: Send + Sync + 'static> AssetParam<'a> for Res<R> {
         needs.resource::<R>();
     }
     fn extract(scope: &'a StepScope) -> Result<Self, Error> {
-        scope.resource::<R>().map(Res)
+        scope.resource::<R>().map(Res::from_arc)
     }
 }
 

@@ -80,6 +80,40 @@ where
     out
 }
 
+/// Names of a status as text: `as_str` and `FromStr` agree with the serde names, the one
+/// spelling every store, the CLI and JSON output use.
+macro_rules! named {
+    ($type:ident, $what:literal, { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $type {
+            /// The name, as stored and printed.
+            pub fn as_str(self) -> &'static str {
+                match self { $($type::$variant => $name),* }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($name => Ok($type::$variant),)*
+                    other => Err(format!(
+                        concat!("unknown ", $what, " `{}`; expected one of: ", $($name, " "),*),
+                        crate::text::bounded(other, crate::text::ECHO_LIMIT)
+                    )),
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use named;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use syn::parse::{Parse, ParseStream, Parser};
 use syn::{Expr, Ident, LitStr, Path, Token};
 
 /// The keys `#[asset]` accepts, for the "unknown key" error.
-const KEYS: &str = "deps, group, tags, description, retry, timeout, code_version, key";
+const KEYS: &str = "deps, group, tags, description, retry, timeout, hooks, code_version, key";
 
 /// What each key takes, and an example, for the errors about malformed values.
 fn usage(key: &str) -> (&'static str, &'static str) {
@@ -30,6 +30,7 @@ fn usage(key: &str) -> (&'static str, &'static str) {
             "retry = Retry::fixed(3, Duration::from_secs(10))",
         ),
         "timeout" => ("a `Duration`", "timeout = Duration::from_secs(60)"),
+        "hooks" => ("a list of `Hook`s", "hooks = [alert_on_failure()]"),
         "group" => ("a string literal", "group = \"...\""),
         "description" => ("a string literal", "description = \"...\""),
         "code_version" => ("a string literal", "code_version = \"...\""),
@@ -52,6 +53,7 @@ pub(crate) struct Args {
     pub(crate) description: Option<LitStr>,
     pub(crate) retry: Option<Expr>,
     pub(crate) timeout: Option<Expr>,
+    pub(crate) hooks: Vec<Expr>,
     pub(crate) code_version: Option<LitStr>,
     pub(crate) key: Option<LitStr>,
 }
@@ -169,6 +171,15 @@ fn parse_arg(
                 .parse()
                 .map_err(|_| malformed(&name, argument_tokens(input)))?;
             args.timeout = Some(expr);
+        }
+        "hooks" => {
+            let list = delimited(input, Delimiter::Bracket)
+                .ok_or_else(|| malformed(&name, argument_tokens(input)))?;
+            let parse = syn::punctuated::Punctuated::<Expr, Token![,]>::parse_terminated;
+            match parse.parse2(list) {
+                Ok(hooks) => args.hooks = hooks.into_iter().collect(),
+                Err(error) => errors.push(error),
+            }
         }
         _ => {
             let text = string_value(input, &name)?;

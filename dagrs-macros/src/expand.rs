@@ -195,6 +195,7 @@ fn expand(args: &Args, function: &ItemFn, errors: &mut Errors) -> TokenStream {
         .map(|d| quote! { .description(#d) });
     let retry = args.retry.iter().map(|r| quote! { .retry(#r) });
     let timeout = args.timeout.iter().map(|t| quote! { .timeout(#t) });
+    let hooks = args.hooks.iter().map(|h| quote! { .hook(#h) });
     let code_version = args
         .code_version
         .iter()
@@ -216,6 +217,7 @@ fn expand(args: &Args, function: &ItemFn, errors: &mut Errors) -> TokenStream {
                     #description
                     #(#retry)*
                     #(#timeout)*
+                    #(#hooks)*
                     #(#code_version)*
             }
         }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::TestDb;
-use dagrs_core::storage::contract::{at, event, run_record};
+use dagrs_core::storage::contract::{at, event, run_record, tick};
 use dagrs_core::storage::{PruneReport, Retention, Storage};
 use dagrs_core::{Event, EventKind, LogLevel, RunId, RunStatus};
 use dagrs_postgres::{Error, Ident, PgStorage, PostgresResource, DEFAULT_SCHEMA, SCHEMA_VERSION};
@@ -116,7 +116,9 @@ async fn migrations_are_recorded_and_idempotent() {
             "cursors",
             "dagrs_schema_version",
             "events",
+            "instigators",
             "materializations",
+            "run_keys",
             "runs",
             "ticks"
         ]
@@ -186,14 +188,14 @@ async fn two_schemas_in_one_database_stay_independent() {
     .await
     .unwrap();
     a.set_cursor("sensor", "a-position").await.unwrap();
-    assert!(a.claim_tick("hourly", at(60)).await.unwrap());
+    assert!(a.claim_tick(&tick("hourly", 60)).await.unwrap());
 
     assert_eq!(b.run(&RunId::from("r1")).await.unwrap(), None);
     assert!(b.events(&RunId::from("r1"), None).await.unwrap().is_empty());
     assert_eq!(b.latest_materialization(&"x".into()).await.unwrap(), None);
     assert_eq!(b.cursor("sensor").await.unwrap(), None);
     assert!(
-        b.claim_tick("hourly", at(60)).await.unwrap(),
+        b.claim_tick(&tick("hourly", 60)).await.unwrap(),
         "each store claims its own ticks"
     );
     b.create_run(&run_record("r1", 5))
@@ -448,7 +450,7 @@ async fn several_daemons_claim_a_tick_once() {
         let pg = PostgresResource::from_url(&fresh.db.url).unwrap();
         tasks.spawn(async move {
             let storage = PgStorage::connect(pg, DEFAULT_SCHEMA).await.unwrap();
-            storage.claim_tick("nightly", at(24 * 60)).await.unwrap()
+            storage.claim_tick(&tick("nightly", 24 * 60)).await.unwrap()
         });
     }
     let mut claims = 0;
@@ -509,7 +511,8 @@ async fn concurrent_pruners_agree() {
         PruneReport {
             runs: 15,
             events: 30,
-            materializations: 15
+            materializations: 15,
+            ticks: 0
         },
         "the runs are pruned once between all pruners"
     );

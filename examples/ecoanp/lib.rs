@@ -3,6 +3,7 @@
 //! time-bucketed aggregates. `main.rs` beside this file runs it: `cargo run --example ecoanp`.
 
 pub mod assets;
+pub mod automation;
 pub mod influx;
 pub mod schema;
 pub mod simulator;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use assets::{create_aggregates, influx_data, influx_tags};
+pub use automation::automation;
 pub use influx::{Influx, InfluxError};
 pub use simulator::Simulator;
 

@@ -5,6 +5,7 @@
 //! when missing.
 //! Readings come from a simulator unless `INFLUX_URL` names an InfluxDB (database `INFLUX_DB`,
 //! default `ecoanp`), which is seeded with the simulator's last two hours when missing.
+//! `-- daemon` runs the seed's schedules; `SLACK_WEBHOOK_URL` turns on the failure alert.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use chrono::{DurationRound, TimeDelta, Utc};
 use dagrs_core::prelude::*;
 use dagrs_postgres::PostgresResource;
-use ecoanp::{create_aggregates, influx_data, influx_tags, Influx, Simulator, Source};
+use ecoanp::{automation, create_aggregates, influx_data, influx_tags, Influx, Simulator, Source};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -51,5 +52,5 @@ async fn setup() -> anyhow::Result<Definitions> {
     };
     eprintln!("ecoanp: PostgreSQL {}, {}", pg.masked_url(), source.name());
     let defs = Definitions::builder().specs(assets![influx_tags, influx_data, create_aggregates]);
-    Ok(defs.resource(pg).resource(source).build()?)
+    Ok(automation(defs.resource(pg).resource(source)).build()?)
 }

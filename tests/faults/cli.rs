@@ -264,3 +264,65 @@ async fn run_cancel_from_another_process_stops_the_run() {
         "an ended run cannot be cancelled"
     );
 }
+
+#[tokio::test]
+async fn jobs_schedules_queue_and_daemon_from_the_command_line() {
+    let home = Home::new("daemon-cli");
+    let listed = json(&home.run(&["schedule", "list", "--json"]));
+    assert_eq!(listed[0]["name"], "every_minute");
+    assert_eq!(listed[0]["status"], "stopped");
+    let preview = home.run(&["schedule", "preview", "every_minute", "-n", "3"]);
+    assert!(preview.status.success());
+    assert_eq!(String::from_utf8_lossy(&preview.stdout).lines().count(), 3);
+    assert!(home
+        .run(&["schedule", "start", "every_minute"])
+        .status
+        .success());
+    let listed = json(&home.run(&["schedule", "list", "--json"]));
+    assert_eq!(listed[0]["status"], "running", "the state is stored");
+    let unknown = home.run(&["schedule", "start", "every_minut"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("did you mean `every_minute`?"));
+
+    let now = json(&home.run(&["job", "launch", "probe_job", "--json"]));
+    assert_eq!(now["status"], "succeeded");
+    let queued = home.run(&["job", "launch", "probe_job", "--queue"]);
+    assert!(queued.status.success());
+    let text = String::from_utf8_lossy(&queued.stdout).into_owned();
+    let run_id = RunId::from(text.split_whitespace().nth(2).unwrap());
+    let store = home.store();
+    assert_eq!(
+        store.run(&run_id).await.unwrap().unwrap().status,
+        RunStatus::Queued
+    );
+
+    let daemon = home
+        .probe(&["daemon", "--interval-ms", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store.run(&run_id).await.unwrap().unwrap().status != RunStatus::Succeeded {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never ran it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let stopped = std::process::Command::new("kill")
+        .args(["-INT", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = daemon.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "Ctrl-C stops the daemon cleanly"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("daemon stopped"));
+    let ticks = home.run(&["tick", "list", "--schedule", "every_minute", "--json"]);
+    assert!(ticks.status.success());
+    assert!(json(&ticks).is_array());
+}

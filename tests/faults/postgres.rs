@@ -141,3 +141,87 @@ async fn a_run_survives_a_restart_of_its_postgres() {
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn two_daemons_on_one_postgres_fire_each_tick_once() {
+    let db = TestDatabase::create().await;
+    let storage = store(&db.url).await;
+    let home = Home::new("two-daemons");
+    // Both on a clock 600 times faster than real time from the same start: `every_minute`
+    // ticks every 100 ms.
+    let spawn = || {
+        home.probe(&["daemon"])
+            .env("PROBE_DATABASE_URL", &db.url)
+            .env("PROBE_CLOCK_SPEED", "600")
+            .env("PROBE_CLOCK_START", "2026-01-01T00:00:00Z")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let daemons = [spawn(), spawn()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let ticks = storage.ticks(Some("every_minute"), 1000).await.unwrap();
+        if ticks.len() >= 60 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} ticks in 90 s",
+            ticks.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for daemon in daemons {
+        let stopped = std::process::Command::new("kill")
+            .args(["-TERM", &daemon.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(stopped.success());
+        let output = daemon.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut ticks = storage.ticks(Some("every_minute"), 10_000).await.unwrap();
+    ticks.reverse();
+    assert!(ticks.len() >= 60);
+    for pair in ticks.windows(2) {
+        assert_eq!(
+            pair[1].tick - pair[0].tick,
+            chrono::Duration::minutes(1),
+            "every minute once, none missed: {} then {}",
+            pair[0].tick,
+            pair[1].tick
+        );
+    }
+    let mut run_ids = Vec::new();
+    for tick in &ticks {
+        assert_eq!(
+            tick.status,
+            dagrs_core::storage::TickStatus::Fired,
+            "{tick:?}"
+        );
+        assert_eq!(tick.run_ids.len(), 1, "{tick:?}");
+        run_ids.extend(tick.run_ids.iter().cloned());
+    }
+    let runs = storage.runs(10_000).await.unwrap();
+    let scheduled: Vec<_> = runs
+        .iter()
+        .filter(|r| {
+            r.tags.get(dagrs_core::SCHEDULE_TAG).map(String::as_str) == Some("every_minute")
+        })
+        .collect();
+    assert_eq!(scheduled.len(), ticks.len(), "one run a tick");
+    for run in scheduled {
+        assert!(run_ids.contains(&run.run_id));
+        assert!(
+            matches!(run.status, RunStatus::Succeeded | RunStatus::Queued),
+            "{:?}",
+            run.status
+        );
+    }
+}

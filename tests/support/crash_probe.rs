@@ -2,11 +2,15 @@
 //! (and kill it). `first` → `slow` → `last`; with `PROBE_HANG=1`, `slow` never finishes; with
 //! `PROBE_SLEEP_MS=N` it takes N ms; with `PROBE_FAIL=1` it fails.
 //! Runs are kept in the SQLite store under `$DAGRS_HOME`, or, with `PROBE_DATABASE_URL`, in
-//! PostgreSQL (schema `dagrs` of that database).
+//! PostgreSQL (schema `dagrs` of that database). The job `probe_job` runs `first`; the
+//! schedule `every_minute` runs it each minute (stopped unless started). With
+//! `PROBE_CLOCK_SPEED=N` (and `PROBE_CLOCK_START`, RFC 3339), `daemon` runs on a clock N
+//! times faster than real time from that start, with `every_minute` running.
 
 use std::process::ExitCode;
 
 use dagrs_core::prelude::*;
+use dagrs_core::{AssetJob, Daemon, MissedTicks, ScaledClock, Schedule};
 
 /// Config of `first`.
 #[derive(serde::Deserialize)]
@@ -55,10 +59,23 @@ async fn last(first: Input<first>, slow: Input<slow>) -> Result<u64> {
 }
 
 fn main() -> ExitCode {
+    let scaled = std::env::var("PROBE_CLOCK_SPEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let mut every_minute = Schedule::new("every_minute", "probe_job", "* * * * *")
+        .missed_ticks(MissedTicks::All { limit: 10_000 });
+    if scaled.is_some() {
+        every_minute = every_minute.running();
+    }
     let defs = Definitions::builder()
         .specs(assets![first, slow, last])
+        .job(AssetJob::new("probe_job", "first"))
+        .schedule(every_minute)
         .build()
         .expect("valid definitions");
+    if let (Some(speed), Ok(url)) = (scaled, std::env::var("PROBE_DATABASE_URL")) {
+        return scaled_daemon(defs, &url, speed);
+    }
     let Ok(url) = std::env::var("PROBE_DATABASE_URL") else {
         return dagrs_core::cli::main(defs);
     };
@@ -80,5 +97,35 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+    })
+}
+
+/// The daemon on a clock `speed` times faster than real time, until SIGTERM.
+fn scaled_daemon(defs: Definitions, url: &str, speed: u32) -> ExitCode {
+    let start = std::env::var("PROBE_CLOCK_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(chrono::Utc::now);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        let pg = dagrs_postgres::PostgresResource::from_url(url).expect("a valid URL");
+        let store = dagrs_postgres::PgStorage::connect(pg, dagrs_postgres::DEFAULT_SCHEMA)
+            .await
+            .expect("the store");
+        let clock = std::sync::Arc::new(ScaledClock::new(start, speed));
+        let daemon = Daemon::new(Instance::new(store), defs)
+            .with_clock(clock)
+            .with_interval(Duration::from_millis(20));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("a SIGTERM handler");
+            term.recv().await;
+            stop.cancel();
+        });
+        daemon.run(shutdown).await.expect("the daemon runs");
+        ExitCode::SUCCESS
     })
 }

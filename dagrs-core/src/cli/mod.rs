@@ -9,12 +9,14 @@
 //!
 //! Verbs: `asset list`, `asset materialize --select … [--config FILE] [--json]`, `run list`,
 //! `run show ID [--logs]`, `run reexecute ID --from-failure [--config FILE]`, `run cancel ID`,
-//! `storage prune`. Every verb works through an [`Instance`]: the one given to [`run_with`],
+//! `storage prune`, `job list|launch NAME [--queue]`, `schedule list|start|stop|preview NAME`,
+//! `sensor list|start|stop|preview NAME`, `tick list [--schedule|--sensor NAME]`, `daemon`. Every verb works through an [`Instance`]: the one given to [`run_with`],
 //! else one on the embedded SQLite store (`$DAGRS_HOME/dagrs.db`, or `./.dagrs/dagrs.db`).
 //!
 //! Exit codes: 0 success, 1 a run that failed or was cancelled, 2 bad input or an error
 //! before anything ran.
 
+mod automation;
 mod show;
 
 use self::show::say;
@@ -32,7 +34,7 @@ use crate::definitions::Definitions;
 use crate::error::Error;
 use crate::event::RunStatus;
 use crate::executor::RunOptions;
-use crate::instance::Instance;
+use crate::instance::{Cancellation, Instance};
 use crate::key::RunId;
 use crate::result::outcomes_from_events;
 use crate::storage::{Retention, SqliteStorage};
@@ -55,6 +57,27 @@ enum Command {
     /// The run store.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Asset jobs: list, launch.
+    #[command(subcommand)]
+    Job(automation::JobCommand),
+    /// Cron schedules: list, start, stop, preview.
+    #[command(subcommand)]
+    Schedule(automation::ScheduleCommand),
+    /// Sensors: list, start, stop, preview.
+    #[command(subcommand)]
+    Sensor(automation::SensorCommand),
+    /// Ticks of schedules and sensors.
+    #[command(subcommand)]
+    Tick(automation::TickCommand),
+    /// Runs the daemon: schedules, sensors and the run queue, until Ctrl-C or SIGTERM.
+    Daemon {
+        /// Looks at sensors and the queue at least this often, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        interval_ms: u64,
+        /// Seconds runs get to finish after a stop before they are cancelled.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+        grace_s: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,11 +196,16 @@ where
 /// read-only store when it cannot be written).
 fn default_instance(command: &Command) -> Result<Instance, Error> {
     let path = SqliteStorage::default_path();
+    use automation::{JobCommand, ScheduleCommand, SensorCommand};
     let writes = matches!(
         command,
         Command::Asset(AssetCommand::Materialize { .. })
             | Command::Run(RunCommand::Reexecute { .. } | RunCommand::Cancel { .. })
             | Command::Storage(_)
+            | Command::Job(JobCommand::Launch { .. })
+            | Command::Schedule(ScheduleCommand::Start { .. } | ScheduleCommand::Stop { .. })
+            | Command::Sensor(SensorCommand::Start { .. } | SensorCommand::Stop { .. })
+            | Command::Daemon { .. }
     );
     if writes {
         return Instance::sqlite(path);
@@ -289,6 +317,14 @@ async fn execute(
             show::follow(handle, rx, json).await
         }
         Command::Run(RunCommand::Cancel { id }) => run_cancel(instance, &RunId::from(id)).await,
+        Command::Job(command) => automation::job(defs, instance, command).await,
+        Command::Schedule(command) => automation::schedule(defs, instance, command).await,
+        Command::Sensor(command) => automation::sensor(defs, instance, command).await,
+        Command::Tick(command) => automation::tick(instance, command).await,
+        Command::Daemon {
+            interval_ms,
+            grace_s,
+        } => automation::daemon(defs, instance, interval_ms, grace_s).await,
         Command::Storage(StorageCommand::Prune {
             max_age_days,
             max_runs,
@@ -303,10 +339,11 @@ async fn execute(
             };
             let report = instance.prune(keep).await?;
             say!(
-                "pruned {} runs, {} events, {} materialization records",
+                "pruned {} runs, {} events, {} materialization records, {} ticks",
                 report.runs,
                 report.events,
-                report.materializations
+                report.materializations,
+                report.ticks
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -317,12 +354,19 @@ async fn execute(
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 async fn run_cancel(instance: &Instance, run_id: &RunId) -> Result<ExitCode, Error> {
-    let status = instance
+    match instance
         .cancel_run(run_id, "cancelled from the command line")
-        .await?;
-    if status.is_final() {
-        eprintln!("error: run {run_id} has already ended ({status})");
-        return Ok(ExitCode::from(1));
+        .await?
+    {
+        Cancellation::Cancelled => {
+            say!("run {run_id} cancelled before it started");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cancellation::AlreadyEnded(status) => {
+            eprintln!("error: run {run_id} has already ended ({status})");
+            return Ok(ExitCode::from(1));
+        }
+        Cancellation::Requested => {}
     }
     say!("run {run_id}: cancellation requested; waiting for its process to stop it");
     let run = instance.wait_for_end(run_id, CANCEL_WAIT).await?;

@@ -54,6 +54,15 @@ fn table(header: &[&str]) -> Table {
     table
 }
 
+/// Prints `rows` under `header` as a table.
+pub(super) fn rows(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let mut out = table(header);
+    for row in rows {
+        out.add_row(row);
+    }
+    print_table(&out);
+}
+
 fn print_table(table: &Table) {
     for line in table.lines() {
         say!("{}", line.trim_end());
@@ -257,7 +266,7 @@ pub(super) async fn follow(
 
 /// Waits for Ctrl-C, SIGTERM or SIGHUP (a terminal closed, a service stopped) and names it;
 /// each is the same request: cancel the run, record how it ended, exit.
-async fn interrupted() -> &'static str {
+pub(super) async fn interrupted() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

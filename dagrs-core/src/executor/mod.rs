@@ -40,9 +40,10 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub struct RunOptions {
     pub(crate) config: RunConfig,
     max_concurrency: Option<usize>,
-    tags: BTreeMap<String, String>,
-    run_id: Option<RunId>,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) run_id: Option<RunId>,
     events: Option<mpsc::UnboundedSender<Event>>,
+    pub(crate) job: Option<String>,
 }
 
 impl RunOptions {
@@ -75,6 +76,16 @@ impl RunOptions {
         self
     }
 
+    /// Marks the run as a run of job `name` (tag [`JOB_TAG`](crate::JOB_TAG)): its hooks run.
+    /// [`Instance::launch_job`](crate::Instance::launch_job) sets it, with the job's selection,
+    /// config and tags.
+    pub fn job(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.tags.insert(crate::job::JOB_TAG.into(), name.clone());
+        self.job = Some(name);
+        self
+    }
+
     /// Sends every event of the run, as it is recorded, to `events` (e.g. to show progress).
     pub fn forward_events(mut self, events: mpsc::UnboundedSender<Event>) -> Self {
         self.events = Some(events);
@@ -99,10 +110,10 @@ pub(crate) async fn start(
     plan: Plan,
     parent: Option<RunId>,
 ) -> Result<RunHandle, Error> {
-    let storage = Arc::clone(&settings.storage);
     let run_id = options.run_id.clone().unwrap_or_default();
     let started_at = now();
-    storage
+    settings
+        .storage
         .create_run(&RunRecord {
             run_id: run_id.clone(),
             status: RunStatus::Running,
@@ -118,20 +129,40 @@ pub(crate) async fn start(
             failure: None,
         })
         .await?;
+    Ok(drive(
+        settings,
+        defs,
+        run_id,
+        plan,
+        options.max_concurrency,
+        options.events,
+    ))
+}
+
+/// Drives run `run_id`, already recorded as running by this process, in the background.
+pub(crate) fn drive(
+    settings: &Settings,
+    defs: &Definitions,
+    run_id: RunId,
+    plan: Plan,
+    max_concurrency: Option<usize>,
+    forward: Option<mpsc::UnboundedSender<Event>>,
+) -> RunHandle {
+    let storage = Arc::clone(&settings.storage);
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_events(
         Arc::clone(&storage),
         run_id.clone(),
         rx,
-        options.events,
+        forward,
     ));
     let heartbeat = tokio::spawn(heartbeat(
         Arc::clone(&storage),
         run_id.clone(),
         cancel.clone(),
     ));
-    let limit = options.max_concurrency.unwrap_or(settings.max_concurrency);
+    let limit = max_concurrency.unwrap_or(settings.max_concurrency);
     let scheduler = Scheduler {
         defs: defs.clone(),
         run_id: run_id.clone(),
@@ -183,11 +214,11 @@ pub(crate) async fn start(
             })
         }
     });
-    Ok(RunHandle {
+    RunHandle {
         run_id,
         cancel,
         task,
-    })
+    }
 }
 
 /// Records a heartbeat for the run every [`HEARTBEAT_INTERVAL`] until aborted, and cancels
@@ -236,6 +267,11 @@ impl RunHandle {
     /// and async steps are stopped at their next `.await`; the run ends as cancelled.
     pub fn cancel(&self) {
         self.cancel.cancel();
+    }
+
+    /// Whether the run has ended (its result waits in [`wait`](Self::wait)).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// A token that cancels the run when cancelled, e.g. to wire it to Ctrl-C.

@@ -7,6 +7,7 @@ use crate::config::{ConfigValue, RunConfig};
 use crate::definitions::Definitions;
 use crate::error::{Error, Hint, Problem, Provider};
 use crate::graph::selection;
+use crate::hook::Hook;
 use crate::key::AssetKey;
 use crate::requirements::{ConfigSupply, Provided, Supply};
 use crate::retry::Retry;
@@ -31,6 +32,10 @@ pub(crate) struct Plan {
 pub(crate) struct StepPlan {
     pub(crate) config: Option<ConfigValue>,
     pub(crate) retry: Retry,
+    /// The hooks after the step: the asset's, the job's and those of every asset.
+    pub(crate) hooks: Vec<Hook>,
+    /// The run's job, if it runs one.
+    pub(crate) job: Option<String>,
 }
 
 impl Plan {
@@ -42,6 +47,7 @@ impl Plan {
         storage: &dyn Storage,
         selection: &str,
         config: &RunConfig,
+        job: Option<&str>,
         known: &HashMap<AssetKey, serde_json::Value>,
     ) -> Result<Self, Error> {
         config.check_size()?;
@@ -105,7 +111,22 @@ impl Plan {
                 .get(spec.key.as_str())
                 .unwrap_or(&spec.retry)
                 .clone();
-            steps.push(StepPlan { config, retry });
+            let job_hooks = job
+                .and_then(|name| defs.job(name))
+                .map(|j| j.hooks.as_slice());
+            let hooks = spec
+                .hooks
+                .iter()
+                .chain(job_hooks.unwrap_or_default())
+                .chain(&inner.hooks)
+                .cloned()
+                .collect();
+            steps.push(StepPlan {
+                config,
+                retry,
+                hooks,
+                job: job.map(str::to_owned),
+            });
         }
         if !problems.is_empty() {
             return Err(Error::invalid(problems));

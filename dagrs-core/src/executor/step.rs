@@ -13,6 +13,7 @@ use crate::asset::StepOutput;
 use crate::context::AssetContext;
 use crate::definitions::Definitions;
 use crate::event::{ErrorInfo, EventKind, Metadata, StepStatus};
+use crate::hook::{HookContext, HookOn};
 use crate::key::{AssetKey, RunId};
 use crate::lock;
 use crate::log::Sink;
@@ -119,6 +120,7 @@ impl Step {
                         .send(Some(key), EventKind::StepSucceeded { attempt, duration });
                     outcome.status = StepStatus::Succeeded;
                     outcome.error = None;
+                    self.run_hooks(&outcome).await;
                     return StepReport {
                         outcome,
                         output: Some(output),
@@ -139,6 +141,7 @@ impl Step {
             outcome.error = Some(info);
             if !will_retry {
                 outcome.status = StepStatus::Failed;
+                self.run_hooks(&outcome).await;
                 return StepReport {
                     outcome,
                     output: None,
@@ -178,6 +181,53 @@ impl Step {
         StepReport {
             outcome,
             output: None,
+        }
+    }
+}
+
+impl Step {
+    /// Runs the hooks that apply to how the step ended, one after the other, each in a task
+    /// of its own under its timeout; what they do is recorded, and never fails the step.
+    async fn run_hooks(&self, outcome: &StepOutcome) {
+        let on = match outcome.status {
+            StepStatus::Succeeded => HookOn::Success,
+            StepStatus::Failed => HookOn::Failure,
+            _ => return,
+        };
+        for hook in self.plan.hooks.iter().filter(|hook| hook.on == on) {
+            let context = HookContext {
+                run_id: self.run_id.clone(),
+                asset: outcome.key.clone(),
+                job: self.plan.job.clone(),
+                status: outcome.status,
+                attempt: outcome.attempts,
+                error: outcome.error.clone(),
+                metadata: outcome.metadata.clone(),
+            };
+            let called = hook.callback.call(context, &self.defs.inner().resources);
+            let mut task = tokio::spawn(called);
+            let done = tokio::time::timeout(hook.timeout, &mut task).await;
+            if done.is_err() {
+                task.abort();
+            }
+            let error = match done {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(error))) => Some(ErrorInfo::from_anyhow(&error)),
+                Ok(Err(join)) => Some(ErrorInfo::from_anyhow(&anyhow::anyhow!(
+                    "the hook panicked: {}",
+                    panic_message(join)
+                ))),
+                Err(_) => Some(ErrorInfo::from_anyhow(&anyhow::anyhow!(
+                    "timed out after {:?}",
+                    hook.timeout
+                ))),
+            };
+            let hook = hook.name.clone();
+            let kind = match error {
+                None => EventKind::HookCompleted { hook },
+                Some(error) => EventKind::HookFailed { hook, error },
+            };
+            self.sink.send(Some(&outcome.key), kind);
         }
     }
 }

@@ -23,7 +23,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
-use super::{Retention, RunRecord, Storage};
+use super::{
+    InstigatorKind, InstigatorStatus, Retention, RunRecord, Storage, TickRecord, TickStatus,
+};
 use crate::config::RunConfig;
 use crate::event::{ErrorInfo, Event, EventKind, LogLevel, RunStatus};
 use crate::key::{AssetKey, RunId};
@@ -37,7 +39,7 @@ macro_rules! storage_contract_tests {
     ($make:expr) => {
         $crate::storage_contract_tests!(@each $make;
             runs, events, every_event_kind_round_trips, materializations,
-            finishing_and_heartbeats, retention, ticks_and_cursors, concurrent_writers);
+            finishing_and_heartbeats, retention, ticks_and_cursors, run_queue, concurrent_writers);
     };
     (@each $make:expr; $($part:ident),*) => {
         $(
@@ -71,6 +73,18 @@ pub fn run_record(id: &str, minutes: i64) -> RunRecord {
         heartbeat_at: at(minutes),
         parent_run_id: None,
         failure: None,
+    }
+}
+
+/// A schedule's tick at `at(minutes)`, just claimed.
+pub fn tick(name: &str, minutes: i64) -> TickRecord {
+    TickRecord {
+        name: name.into(),
+        kind: InstigatorKind::Schedule,
+        tick: at(minutes),
+        status: TickStatus::Started,
+        run_ids: vec![],
+        reason: None,
     }
 }
 
@@ -422,9 +436,12 @@ pub async fn finishing_and_heartbeats(storage: &dyn Storage) {
     // A cancellation request moves a running run to canceling, once; its process then
     // records how the run ended, keeping the request's reason.
     let f2 = RunId::from("f2");
-    assert!(storage.request_cancel(&f2, "asked by ops").await.unwrap());
+    assert!(storage
+        .request_cancel(&f2, "asked by ops", at(9))
+        .await
+        .unwrap());
     assert!(
-        !storage.request_cancel(&f2, "again").await.unwrap(),
+        !storage.request_cancel(&f2, "again", at(9)).await.unwrap(),
         "only a running run can be asked to cancel"
     );
     let asked = storage.run(&f2).await.unwrap().unwrap();
@@ -447,12 +464,12 @@ pub async fn finishing_and_heartbeats(storage: &dyn Storage) {
         (RunStatus::Cancelled, Some("asked by ops"))
     );
     assert!(
-        !storage.request_cancel(&f2, "late").await.unwrap(),
+        !storage.request_cancel(&f2, "late", at(11)).await.unwrap(),
         "an ended run stays as it ended"
     );
     let ghost = RunId::from("missing");
     assert!(matches!(
-        storage.request_cancel(&ghost, "x").await,
+        storage.request_cancel(&ghost, "x", at(1)).await,
         Err(crate::Error::RunNotFound(id)) if id == "missing"
     ));
     assert!(matches!(
@@ -604,15 +621,103 @@ pub async fn retention(storage: &dyn Storage) {
     );
 }
 
-/// A tick is claimed once; cursors are stored and replaced.
+/// A tick is claimed once and records what it did; run keys are claimed once; cursors and
+/// schedule/sensor states are stored and replaced.
 pub async fn ticks_and_cursors(storage: &dyn Storage) {
-    assert!(storage.claim_tick("hourly", at(60)).await.unwrap());
+    assert!(storage.claim_tick(&tick("hourly", 60)).await.unwrap());
     assert!(
-        !storage.claim_tick("hourly", at(60)).await.unwrap(),
+        !storage.claim_tick(&tick("hourly", 60)).await.unwrap(),
         "a tick is claimed once"
     );
-    assert!(storage.claim_tick("hourly", at(120)).await.unwrap());
-    assert!(storage.claim_tick("daily", at(60)).await.unwrap());
+    assert!(storage.claim_tick(&tick("hourly", 120)).await.unwrap());
+    let mut sensed = tick("new_files", 90);
+    sensed.kind = InstigatorKind::Sensor;
+    assert!(storage.claim_tick(&sensed).await.unwrap());
+    let mut fired = tick("hourly", 60);
+    fired.status = TickStatus::Fired;
+    fired.run_ids = vec![RunId::from("r1"), RunId::from("r2")];
+    storage.update_tick(&fired).await.unwrap();
+    sensed.status = TickStatus::Skipped;
+    sensed.reason = Some("no new files".into());
+    storage.update_tick(&sensed).await.unwrap();
+    assert!(
+        storage.update_tick(&tick("never", 1)).await.is_err(),
+        "only a claimed tick can be updated"
+    );
+    let hourly = storage.ticks(Some("hourly"), 10).await.unwrap();
+    assert_eq!(
+        hourly,
+        [tick("hourly", 120), fired],
+        "newest first, as updated"
+    );
+    let all = storage.ticks(None, 10).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["hourly", "new_files", "hourly"]);
+    assert_eq!(all[1], sensed);
+    assert_eq!(storage.ticks(None, 1).await.unwrap().len(), 1);
+    let report = storage
+        .prune(
+            Retention {
+                max_age: Some(Duration::from_secs(100 * 60)),
+                max_runs: None,
+            },
+            at(200),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.ticks, 2, "ticks older than the age kept go");
+    assert_eq!(
+        storage.ticks(None, 10).await.unwrap(),
+        [tick("hourly", 120)]
+    );
+
+    assert_eq!(
+        storage
+            .claim_run_key("new_files", "file-1", &RunId::from("r7"))
+            .await
+            .unwrap(),
+        None,
+        "a new run key is claimed"
+    );
+    assert_eq!(
+        storage
+            .claim_run_key("new_files", "file-1", &RunId::from("r8"))
+            .await
+            .unwrap(),
+        Some(RunId::from("r7")),
+        "a used run key names its run"
+    );
+    assert_eq!(
+        storage
+            .claim_run_key("other_sensor", "file-1", &RunId::from("r9"))
+            .await
+            .unwrap(),
+        None,
+        "run keys are per sensor"
+    );
+
+    assert!(storage.instigator_states().await.unwrap().is_empty());
+    storage
+        .set_instigator_state("hourly", InstigatorStatus::Stopped)
+        .await
+        .unwrap();
+    storage
+        .set_instigator_state("new_files", InstigatorStatus::Running)
+        .await
+        .unwrap();
+    storage
+        .set_instigator_state("hourly", InstigatorStatus::Running)
+        .await
+        .unwrap();
+    let states = storage.instigator_states().await.unwrap();
+    assert_eq!(
+        states.into_iter().collect::<Vec<_>>(),
+        [
+            ("hourly".to_owned(), InstigatorStatus::Running),
+            ("new_files".to_owned(), InstigatorStatus::Running)
+        ]
+    );
+
     assert_eq!(storage.cursor("new_files").await.unwrap(), None);
     storage.set_cursor("new_files", "offset=10").await.unwrap();
     storage.set_cursor("new_files", "offset=20").await.unwrap();
@@ -620,6 +725,99 @@ pub async fn ticks_and_cursors(storage: &dyn Storage) {
         storage.cursor("new_files").await.unwrap().as_deref(),
         Some("offset=20")
     );
+    storage.set_cursor("sensor/a", "1").await.unwrap();
+    storage.set_cursor("sensor/b", "2").await.unwrap();
+    storage.set_cursor("sensorless", "3").await.unwrap();
+    assert_eq!(
+        storage
+            .cursors("sensor/")
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [
+            ("sensor/a".into(), "1".into()),
+            ("sensor/b".into(), "2".into())
+        ],
+        "cursors by prefix"
+    );
+}
+
+/// Queued runs wait in order; one starter takes each; a queued run is cancelled at once.
+pub async fn run_queue(storage: &dyn Storage) {
+    let queued = |id: &str, minutes: i64| {
+        let mut run = run_record(id, minutes);
+        run.status = RunStatus::Queued;
+        run.owner = String::new();
+        run
+    };
+    storage.create_run(&queued("q2", 2)).await.unwrap();
+    storage.create_run(&queued("q1", 1)).await.unwrap();
+    storage.create_run(&queued("q3", 3)).await.unwrap();
+    storage.create_run(&run_record("live", 0)).await.unwrap();
+    let ids = |runs: Vec<RunRecord>| -> Vec<String> {
+        runs.iter().map(|r| r.run_id.to_string()).collect()
+    };
+    assert_eq!(
+        ids(storage.queued_runs().await.unwrap()),
+        ["q1", "q2", "q3"],
+        "queued runs come oldest first"
+    );
+    assert_eq!(
+        ids(storage.running_runs().await.unwrap()),
+        ["live"],
+        "a queued run is not active"
+    );
+    let q1 = RunId::from("q1");
+    let (a, b) = tokio::join!(
+        storage.start_run(&q1, "host:1", at(10)),
+        storage.start_run(&q1, "host:2", at(10))
+    );
+    assert!(
+        a.unwrap() ^ b.unwrap(),
+        "of two starters of a queued run, exactly one starts it"
+    );
+    let started = storage.run(&RunId::from("q1")).await.unwrap().unwrap();
+    assert_eq!(
+        (started.status, started.started_at, started.heartbeat_at),
+        (RunStatus::Running, at(10), at(10))
+    );
+    assert!(started.owner.starts_with("host:"));
+    assert!(storage
+        .request_cancel(&RunId::from("q2"), "not needed", at(11))
+        .await
+        .unwrap());
+    let cancelled = storage.run(&RunId::from("q2")).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            cancelled.status,
+            cancelled.ended_at,
+            cancelled.failure.as_deref()
+        ),
+        (RunStatus::Cancelled, Some(at(11)), Some("not needed")),
+        "a queued run is cancelled at once"
+    );
+    assert!(!storage
+        .start_run(&RunId::from("q2"), "host:1", at(12))
+        .await
+        .unwrap());
+    assert_eq!(ids(storage.queued_runs().await.unwrap()), ["q3"]);
+    assert!(matches!(
+        storage.start_run(&RunId::from("ghost"), "h", at(1)).await,
+        Err(crate::Error::RunNotFound(_))
+    ));
+    let report = storage
+        .prune(
+            Retention {
+                max_age: None,
+                max_runs: Some(0),
+            },
+            at(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.runs, 1, "only the cancelled run goes");
+    assert_eq!(ids(storage.queued_runs().await.unwrap()), ["q3"]);
 }
 
 /// Many writers at once (as concurrent runs in one process) all succeed and nothing is

@@ -6,7 +6,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{runs_to_prune, MaterializationRecord, PruneReport, Retention, RunRecord, Storage};
+use super::{
+    runs_to_prune, InstigatorStatus, MaterializationRecord, PruneReport, Retention, RunRecord,
+    Storage, TickRecord,
+};
 use crate::error::Error;
 use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
@@ -25,7 +28,10 @@ struct Inner {
     events: HashMap<RunId, BTreeMap<u64, Event>>,
     /// Every materialization, oldest first.
     materializations: Vec<MaterializationRecord>,
-    ticks: HashSet<(String, DateTime<Utc>)>,
+    /// Ticks by `(name, tick)`.
+    ticks: BTreeMap<(String, DateTime<Utc>), TickRecord>,
+    run_keys: HashMap<(String, String), RunId>,
+    instigators: BTreeMap<String, InstigatorStatus>,
     cursors: BTreeMap<String, String>,
 }
 
@@ -114,15 +120,55 @@ impl Storage for InMemoryStorage {
         Ok(true)
     }
 
-    async fn request_cancel(&self, run_id: &RunId, reason: &str) -> Result<bool, Error> {
+    async fn request_cancel(
+        &self,
+        run_id: &RunId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, Error> {
         let mut inner = self.lock();
         let run = inner.run_mut(run_id)?;
-        if run.status != RunStatus::Running {
-            return Ok(false);
+        match run.status {
+            RunStatus::Running => run.status = RunStatus::Canceling,
+            RunStatus::Queued => {
+                run.status = RunStatus::Cancelled;
+                run.ended_at = Some(at);
+            }
+            _ => return Ok(false),
         }
-        run.status = RunStatus::Canceling;
         run.failure = Some(reason.to_owned());
         Ok(true)
+    }
+
+    async fn start_run(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let run = inner.run_mut(run_id)?;
+        if run.status != RunStatus::Queued {
+            return Ok(false);
+        }
+        run.status = RunStatus::Running;
+        run.owner = owner.to_owned();
+        run.started_at = at;
+        run.heartbeat_at = at;
+        Ok(true)
+    }
+
+    async fn queued_runs(&self) -> Result<Vec<RunRecord>, Error> {
+        let mut queued: Vec<RunRecord> = self
+            .lock()
+            .runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Queued)
+            .cloned()
+            .collect();
+        // Stable: runs queued at the same instant stay in creation order.
+        queued.sort_by_key(|r| r.started_at);
+        Ok(queued)
     }
 
     async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), Error> {
@@ -153,7 +199,7 @@ impl Storage for InMemoryStorage {
             .lock()
             .runs
             .iter()
-            .filter(|r| !r.status.is_final())
+            .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Canceling))
             .cloned()
             .collect())
     }
@@ -212,6 +258,11 @@ impl Storage for InMemoryStorage {
         let mut inner = self.lock();
         let doomed: HashSet<RunId> = runs_to_prune(&inner.runs, keep, now).into_iter().collect();
         let mut report = PruneReport::default();
+        if let Some(cutoff) = super::tick_cutoff(keep, now) {
+            let before = inner.ticks.len();
+            inner.ticks.retain(|(_, tick), _| *tick >= cutoff);
+            report.ticks = (before - inner.ticks.len()) as u64;
+        }
         inner.runs.retain(|r| !doomed.contains(&r.run_id));
         for run_id in &doomed {
             if let Some(events) = inner.events.remove(run_id) {
@@ -235,12 +286,93 @@ impl Storage for InMemoryStorage {
         Ok(report)
     }
 
-    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, Error> {
-        Ok(self.lock().ticks.insert((name.to_owned(), tick)))
+    async fn claim_ticks(&self, ticks: &[TickRecord]) -> Result<Vec<bool>, Error> {
+        let mut inner = self.lock();
+        Ok(ticks
+            .iter()
+            .map(|tick| {
+                let key = (tick.name.clone(), tick.tick);
+                if inner.ticks.contains_key(&key) {
+                    return false;
+                }
+                inner.ticks.insert(key, tick.clone());
+                true
+            })
+            .collect())
+    }
+
+    async fn update_ticks(&self, ticks: &[TickRecord]) -> Result<(), Error> {
+        let mut inner = self.lock();
+        if let Some(tick) = ticks
+            .iter()
+            .find(|t| !inner.ticks.contains_key(&(t.name.clone(), t.tick)))
+        {
+            return Err(Error::storage(
+                "update ticks",
+                format!("tick {} of `{}` was never claimed", tick.tick, tick.name),
+            ));
+        }
+        for tick in ticks {
+            inner
+                .ticks
+                .insert((tick.name.clone(), tick.tick), tick.clone());
+        }
+        Ok(())
+    }
+
+    async fn ticks(&self, name: Option<&str>, limit: usize) -> Result<Vec<TickRecord>, Error> {
+        let inner = self.lock();
+        let mut ticks: Vec<TickRecord> = inner
+            .ticks
+            .values()
+            .filter(|t| name.is_none_or(|name| t.name == name))
+            .cloned()
+            .collect();
+        ticks.sort_by(|a, b| b.tick.cmp(&a.tick).then_with(|| a.name.cmp(&b.name)));
+        ticks.truncate(limit);
+        Ok(ticks)
+    }
+
+    async fn claim_run_key(
+        &self,
+        instigator: &str,
+        key: &str,
+        run_id: &RunId,
+    ) -> Result<Option<RunId>, Error> {
+        let mut inner = self.lock();
+        let key = (instigator.to_owned(), key.to_owned());
+        if let Some(existing) = inner.run_keys.get(&key) {
+            return Ok(Some(existing.clone()));
+        }
+        inner.run_keys.insert(key, run_id.clone());
+        Ok(None)
+    }
+
+    async fn instigator_states(&self) -> Result<BTreeMap<String, InstigatorStatus>, Error> {
+        Ok(self.lock().instigators.clone())
+    }
+
+    async fn set_instigator_state(
+        &self,
+        name: &str,
+        status: InstigatorStatus,
+    ) -> Result<(), Error> {
+        self.lock().instigators.insert(name.to_owned(), status);
+        Ok(())
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<String>, Error> {
         Ok(self.lock().cursors.get(name).cloned())
+    }
+
+    async fn cursors(&self, prefix: &str) -> Result<BTreeMap<String, String>, Error> {
+        let inner = self.lock();
+        Ok(inner
+            .cursors
+            .range(prefix.to_owned()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect())
     }
 
     async fn set_cursor(&self, name: &str, value: &str) -> Result<(), Error> {

@@ -28,6 +28,7 @@ use crate::config::RunConfig;
 use crate::error::Error;
 use crate::event::{Event, Metadata, RunStatus};
 use crate::key::{AssetKey, RunId};
+use crate::text::named;
 
 /// A run as storage keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +94,75 @@ impl MaterializationRecord {
     }
 }
 
+/// What kind of thing ticks: a schedule or a sensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstigatorKind {
+    /// A cron schedule.
+    Schedule,
+    /// A sensor.
+    Sensor,
+}
+
+/// Whether a schedule or sensor is switched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstigatorStatus {
+    /// It ticks.
+    Running,
+    /// It does not.
+    Stopped,
+}
+
+/// How a tick went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TickStatus {
+    /// Claimed; its runs are being requested.
+    Started,
+    /// It requested runs.
+    Fired,
+    /// It had nothing to do (a sensor's skip reason, or run keys already used).
+    Skipped,
+    /// Its evaluation or its run requests failed.
+    Failed,
+}
+
+/// One tick of a schedule or sensor, as storage keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TickRecord {
+    /// The schedule or sensor.
+    pub name: String,
+    /// Which of the two it is.
+    pub kind: InstigatorKind,
+    /// The instant the tick stands for: the cron time of a schedule, the evaluation time of a
+    /// sensor.
+    pub tick: DateTime<Utc>,
+    /// How it went.
+    pub status: TickStatus,
+    /// The runs it requested.
+    pub run_ids: Vec<RunId>,
+    /// Why it skipped or failed.
+    pub reason: Option<String>,
+}
+
+named!(TickStatus, "tick status", {
+    Started => "started",
+    Fired => "fired",
+    Skipped => "skipped",
+    Failed => "failed",
+});
+
+named!(InstigatorKind, "instigator kind", {
+    Schedule => "schedule",
+    Sensor => "sensor",
+});
+
+named!(InstigatorStatus, "instigator status", {
+    Running => "running",
+    Stopped => "stopped",
+});
+
 /// What to keep when pruning the event log; `None` fields do not limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
@@ -111,6 +181,8 @@ pub struct PruneReport {
     pub events: u64,
     /// Materialization records removed (never an asset's latest).
     pub materializations: u64,
+    /// Schedule and sensor ticks removed (older than the age kept).
+    pub ticks: u64,
 }
 
 /// A store for runs, event logs, asset materializations and schedule/sensor state.
@@ -119,9 +191,11 @@ pub struct PruneReport {
 /// atomic, rejects a `(run_id, seq)` pair it already holds and events of a run it does not
 /// know ([`Error::RunNotFound`]); events come back in `seq` order; every `Materialization`
 /// event appended becomes a [`MaterializationRecord`]; `finish_run` only moves a run out of
-/// an active status (running or canceling), once; `request_cancel` only moves a running run
-/// to canceling; `prune` never removes an active run nor the latest materialization of an
-/// asset; `claim_tick` says yes once per `(name, tick)`.
+/// an active status (running or canceling), once; `request_cancel` moves a running run to
+/// canceling and ends a queued one; `start_run` moves a queued run to running, once; `prune`
+/// never removes an active or queued run nor the latest materialization of an asset;
+/// `claim_tick` says yes once per `(name, tick)`, and `claim_run_key` once per
+/// `(instigator, key)`.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Records a new run; fails if the id is taken.
@@ -142,10 +216,29 @@ pub trait Storage: Send + Sync + 'static {
         failure: Option<&str>,
     ) -> Result<bool, Error>;
 
-    /// Asks the process running `run_id` to cancel it: moves a `Running` run to `Canceling`
-    /// with `reason` as its failure reason; returns `false` (and changes nothing) when the run
-    /// is not running.
-    async fn request_cancel(&self, run_id: &RunId, reason: &str) -> Result<bool, Error>;
+    /// Asks for run `run_id` to be cancelled, with `reason` as its failure reason: a
+    /// `Running` run becomes `Canceling` (its process stops it and records its end); a
+    /// `Queued` run, which no process holds yet, ends as `Cancelled` at `at`. Returns `false`
+    /// (and changes nothing) for a run in any other status.
+    async fn request_cancel(
+        &self,
+        run_id: &RunId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, Error>;
+
+    /// Starts queued run `run_id` in process `owner` at `at`: moves it from `Queued` to
+    /// `Running` (its start time and heartbeat become `at`); returns `false` (and changes
+    /// nothing) when it was not queued, so of several daemons one starts it.
+    async fn start_run(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, Error>;
+
+    /// The queued runs, oldest first.
+    async fn queued_runs(&self) -> Result<Vec<RunRecord>, Error>;
 
     /// Records a sign of life of the process running `run_id`.
     async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> Result<(), Error>;
@@ -179,18 +272,67 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<MaterializationRecord>, Error>;
 
     /// Removes finished runs outside `keep` (as of `now`) with their events and
-    /// materialization records, except each asset's latest materialization.
+    /// materialization records, except each asset's latest materialization; and schedule and
+    /// sensor ticks older than `keep.max_age` (see [`tick_cutoff`]).
     async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> Result<PruneReport, Error>;
 
-    /// Claims tick `tick` of schedule or sensor `name`; `true` only for the first claim, so
-    /// a tick fires once even with several daemons.
-    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, Error>;
+    /// Claims ticks of schedules or sensors (`name`, `tick`) by recording them, all in one
+    /// write: for each, `true` only for the first claim, so a tick fires once even with
+    /// several daemons.
+    async fn claim_ticks(&self, ticks: &[TickRecord]) -> Result<Vec<bool>, Error>;
+
+    /// Records what claimed ticks did (their status, runs, reason), in one write.
+    async fn update_ticks(&self, ticks: &[TickRecord]) -> Result<(), Error>;
+
+    /// Claims one tick (see [`claim_ticks`](Self::claim_ticks)).
+    async fn claim_tick(&self, tick: &TickRecord) -> Result<bool, Error> {
+        Ok(self
+            .claim_ticks(std::slice::from_ref(tick))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    /// Records what one claimed tick did (see [`update_ticks`](Self::update_ticks)).
+    async fn update_tick(&self, tick: &TickRecord) -> Result<(), Error> {
+        self.update_ticks(std::slice::from_ref(tick)).await
+    }
+
+    /// The newest ticks first (by tick time), of instigator `name` or of all, at most `limit`.
+    async fn ticks(&self, name: Option<&str>, limit: usize) -> Result<Vec<TickRecord>, Error>;
+
+    /// Claims run key `key` of instigator `instigator` for run `run_id`: `None` for the
+    /// first claim; else the run that holds it, so a request never launches twice.
+    async fn claim_run_key(
+        &self,
+        instigator: &str,
+        key: &str,
+        run_id: &RunId,
+    ) -> Result<Option<RunId>, Error>;
+
+    /// The stored on/off state of every schedule and sensor that was ever switched.
+    async fn instigator_states(&self) -> Result<BTreeMap<String, InstigatorStatus>, Error>;
+
+    /// Stores whether schedule or sensor `name` runs.
+    async fn set_instigator_state(&self, name: &str, status: InstigatorStatus)
+        -> Result<(), Error>;
 
     /// The cursor stored under `name` (a sensor's position), if any.
     async fn cursor(&self, name: &str) -> Result<Option<String>, Error>;
 
+    /// Every stored cursor whose name starts with `prefix`, by name (one read for a daemon's
+    /// many sensors).
+    async fn cursors(&self, prefix: &str) -> Result<BTreeMap<String, String>, Error>;
+
     /// Stores `value` as the cursor `name`.
     async fn set_cursor(&self, name: &str, value: &str) -> Result<(), Error>;
+}
+
+/// Ticks older than this go when pruning by age: `now - max_age`, if expressible.
+pub fn tick_cutoff(keep: Retention, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let age = chrono::Duration::from_std(keep.max_age?).ok()?;
+    now.checked_sub_signed(age)
 }
 
 /// Which runs [`Storage::prune`] removes: finished, and older than `max_age` or beyond the

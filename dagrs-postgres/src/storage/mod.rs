@@ -2,6 +2,7 @@
 //! machines, share. This file holds the store, its migrations and the `Storage` impl (one
 //! method per operation, hence its length); the SQL text is in `sql`, row decoding in `rows`.
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dagrs_core::storage::{
-    runs_to_prune, MaterializationRecord, PruneReport, Retention, RunRecord, Storage,
+    runs_to_prune, tick_cutoff, InstigatorStatus, MaterializationRecord, PruneReport, Retention,
+    RunRecord, Storage, TickRecord,
 };
 use dagrs_core::{AssetKey, Event, Metadata, RunId, RunStatus};
 use tokio_postgres::error::SqlState;
@@ -24,7 +26,9 @@ use crate::resource::PostgresResource;
 mod rows;
 mod sql;
 
-use self::rows::{event_from_row, materialization_from_row, run_from_row, seq_param};
+use self::rows::{
+    event_from_row, materialization_from_row, run_from_row, seq_param, tick_from_row,
+};
 use self::sql::Statements;
 
 /// The schema [`PgStorage`] keeps its tables in unless told otherwise.
@@ -49,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "queued and canceling runs; events of known runs only",
         sql: include_str!("migrations/0002_queued_canceling.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "tick outcomes, run keys, schedule and sensor states, the run queue",
+        sql: include_str!("migrations/0003_ticks_run_keys_instigators.sql"),
     },
 ];
 
@@ -564,14 +573,34 @@ impl Storage for PgStorage {
         .await
     }
 
-    async fn request_cancel(&self, run_id: &RunId, reason: &str) -> CoreResult<bool> {
+    async fn request_cancel(
+        &self,
+        run_id: &RunId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> CoreResult<bool> {
         self.compare_and_set(
             "request a cancellation",
             &self.inner.sql.request_cancel,
             run_id,
-            &[&run_id.as_str(), &reason],
+            &[&run_id.as_str(), &reason, &at],
         )
         .await
+    }
+
+    async fn start_run(&self, run_id: &RunId, owner: &str, at: DateTime<Utc>) -> CoreResult<bool> {
+        self.compare_and_set(
+            "start a queued run",
+            &self.inner.sql.start_run,
+            run_id,
+            &[&run_id.as_str(), &owner, &at],
+        )
+        .await
+    }
+
+    async fn queued_runs(&self) -> CoreResult<Vec<RunRecord>> {
+        self.runs_where("list queued runs", &self.inner.sql.queued_runs, &[])
+            .await
     }
 
     async fn heartbeat(&self, run_id: &RunId, at: DateTime<Utc>) -> CoreResult<()> {
@@ -682,10 +711,20 @@ impl Storage for PgStorage {
             .iter()
             .map(|row| run_from_row(row).map_err(|e| storage_error(OP, e)))
             .collect::<CoreResult<Vec<_>>>()?;
+        let ticks = match tick_cutoff(keep, now) {
+            Some(cutoff) => tx
+                .execute(&sql.delete_ticks, &[&cutoff])
+                .await
+                .map_err(self.db_error(OP))?,
+            None => 0,
+        };
         let doomed = runs_to_prune(&runs, keep, now);
         if doomed.is_empty() {
-            tx.rollback().await.map_err(self.db_error(OP))?;
-            return Ok(PruneReport::default());
+            tx.commit().await.map_err(self.db_error(OP))?;
+            return Ok(PruneReport {
+                ticks,
+                ..PruneReport::default()
+            });
         }
         let ids: Vec<&str> = doomed.iter().map(RunId::as_str).collect();
         let mut deleted = [0; 3];
@@ -710,14 +749,105 @@ impl Storage for PgStorage {
             runs,
             events,
             materializations,
+            ticks,
         })
     }
 
-    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> CoreResult<bool> {
-        let inserted = self
-            .execute("claim a tick", &self.inner.sql.claim_tick, &[&name, &tick])
+    async fn claim_ticks(&self, ticks: &[TickRecord]) -> CoreResult<Vec<bool>> {
+        const OP: &str = "claim ticks";
+        if ticks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = TickColumns::of(ticks);
+        let claimed = self
+            .query(OP, &self.inner.sql.claim_ticks, &columns.params())
             .await?;
-        Ok(inserted == 1)
+        let claimed: Vec<usize> = claimed
+            .iter()
+            .map(|row| row.try_get::<_, i64>(0).map(|n| n as usize - 1))
+            .collect::<Result<_, _>>()
+            .map_err(|e| storage_error(OP, e))?;
+        Ok((0..ticks.len()).map(|i| claimed.contains(&i)).collect())
+    }
+
+    async fn update_ticks(&self, ticks: &[TickRecord]) -> CoreResult<()> {
+        const OP: &str = "update ticks";
+        if ticks.is_empty() {
+            return Ok(());
+        }
+        let columns = TickColumns::of(ticks);
+        let changed = self
+            .execute(OP, &self.inner.sql.update_ticks, &columns.params())
+            .await?;
+        if changed != ticks.len() as u64 {
+            return Err(storage_error(
+                OP,
+                format!(
+                    "{} of {} ticks were never claimed",
+                    ticks.len() as u64 - changed,
+                    ticks.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn ticks(&self, name: Option<&str>, limit: usize) -> CoreResult<Vec<TickRecord>> {
+        const OP: &str = "list ticks";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(OP, &self.inner.sql.ticks, &[&name, &limit])
+            .await?
+            .iter()
+            .map(|row| tick_from_row(row).map_err(|e| storage_error(OP, e)))
+            .collect()
+    }
+
+    async fn claim_run_key(
+        &self,
+        instigator: &str,
+        key: &str,
+        run_id: &RunId,
+    ) -> CoreResult<Option<RunId>> {
+        const OP: &str = "claim a run key";
+        let rows = self
+            .query(
+                OP,
+                &self.inner.sql.claim_run_key,
+                &[&instigator, &key, &run_id.as_str()],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| storage_error(OP, "the statement returned no row"))?;
+        let (holder, claimed): (String, bool) = (
+            row.try_get(0).map_err(|e| storage_error(OP, e))?,
+            row.try_get(1).map_err(|e| storage_error(OP, e))?,
+        );
+        Ok((!claimed).then(|| RunId::from(holder)))
+    }
+
+    async fn instigator_states(&self) -> CoreResult<BTreeMap<String, InstigatorStatus>> {
+        const OP: &str = "read schedule and sensor states";
+        self.query(OP, &self.inner.sql.instigator_states, &[])
+            .await?
+            .iter()
+            .map(|row| {
+                let name: String = row.try_get(0).map_err(|e| storage_error(OP, e))?;
+                let status: &str = row.try_get(1).map_err(|e| storage_error(OP, e))?;
+                let status = status.parse().map_err(|e: String| storage_error(OP, e))?;
+                Ok((name, status))
+            })
+            .collect()
+    }
+
+    async fn set_instigator_state(&self, name: &str, status: InstigatorStatus) -> CoreResult<()> {
+        self.execute(
+            "store a schedule or sensor state",
+            &self.inner.sql.set_instigator_state,
+            &[&name, &status.as_str()],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn cursor(&self, name: &str) -> CoreResult<Option<String>> {
@@ -732,6 +862,20 @@ impl Storage for PgStorage {
         }
     }
 
+    async fn cursors(&self, prefix: &str) -> CoreResult<BTreeMap<String, String>> {
+        const OP: &str = "read cursors";
+        self.query(OP, &self.inner.sql.cursors, &[&prefix])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(|e| storage_error(OP, e))?,
+                    row.try_get(1).map_err(|e| storage_error(OP, e))?,
+                ))
+            })
+            .collect()
+    }
+
     async fn set_cursor(&self, name: &str, value: &str) -> CoreResult<()> {
         self.execute(
             "store a cursor",
@@ -740,6 +884,40 @@ impl Storage for PgStorage {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Ticks, column by column, for the statements that take them as arrays.
+struct TickColumns<'a> {
+    names: Vec<&'a str>,
+    ticks: Vec<DateTime<Utc>>,
+    kinds: Vec<&'static str>,
+    statuses: Vec<&'static str>,
+    run_ids: Vec<Json<&'a Vec<RunId>>>,
+    reasons: Vec<Option<&'a str>>,
+}
+
+impl<'a> TickColumns<'a> {
+    fn of(ticks: &'a [TickRecord]) -> Self {
+        TickColumns {
+            names: ticks.iter().map(|t| t.name.as_str()).collect(),
+            ticks: ticks.iter().map(|t| t.tick).collect(),
+            kinds: ticks.iter().map(|t| t.kind.as_str()).collect(),
+            statuses: ticks.iter().map(|t| t.status.as_str()).collect(),
+            run_ids: ticks.iter().map(|t| Json(&t.run_ids)).collect(),
+            reasons: ticks.iter().map(|t| t.reason.as_deref()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 6] {
+        [
+            &self.names,
+            &self.ticks,
+            &self.kinds,
+            &self.statuses,
+            &self.run_ids,
+            &self.reasons,
+        ]
     }
 }
 
@@ -858,6 +1036,7 @@ mod tests {
             .find(|m| m.sql.contains("runs_status_known"))
             .unwrap();
         for status in [
+            RunStatus::Queued,
             RunStatus::Running,
             RunStatus::Canceling,
             RunStatus::Succeeded,

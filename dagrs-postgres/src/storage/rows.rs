@@ -1,6 +1,6 @@
 //! Rows as PostgreSQL returns them, and values as it takes them.
 
-use dagrs_core::storage::{MaterializationRecord, RunRecord};
+use dagrs_core::storage::{MaterializationRecord, RunRecord, TickRecord};
 use dagrs_core::{AssetKey, Event, EventKind, RunId};
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
@@ -61,5 +61,16 @@ pub(super) fn materialization_from_row(
         metadata: row.try_get::<_, Json<_>>(4)?.0,
         value: row.try_get(5)?,
         code_version: row.try_get(6)?,
+    })
+}
+
+pub(super) fn tick_from_row(row: &Row) -> Result<TickRecord, BoxError> {
+    Ok(TickRecord {
+        name: row.try_get(0)?,
+        tick: row.try_get(1)?,
+        kind: row.try_get::<_, &str>(2)?.parse()?,
+        status: row.try_get::<_, &str>(3)?.parse()?,
+        run_ids: row.try_get::<_, Json<_>>(4)?.0,
+        reason: row.try_get(5)?,
     })
 }

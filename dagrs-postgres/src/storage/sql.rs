@@ -10,6 +10,9 @@ pub(super) const RUN_COLUMNS: &str =
                            ended_at, owner, heartbeat_at, parent_run_id, failure";
 
 /// The columns of `materializations`, in the order `materialization_from_row` reads them.
+/// The columns of `ticks`, in the order `tick_from_row` reads them.
+pub(super) const TICK_COLUMNS: &str = "name, tick, kind, status, run_ids, reason";
+
 pub(super) const MATERIALIZATION_COLUMNS: &str =
     "asset, run_id, seq, ts, metadata, value, code_version";
 /// The statements of the store, with the schema's quoted name filled in once.
@@ -32,8 +35,17 @@ pub(super) struct Statements {
     pub(super) delete_events: String,
     pub(super) delete_materializations: String,
     pub(super) delete_runs: String,
-    pub(super) claim_tick: String,
+    pub(super) delete_ticks: String,
+    pub(super) claim_ticks: String,
+    pub(super) update_ticks: String,
+    pub(super) ticks: String,
+    pub(super) claim_run_key: String,
+    pub(super) instigator_states: String,
+    pub(super) set_instigator_state: String,
+    pub(super) start_run: String,
+    pub(super) queued_runs: String,
     pub(super) cursor: String,
+    pub(super) cursors: String,
     pub(super) set_cursor: String,
     pub(super) version: String,
 }
@@ -45,6 +57,8 @@ impl Statements {
         let materializations = format!("{schema}.materializations");
         let ticks = format!("{schema}.ticks");
         let cursors = format!("{schema}.cursors");
+        let run_keys = format!("{schema}.run_keys");
+        let instigators = format!("{schema}.instigators");
         let version_table = format!("{schema}.{}", Ident::known(VERSION_TABLE));
         Self {
             create_run: format!(
@@ -82,8 +96,10 @@ impl Statements {
             ),
             request_cancel: format!(
                 "WITH asked AS ( \
-                     UPDATE {runs} SET status = 'canceling', failure = $2 \
-                     WHERE run_id = $1 AND status = 'running' RETURNING 1 \
+                     UPDATE {runs} SET failure = $2, \
+                         status = CASE status WHEN 'queued' THEN 'cancelled' ELSE 'canceling' END, \
+                         ended_at = CASE status WHEN 'queued' THEN $3 ELSE ended_at END \
+                     WHERE run_id = $1 AND status IN ('running', 'queued') RETURNING 1 \
                  ) \
                  SELECT EXISTS (SELECT 1 FROM asked), \
                         EXISTS (SELECT 1 FROM {runs} WHERE run_id = $1)"
@@ -134,10 +150,65 @@ impl Statements {
                               WHERE latest.asset = m.asset)"
             ),
             delete_runs: format!("DELETE FROM {runs} WHERE run_id = ANY ($1)"),
-            claim_tick: format!(
-                "INSERT INTO {ticks} (name, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            delete_ticks: format!("DELETE FROM {ticks} WHERE tick < $1"),
+            // The 1-based positions of the ticks this statement claimed.
+            claim_ticks: format!(
+                "WITH given AS ( \
+                     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], \
+                                          $4::text[], $5::jsonb[], $6::text[]) \
+                         WITH ORDINALITY AS g(name, tick, kind, status, run_ids, reason, n) \
+                 ), claimed AS ( \
+                     INSERT INTO {ticks} ({TICK_COLUMNS}) \
+                     SELECT name, tick, kind, status, run_ids, reason FROM given ORDER BY n \
+                     ON CONFLICT DO NOTHING RETURNING name, tick \
+                 ) \
+                 SELECT given.n FROM given JOIN claimed USING (name, tick)"
+            ),
+            update_ticks: format!(
+                "UPDATE {ticks} AS t SET kind = u.kind, status = u.status, \
+                     run_ids = u.run_ids, reason = u.reason \
+                 FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], \
+                             $5::jsonb[], $6::text[]) AS u(name, tick, kind, status, run_ids, reason) \
+                 WHERE t.name = u.name AND t.tick = u.tick"
+            ),
+            ticks: format!(
+                "SELECT {TICK_COLUMNS} FROM {ticks} WHERE $1::text IS NULL OR name = $1 \
+                 ORDER BY tick DESC, name LIMIT $2"
+            ),
+            // The holder of the key, and whether this call claimed it: one statement, so
+            // two claims at once cannot both miss the row.
+            claim_run_key: format!(
+                "WITH claimed AS ( \
+                     INSERT INTO {run_keys} (instigator, run_key, run_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING RETURNING run_id \
+                 ) \
+                 SELECT run_id, true FROM claimed \
+                 UNION ALL \
+                 SELECT run_id, false FROM {run_keys} \
+                 WHERE instigator = $1 AND run_key = $2 AND NOT EXISTS (SELECT 1 FROM claimed)"
+            ),
+            instigator_states: format!("SELECT name, status FROM {instigators}"),
+            set_instigator_state: format!(
+                "INSERT INTO {instigators} (name, status) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET status = EXCLUDED.status, updated_at = now()"
+            ),
+            start_run: format!(
+                "WITH started AS ( \
+                     UPDATE {runs} SET status = 'running', owner = $2, started_at = $3, \
+                                      heartbeat_at = $3 \
+                     WHERE run_id = $1 AND status = 'queued' RETURNING 1 \
+                 ) \
+                 SELECT EXISTS (SELECT 1 FROM started), \
+                        EXISTS (SELECT 1 FROM {runs} WHERE run_id = $1)"
+            ),
+            queued_runs: format!(
+                "SELECT {RUN_COLUMNS} FROM {runs} WHERE status = 'queued' \
+                 ORDER BY started_at, created"
             ),
             cursor: format!("SELECT value FROM {cursors} WHERE name = $1"),
+            cursors: format!(
+                "SELECT name, value FROM {cursors} WHERE starts_with(name, $1) ORDER BY name"
+            ),
             set_cursor: format!(
                 "INSERT INTO {cursors} (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"

@@ -96,6 +96,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_by_start ON runs (started_at);
     CREATE INDEX runs_active ON runs (status) WHERE status IN ('running', 'canceling');
     ",
+    // Version 3: ticks record what they did; run keys of sensors; the on/off state of
+    // schedules and sensors; queued runs found by an index.
+    "
+    ALTER TABLE ticks ADD COLUMN kind TEXT NOT NULL DEFAULT 'schedule'
+        CHECK (kind IN ('schedule', 'sensor'));
+    ALTER TABLE ticks ADD COLUMN status TEXT NOT NULL DEFAULT 'fired'
+        CHECK (status IN ('started', 'fired', 'skipped', 'failed'));
+    ALTER TABLE ticks ADD COLUMN run_ids TEXT NOT NULL DEFAULT '[]';  -- JSON array
+    ALTER TABLE ticks ADD COLUMN reason TEXT;
+    CREATE INDEX ticks_newest ON ticks (tick);
+
+    CREATE TABLE run_keys (
+        instigator TEXT NOT NULL,
+        run_key    TEXT NOT NULL,
+        run_id     TEXT NOT NULL,
+        PRIMARY KEY (instigator, run_key)
+    );
+
+    CREATE TABLE instigators (
+        name   TEXT PRIMARY KEY NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'stopped'))
+    );
+
+    CREATE INDEX runs_queued ON runs (started_at) WHERE status = 'queued';
+    ",
 ];
 
 /// The schema version this code writes and understands.

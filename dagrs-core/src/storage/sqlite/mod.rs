@@ -12,6 +12,7 @@ mod rows;
 mod tests;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -26,11 +27,13 @@ use rusqlite::{params, params_from_iter, OptionalExtension};
 use self::file::{resolve, resolve_existing};
 use self::rows::{
     append, from_json, instant, is_primary_key_clash, limit_to_sql, micros, prune,
-    query_materializations, query_runs, run_exists, seq_from_sql, to_json, EventInsert, OrStorage,
-    RunRow, MATERIALIZATION_COLUMNS, RUN_COLUMNS,
+    query_materializations, query_runs, run_exists, seq_from_sql, to_json, Damage, EventInsert,
+    OrStorage, RunRow, TickRow, MATERIALIZATION_COLUMNS, RUN_COLUMNS, TICK_COLUMNS,
 };
 use self::writer::{lock, registry, Shared};
-use super::{MaterializationRecord, PruneReport, Retention, RunRecord, Storage};
+use super::{
+    InstigatorStatus, MaterializationRecord, PruneReport, Retention, RunRecord, Storage, TickRecord,
+};
 use crate::error::Error;
 use crate::event::{Event, EventKind, RunStatus};
 use crate::key::{AssetKey, RunId};
@@ -230,21 +233,69 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn request_cancel(&self, run_id: &RunId, reason: &str) -> Result<bool, Error> {
+    async fn request_cancel(
+        &self,
+        run_id: &RunId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, Error> {
         const OP: &str = "request a cancellation";
         let (run_id, reason) = (run_id.clone(), reason.to_owned());
         self.write(OP, move |conn| {
             let changed = conn
                 .prepare_cached(
-                    "UPDATE runs SET status = 'canceling', failure = ?2 \
-                     WHERE run_id = ?1 AND status = 'running'",
+                    "UPDATE runs SET failure = ?2, \
+                         status = CASE status WHEN 'queued' THEN 'cancelled' ELSE 'canceling' END, \
+                         ended_at = CASE status WHEN 'queued' THEN ?3 ELSE ended_at END \
+                     WHERE run_id = ?1 AND status IN ('running', 'queued')",
                 )
-                .and_then(|mut stmt| stmt.execute(params![run_id.as_str(), reason]))
+                .and_then(|mut stmt| stmt.execute(params![run_id.as_str(), reason, micros(at)]))
                 .or_storage(OP)?;
             if changed == 0 && !run_exists(conn, run_id.as_str(), OP)? {
                 return Err(Error::RunNotFound(run_id.to_string()));
             }
             Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn start_run(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        const OP: &str = "start a queued run";
+        let (run_id, owner) = (run_id.clone(), owner.to_owned());
+        self.write(OP, move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE runs SET status = 'running', owner = ?2, started_at = ?3, \
+                         heartbeat_at = ?3 \
+                     WHERE run_id = ?1 AND status = 'queued'",
+                )
+                .and_then(|mut stmt| stmt.execute(params![run_id.as_str(), owner, micros(at)]))
+                .or_storage(OP)?;
+            if changed == 0 && !run_exists(conn, run_id.as_str(), OP)? {
+                return Err(Error::RunNotFound(run_id.to_string()));
+            }
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn queued_runs(&self) -> Result<Vec<RunRecord>, Error> {
+        const OP: &str = "list queued runs";
+        self.read(OP, move |conn| {
+            query_runs(
+                conn,
+                OP,
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'queued' \
+                     ORDER BY started_at, rowid"
+                ),
+                [],
+            )
         })
         .await
     }
@@ -417,18 +468,142 @@ impl Storage for SqliteStorage {
         self.write(OP, move |conn| prune(conn, keep, now, OP)).await
     }
 
-    async fn claim_tick(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, Error> {
-        const OP: &str = "claim a tick";
-        let name = name.to_owned();
+    async fn claim_ticks(&self, ticks: &[TickRecord]) -> Result<Vec<bool>, Error> {
+        const OP: &str = "claim ticks";
+        let rows = ticks
+            .iter()
+            .map(|tick| TickRow::of(tick, OP))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(OP, move |conn| {
+            let mut insert = conn
+                .prepare_cached(&format!(
+                    "INSERT INTO ticks ({TICK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (name, tick) DO NOTHING"
+                ))
+                .or_storage(OP)?;
+            rows.iter()
+                .map(|row| Ok(insert.execute(row.params()).or_storage(OP)? == 1))
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_ticks(&self, ticks: &[TickRecord]) -> Result<(), Error> {
+        const OP: &str = "update ticks";
+        let rows = ticks
+            .iter()
+            .map(|tick| {
+                Ok((
+                    TickRow::of(tick, OP)?,
+                    format!("tick {} of `{}`", tick.tick, tick.name),
+                ))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        self.write(OP, move |conn| {
+            let mut update = conn
+                .prepare_cached(
+                    "UPDATE ticks SET kind = ?3, status = ?4, run_ids = ?5, reason = ?6 \
+                     WHERE name = ?1 AND tick = ?2",
+                )
+                .or_storage(OP)?;
+            for (row, what) in &rows {
+                if update.execute(row.params()).or_storage(OP)? == 0 {
+                    return Err(Error::storage(OP, format!("{what} was never claimed")));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ticks(&self, name: Option<&str>, limit: usize) -> Result<Vec<TickRecord>, Error> {
+        const OP: &str = "list ticks";
+        let name = name.map(str::to_owned);
+        self.read(OP, move |conn| {
+            let sql = format!(
+                "SELECT {TICK_COLUMNS} FROM ticks WHERE ?1 IS NULL OR name = ?1 \
+                 ORDER BY tick DESC, name LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql).or_storage(OP)?;
+            let rows = stmt
+                .query_map(params![name, limit_to_sql(limit)], TickRow::from_row)
+                .or_storage(OP)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .or_storage(OP)?;
+            rows.into_iter().map(|row| row.into_record(OP)).collect()
+        })
+        .await
+    }
+
+    async fn claim_run_key(
+        &self,
+        instigator: &str,
+        key: &str,
+        run_id: &RunId,
+    ) -> Result<Option<RunId>, Error> {
+        const OP: &str = "claim a run key";
+        let (instigator, key, run_id) = (instigator.to_owned(), key.to_owned(), run_id.clone());
         self.write(OP, move |conn| {
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO ticks (name, tick) VALUES (?1, ?2) \
-                     ON CONFLICT (name, tick) DO NOTHING",
+                    "INSERT INTO run_keys (instigator, run_key, run_id) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (instigator, run_key) DO NOTHING",
                 )
-                .and_then(|mut stmt| stmt.execute(params![name, micros(tick)]))
+                .and_then(|mut stmt| stmt.execute(params![instigator, key, run_id.as_str()]))
                 .or_storage(OP)?;
-            Ok(inserted == 1)
+            if inserted == 1 {
+                return Ok(None);
+            }
+            conn.prepare_cached(
+                "SELECT run_id FROM run_keys WHERE instigator = ?1 AND run_key = ?2",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![instigator, key], |row| row.get(0)))
+            .map(|id: String| Some(RunId::from(id)))
+            .or_storage(OP)
+        })
+        .await
+    }
+
+    async fn instigator_states(&self) -> Result<BTreeMap<String, InstigatorStatus>, Error> {
+        const OP: &str = "read schedule and sensor states";
+        self.read(OP, move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, status FROM instigators")
+                .or_storage(OP)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .or_storage(OP)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .or_storage(OP)?;
+            rows.into_iter()
+                .map(|(name, status)| {
+                    let status = status
+                        .parse()
+                        .map_err(|e| Error::storage(OP, Damage(format!("`{name}`: {e}"))))?;
+                    Ok((name, status))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn set_instigator_state(
+        &self,
+        name: &str,
+        status: InstigatorStatus,
+    ) -> Result<(), Error> {
+        const OP: &str = "store a schedule or sensor state";
+        let name = name.to_owned();
+        self.write(OP, move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO instigators (name, status) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET status = excluded.status",
+            )
+            .and_then(|mut stmt| stmt.execute(params![name, status.as_str()]))
+            .or_storage(OP)?;
+            Ok(())
         })
         .await
     }
@@ -440,6 +615,25 @@ impl Storage for SqliteStorage {
             conn.prepare_cached("SELECT value FROM cursors WHERE name = ?1")
                 .and_then(|mut stmt| stmt.query_row([&name], |row| row.get(0)).optional())
                 .or_storage(OP)
+        })
+        .await
+    }
+
+    async fn cursors(&self, prefix: &str) -> Result<BTreeMap<String, String>, Error> {
+        const OP: &str = "read cursors";
+        let prefix = prefix.to_owned();
+        self.read(OP, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, value FROM cursors WHERE substr(name, 1, length(?1)) = ?1",
+                )
+                .or_storage(OP)?;
+            let rows = stmt
+                .query_map([&prefix], |row| Ok((row.get(0)?, row.get(1)?)))
+                .or_storage(OP)?
+                .collect::<rusqlite::Result<BTreeMap<String, String>>>()
+                .or_storage(OP)?;
+            Ok(rows)
         })
         .await
     }

@@ -9,7 +9,10 @@ use rusqlite::{params, Connection};
 use crate::error::Error;
 use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
-use crate::storage::{runs_to_prune, MaterializationRecord, PruneReport, Retention, RunRecord};
+use crate::storage::{
+    runs_to_prune, tick_cutoff, MaterializationRecord, PruneReport, Retention, RunRecord,
+    TickRecord,
+};
 
 /// `.or_storage(op)`: a SQLite error as an [`Error::Storage`]; a value that cannot be read
 /// back, or a damaged file, as [`Damage`].
@@ -270,6 +273,67 @@ pub(super) fn query_materializations(
     )
 }
 
+pub(super) const TICK_COLUMNS: &str = "name, tick, kind, status, run_ids, reason";
+
+/// A `ticks` row as SQLite keeps it.
+pub(super) struct TickRow {
+    name: String,
+    tick: i64,
+    kind: String,
+    status: String,
+    run_ids: String,
+    reason: Option<String>,
+}
+
+impl TickRow {
+    pub(super) fn of(tick: &TickRecord, op: &'static str) -> Result<TickRow, Error> {
+        Ok(TickRow {
+            name: tick.name.clone(),
+            tick: micros(tick.tick),
+            kind: tick.kind.as_str().to_owned(),
+            status: tick.status.as_str().to_owned(),
+            run_ids: to_json(&tick.run_ids, op)?,
+            reason: tick.reason.clone(),
+        })
+    }
+
+    /// The columns in [`TICK_COLUMNS`] order, as statement parameters `?1` to `?6`.
+    pub(super) fn params(&self) -> [&dyn rusqlite::ToSql; 6] {
+        [
+            &self.name,
+            &self.tick,
+            &self.kind,
+            &self.status,
+            &self.run_ids,
+            &self.reason,
+        ]
+    }
+
+    pub(super) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TickRow> {
+        Ok(TickRow {
+            name: row.get(0)?,
+            tick: row.get(1)?,
+            kind: row.get(2)?,
+            status: row.get(3)?,
+            run_ids: row.get(4)?,
+            reason: row.get(5)?,
+        })
+    }
+
+    pub(super) fn into_record(self, op: &'static str) -> Result<TickRecord, Error> {
+        let what = format!("tick of `{}`", self.name);
+        let parse = |e: String| Error::storage(op, Damage(format!("{what}: {e}")));
+        Ok(TickRecord {
+            tick: instant(self.tick, op, &what)?,
+            kind: self.kind.parse().map_err(parse)?,
+            status: self.status.parse().map_err(parse)?,
+            run_ids: from_json(&self.run_ids, op, || what.clone())?,
+            reason: self.reason,
+            name: self.name,
+        })
+    }
+}
+
 /// An event ready for `INSERT` (serialized by the caller, off the writer thread).
 pub(super) struct EventInsert {
     run_id: RunId,
@@ -384,10 +448,19 @@ pub(super) fn prune(
     now: DateTime<Utc>,
     op: &'static str,
 ) -> Result<PruneReport, Error> {
+    let ticks = match tick_cutoff(keep, now) {
+        Some(cutoff) => conn
+            .execute("DELETE FROM ticks WHERE tick < ?1", [micros(cutoff)])
+            .or_storage(op)? as u64,
+        None => 0,
+    };
     let runs = query_runs(conn, op, &format!("SELECT {RUN_COLUMNS} FROM runs"), [])?;
     let doomed = runs_to_prune(&runs, keep, now);
     if doomed.is_empty() {
-        return Ok(PruneReport::default());
+        return Ok(PruneReport {
+            ticks,
+            ..PruneReport::default()
+        });
     }
     let doomed = to_json(&doomed, op)?;
     let delete = |sql: &str| -> Result<u64, Error> {
@@ -405,5 +478,6 @@ pub(super) fn prune(
         runs,
         events,
         materializations,
+        ticks,
     })
 }

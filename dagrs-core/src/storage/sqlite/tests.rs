@@ -156,7 +156,10 @@ async fn reopening_keeps_everything() {
             .await
             .unwrap());
         store.heartbeat(&child.run_id, at(7)).await.unwrap();
-        assert!(store.claim_tick("hourly", at(60)).await.unwrap());
+        assert!(store
+            .claim_tick(&crate::storage::contract::tick("hourly", 60))
+            .await
+            .unwrap());
         store.set_cursor("files", "offset=3").await.unwrap();
     }
     assert!(!is_open(&path), "the store was closed");
@@ -183,7 +186,10 @@ async fn reopening_keeps_everything() {
     );
     assert_eq!(latest[0].timestamp, events[2].timestamp);
     assert!(
-        !store.claim_tick("hourly", at(60)).await.unwrap(),
+        !store
+            .claim_tick(&crate::storage::contract::tick("hourly", 60))
+            .await
+            .unwrap(),
         "a claimed tick stays claimed"
     );
     assert_eq!(
