@@ -10,6 +10,7 @@ use crate::event::{EventKind, LogLevel, Metadata};
 use crate::key::{AssetKey, RunId};
 use crate::lock;
 use crate::log::{LogRecord, Sink};
+use crate::partition::{PartitionRange, TimeWindow};
 use crate::text::mask_secrets;
 
 /// `ctx.log`: writes to the run's event log and to `tracing` (target `dagrs::asset`).
@@ -72,7 +73,7 @@ pub struct AssetContext {
     run_id: RunId,
     asset: AssetKey,
     attempt: u32,
-    pub(crate) partition_key: Option<String>,
+    pub(crate) partition: Option<Arc<StepPartition>>,
     metadata: Arc<Mutex<Metadata>>,
     cancel: CancellationToken,
 }
@@ -95,10 +96,15 @@ impl AssetContext {
             run_id,
             asset,
             attempt,
-            partition_key: None,
+            partition: None,
             metadata,
             cancel,
         }
+    }
+
+    pub(crate) fn with_partition(mut self, partition: Option<Arc<StepPartition>>) -> Self {
+        self.partition = partition;
+        self
     }
 
     /// The id of the run.
@@ -116,9 +122,31 @@ impl AssetContext {
         self.attempt
     }
 
-    /// The partition being materialized; `None` for unpartitioned assets.
+    /// The partition being materialized, when the step materializes one; `None` for an
+    /// unpartitioned asset and for a range of several partitions (see
+    /// [`partition_range`](Self::partition_range)).
     pub fn partition_key(&self) -> Option<&str> {
-        self.partition_key.as_deref()
+        let partition = self.partition.as_deref()?;
+        partition.single.then_some(partition.range.key.as_str())
+    }
+
+    /// The partitions being materialized: one, or a range materialized in one go.
+    pub fn partition_range(&self) -> Option<&PartitionRange> {
+        Some(&self.partition.as_deref()?.range)
+    }
+
+    /// The time window being materialized — of one partition, or covering the whole range —
+    /// for time-partitioned assets.
+    pub fn partition_time_window(&self) -> Option<TimeWindow> {
+        self.partition.as_deref()?.window
+    }
+
+    /// The key of dimension `name` of a multi-dimensional partition (for the time dimension,
+    /// the first window's key).
+    pub fn partition_dimension(&self, name: &str) -> Option<&str> {
+        let partition = self.partition.as_deref()?;
+        let (_, key) = partition.dimensions.iter().find(|(n, _)| n == name)?;
+        Some(key)
     }
 
     /// Attaches metadata (a row count, a path, ...) to this materialization; it is recorded
@@ -152,7 +180,7 @@ impl fmt::Debug for AssetContext {
             .field("run_id", &self.run_id)
             .field("asset", &self.asset)
             .field("attempt", &self.attempt)
-            .field("partition_key", &self.partition_key)
+            .field("partition", &self.partition_range())
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +193,29 @@ impl AssetContext {
         match &self.log.sink {
             Sink::Local(records) => lock(records).clone(),
             Sink::Run(_) => Vec::new(),
+        }
+    }
+}
+
+/// The partitions one step materializes, as its context shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StepPartition {
+    pub(crate) range: PartitionRange,
+    /// Whether it is one partition (else a range).
+    pub(crate) single: bool,
+    pub(crate) window: Option<TimeWindow>,
+    /// The key of each dimension by name.
+    pub(crate) dimensions: Vec<(String, String)>,
+}
+
+impl StepPartition {
+    pub(crate) fn new(def: &crate::partition::PartitionsDefinition, range: PartitionRange) -> Self {
+        let single = def.count(&range.to_set()) == 1;
+        StepPartition {
+            single,
+            window: def.window_of(&range),
+            dimensions: def.dimension_keys(&range),
+            range,
         }
     }
 }

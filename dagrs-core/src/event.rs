@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::key::{AssetKey, RunId};
+use crate::partition::PartitionRange;
 use crate::text::{mask_secrets, named};
 
 /// The current time, to the microsecond: what every backend keeps exactly.
@@ -73,6 +74,9 @@ pub enum EventKind {
         error: ErrorInfo,
         /// Whether the retry policy schedules another attempt.
         will_retry: bool,
+        /// The partitions the step was materializing, for a partitioned asset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<PartitionRange>,
     },
     /// Another attempt is scheduled after a delay.
     StepRetrying {
@@ -89,6 +93,9 @@ pub enum EventKind {
         value: serde_json::Value,
         /// The asset's `code_version`, if it declares one.
         code_version: Option<String>,
+        /// The partitions materialized, for a partitioned asset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<PartitionRange>,
     },
     /// The step finished successfully.
     StepSucceeded {
@@ -153,17 +160,28 @@ impl std::fmt::Display for EventKind {
                 attempt,
                 error,
                 will_retry,
-            } => write!(
-                f,
-                "failed (attempt {attempt}{}): {error}",
-                if *will_retry { ", will retry" } else { "" }
-            ),
+                partition,
+            } => {
+                f.write_str("failed")?;
+                if let Some(partition) = partition {
+                    write!(f, " partition {partition}")?;
+                }
+                let retry = if *will_retry { ", will retry" } else { "" };
+                write!(f, " (attempt {attempt}{retry}): {error}")
+            }
             EventKind::StepRetrying {
                 next_attempt,
                 delay,
             } => write!(f, "retrying in {delay:?} (attempt {next_attempt})"),
-            EventKind::Materialization { metadata, .. } => {
+            EventKind::Materialization {
+                metadata,
+                partition,
+                ..
+            } => {
                 f.write_str("materialized")?;
+                if let Some(partition) = partition {
+                    write!(f, " partition {partition}")?;
+                }
                 for (k, v) in metadata {
                     write!(f, " {k}={v}")?;
                 }
@@ -303,6 +321,8 @@ pub struct MaterializationRef<'a> {
     pub value: &'a serde_json::Value,
     /// The asset's code version at the time.
     pub code_version: Option<&'a str>,
+    /// The partitions materialized, for a partitioned asset.
+    pub partition: Option<&'a PartitionRange>,
 }
 
 impl Event {
@@ -316,12 +336,14 @@ impl Event {
                     metadata,
                     value,
                     code_version,
+                    partition,
                 },
             ) => Some(MaterializationRef {
                 asset,
                 metadata,
                 value,
                 code_version: code_version.as_deref(),
+                partition: partition.as_ref(),
             }),
             _ => None,
         }

@@ -72,6 +72,7 @@
 //! `default-features = false` and compiles none of them.
 
 mod asset;
+mod backfill;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod clock;
@@ -90,6 +91,7 @@ mod job;
 mod key;
 mod log;
 mod param;
+mod partition;
 mod queue;
 mod requirements;
 mod resources;
@@ -106,6 +108,9 @@ mod test_context;
 mod text;
 
 pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult};
+pub use backfill::{
+    BackfillPolicy, BackfillRecord, BackfillRun, BackfillStatus, BACKFILL_TAG,
+};
 pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
 pub use config::{ConfigFormat, RunConfig, MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH};
 pub use context::{AssetContext, Logger};
@@ -164,6 +169,18 @@ pub use dagrs_macros::asset;
 macro_rules! assets {
     ($($asset:ty),* $(,)?) => {
         ::std::vec![$(<$asset as $crate::Asset>::spec()),*]
+    };
+}
+
+/// Partitions: definitions ([`hourly`](partitions::hourly), [`static_keys`](partitions::static_keys),
+/// [`multi`](partitions::multi), ...), mappings between them, and sets of partitions as ranges.
+pub mod partitions {
+    pub use crate::partition::define::*;
+    pub use crate::partition::status::{cut, merged, outcomes, PartitionOutcome};
+    pub use crate::partition::{
+        Chunks, PartitionContext, PartitionMapping, PartitionRange, PartitionSet,
+        PartitionStatus, PartitionsDefinition, RangeSet, TimeWindow, TimeWindows,
+        DIMENSION_SEPARATOR, RANGE_SEPARATOR,
     };
 }
 

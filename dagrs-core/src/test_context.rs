@@ -1,6 +1,8 @@
 //! `build_asset_context()`: a context for unit-testing one asset, and running it with
 //! injection from what the test provides.
 
+use crate::context::StepPartition;
+use crate::partition::{PartitionContext, PartitionRange, PartitionsDefinition};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -54,7 +56,7 @@ pub fn build_asset_context() -> AssetContextBuilder {
         run_id: RunId::from("test-run"),
         asset: None,
         attempt: 1,
-        partition_key: None,
+        partition: None,
         resources: Resources::default(),
         config: None,
         inputs: HashMap::new(),
@@ -69,7 +71,7 @@ pub struct AssetContextBuilder {
     run_id: RunId,
     asset: Option<AssetKey>,
     attempt: u32,
-    partition_key: Option<String>,
+    partition: Option<Arc<StepPartition>>,
     resources: Resources,
     config: Option<serde_json::Value>,
     inputs: HashMap<AssetKey, Shared>,
@@ -120,9 +122,40 @@ impl AssetContextBuilder {
         self
     }
 
-    /// Sets the partition key.
+    /// Sets the partition key (with no time window: see [`partition`](Self::partition)).
     pub fn partition_key(mut self, key: impl Into<String>) -> Self {
-        self.partition_key = Some(key.into());
+        let key = key.into();
+        self.partition = Some(Arc::new(StepPartition {
+            range: PartitionRange {
+                key: key.clone(),
+                dims: key.clone(),
+                start: 0,
+                end: 1,
+            },
+            single: true,
+            window: None,
+            dimensions: vec![(String::new(), key)],
+        }));
+        self
+    }
+
+    /// Sets the partition (a key, or a range `START...END`) of definition `def`, with its
+    /// time window and dimensions, as a run would.
+    ///
+    /// # Panics
+    ///
+    /// When `target` is not a partition of `def` that exists now (or `def` has dynamic
+    /// dimensions, whose keys live in a store).
+    pub fn partition(mut self, def: impl Into<PartitionsDefinition>, target: &str) -> Self {
+        let def = def.into();
+        let ctx = PartitionContext {
+            now: chrono::Utc::now().timestamp(),
+            ..PartitionContext::default()
+        };
+        let range = def
+            .parse_target(target, &ctx)
+            .unwrap_or_else(|e| panic!("test partition `{target}`: {e}"));
+        self.partition = Some(Arc::new(StepPartition::new(&def, range)));
         self
     }
 
@@ -146,7 +179,7 @@ impl AssetContextBuilder {
             Arc::clone(&self.metadata),
             self.cancel.clone(),
         );
-        ctx.partition_key = self.partition_key.clone();
+        ctx.partition = self.partition.clone();
         ctx
     }
 

@@ -36,6 +36,8 @@ pub(crate) struct StepPlan {
     pub(crate) hooks: Vec<Hook>,
     /// The run's job, if it runs one.
     pub(crate) job: Option<String>,
+    /// The partitions the step materializes, for a partitioned asset in a partitioned run.
+    pub(crate) partition: Option<Arc<StepPartition>>,
 }
 
 impl Plan {

@@ -65,7 +65,8 @@ impl Step {
                     self.sink.clone(),
                     Arc::clone(&metadata),
                     self.cancel.clone(),
-                ),
+                )
+                .with_partition(self.plan.partition.clone()),
                 resources: self.defs.inner().resources.clone(),
                 config: self.plan.config.clone(),
                 inputs: Arc::clone(&self.inputs),
@@ -114,6 +115,7 @@ impl Step {
                             metadata: outcome.metadata.clone(),
                             value: output.json.clone(),
                             code_version: spec.code_version.clone(),
+                            partition: self.partition_range(),
                         },
                     );
                     self.sink
@@ -136,6 +138,7 @@ impl Step {
                     attempt,
                     error: info.clone(),
                     will_retry,
+                    partition: self.partition_range(),
                 },
             );
             outcome.error = Some(info);
@@ -186,6 +189,10 @@ impl Step {
 }
 
 impl Step {
+    fn partition_range(&self) -> Option<crate::partition::PartitionRange> {
+        Some(self.plan.partition.as_deref()?.range.clone())
+    }
+
     /// Runs the hooks that apply to how the step ended, one after the other, each in a task
     /// of its own under its timeout; what they do is recorded, and never fails the step.
     async fn run_hooks(&self, outcome: &StepOutcome) {

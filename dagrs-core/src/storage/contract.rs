@@ -104,6 +104,7 @@ fn materialization(value: serde_json::Value, code_version: Option<&str>) -> Even
         metadata: BTreeMap::from([("rows".to_owned(), json!(3))]),
         value,
         code_version: code_version.map(str::to_owned),
+        partition: None,
     }
 }
 
@@ -278,6 +279,7 @@ pub async fn every_event_kind_round_trips(storage: &dyn Storage) {
                 causes: vec!["connection refused".into()],
             },
             will_retry: true,
+            partition: None,
         },
         EventKind::StepRetrying {
             next_attempt: 2,

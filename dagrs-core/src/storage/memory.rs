@@ -10,7 +10,9 @@ use super::{
     runs_to_prune, InstigatorStatus, MaterializationRecord, PruneReport, Retention, RunRecord,
     Storage, TickRecord,
 };
+use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::error::Error;
+use crate::partition::{PartitionRange, PartitionStatus};
 use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
 
@@ -24,6 +26,8 @@ pub struct InMemoryStorage {
 #[derive(Debug, Default)]
 struct Inner {
     runs: Vec<RunRecord>,
+    /// Each run's position in `runs`.
+    run_index: HashMap<RunId, usize>,
     /// Each run's events by seq.
     events: HashMap<RunId, BTreeMap<u64, Event>>,
     /// Every materialization, oldest first.
@@ -33,6 +37,9 @@ struct Inner {
     run_keys: HashMap<(String, String), RunId>,
     instigators: BTreeMap<String, InstigatorStatus>,
     cursors: BTreeMap<String, String>,
+    partitions: HashMap<AssetKey, PartitionStatus>,
+    dynamic: BTreeMap<String, Vec<String>>,
+    backfills: BTreeMap<String, BackfillRecord>,
 }
 
 impl InMemoryStorage {
@@ -48,10 +55,15 @@ impl InMemoryStorage {
 
 impl Inner {
     fn run_mut(&mut self, run_id: &RunId) -> Result<&mut RunRecord, Error> {
-        self.runs
-            .iter_mut()
-            .find(|r| &r.run_id == run_id)
-            .ok_or_else(|| Error::RunNotFound(run_id.to_string()))
+        let i = *self
+            .run_index
+            .get(run_id)
+            .ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+        Ok(&mut self.runs[i])
+    }
+
+    fn run(&self, run_id: &RunId) -> Option<&RunRecord> {
+        self.run_index.get(run_id).map(|&i| &self.runs[i])
     }
 }
 
@@ -59,12 +71,14 @@ impl Inner {
 impl Storage for InMemoryStorage {
     async fn create_run(&self, run: &RunRecord) -> Result<(), Error> {
         let mut inner = self.lock();
-        if inner.runs.iter().any(|r| r.run_id == run.run_id) {
+        if inner.run_index.contains_key(&run.run_id) {
             return Err(Error::storage(
                 "create a run",
                 format!("run `{}` already exists", run.run_id),
             ));
         }
+        let at = inner.runs.len();
+        inner.run_index.insert(run.run_id.clone(), at);
         inner.runs.push(run.clone());
         Ok(())
     }
@@ -73,7 +87,7 @@ impl Storage for InMemoryStorage {
         let mut inner = self.lock();
         let mut batch = HashSet::new();
         for event in events {
-            if !inner.runs.iter().any(|r| r.run_id == event.run_id) {
+            if !inner.run_index.contains_key(&event.run_id) {
                 return Err(Error::RunNotFound(event.run_id.to_string()));
             }
             let taken = inner
@@ -86,6 +100,10 @@ impl Storage for InMemoryStorage {
                     format!("run `{}` already has event {}", event.run_id, event.seq),
                 ));
             }
+        }
+        for (asset, range, outcome) in crate::partition::status::outcomes(events) {
+            let status = inner.partitions.entry(asset.clone()).or_default();
+            status.apply(range, outcome);
         }
         for event in events {
             if let Some(record) = MaterializationRecord::of(event) {
@@ -177,12 +195,7 @@ impl Storage for InMemoryStorage {
     }
 
     async fn run(&self, run_id: &RunId) -> Result<Option<RunRecord>, Error> {
-        Ok(self
-            .lock()
-            .runs
-            .iter()
-            .find(|r| &r.run_id == run_id)
-            .cloned())
+        Ok(self.lock().run(run_id).cloned())
     }
 
     async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error> {
@@ -264,6 +277,9 @@ impl Storage for InMemoryStorage {
             report.ticks = (before - inner.ticks.len()) as u64;
         }
         inner.runs.retain(|r| !doomed.contains(&r.run_id));
+        let index = inner.runs.iter().enumerate();
+        let index = index.map(|(i, r)| (r.run_id.clone(), i)).collect();
+        inner.run_index = index;
         for run_id in &doomed {
             if let Some(events) = inner.events.remove(run_id) {
                 report.events += events.len() as u64;
@@ -380,6 +396,110 @@ impl Storage for InMemoryStorage {
             .cursors
             .insert(name.to_owned(), value.to_owned());
         Ok(())
+    }
+
+    async fn partition_status(&self, asset: &AssetKey) -> Result<PartitionStatus, Error> {
+        Ok(self
+            .lock()
+            .partitions
+            .get(asset)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn partition_materialization(
+        &self,
+        asset: &AssetKey,
+        range: &PartitionRange,
+    ) -> Result<Option<MaterializationRecord>, Error> {
+        let covers = |m: &&MaterializationRecord| {
+            m.partition.as_ref().is_some_and(|p| {
+                p.dims == range.dims && p.start <= range.start && p.end >= range.end
+            })
+        };
+        let inner = self.lock();
+        let mut found = inner.materializations.iter().rev();
+        Ok(found.find(|m| &m.asset == asset && covers(m)).cloned())
+    }
+
+    async fn dynamic_partitions(&self, name: &str) -> Result<Vec<String>, Error> {
+        Ok(self.lock().dynamic.get(name).cloned().unwrap_or_default())
+    }
+
+    async fn add_dynamic_partitions(
+        &self,
+        name: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, Error> {
+        let mut inner = self.lock();
+        let stored = inner.dynamic.entry(name.to_owned()).or_default();
+        let mut added = Vec::new();
+        for key in keys {
+            if !stored.contains(key) {
+                stored.push(key.clone());
+                added.push(key.clone());
+            }
+        }
+        Ok(added)
+    }
+
+    async fn delete_dynamic_partition(&self, name: &str, key: &str) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let Some(stored) = inner.dynamic.get_mut(name) else {
+            return Ok(false);
+        };
+        let before = stored.len();
+        stored.retain(|k| k != key);
+        Ok(stored.len() < before)
+    }
+
+    async fn create_backfill(&self, backfill: &BackfillRecord) -> Result<(), Error> {
+        let mut inner = self.lock();
+        if inner.backfills.contains_key(&backfill.id) {
+            return Err(Error::storage(
+                "create a backfill",
+                format!("backfill `{}` already exists", backfill.id),
+            ));
+        }
+        inner.backfills.insert(backfill.id.clone(), backfill.clone());
+        Ok(())
+    }
+
+    async fn backfill(&self, id: &str) -> Result<Option<BackfillRecord>, Error> {
+        Ok(self.lock().backfills.get(id).cloned())
+    }
+
+    async fn backfills(
+        &self,
+        status: Option<&[BackfillStatus]>,
+        limit: usize,
+    ) -> Result<Vec<BackfillRecord>, Error> {
+        let inner = self.lock();
+        let mut found: Vec<BackfillRecord> = inner
+            .backfills
+            .values()
+            .filter(|b| status.is_none_or(|s| s.contains(&b.status)))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn update_backfill(&self, backfill: &BackfillRecord) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let Some(stored) = inner.backfills.get_mut(&backfill.id) else {
+            return Err(Error::storage(
+                "update a backfill",
+                format!("backfill `{}` does not exist", backfill.id),
+            ));
+        };
+        if stored.version != backfill.version {
+            return Ok(false);
+        }
+        *stored = backfill.clone();
+        stored.version += 1;
+        Ok(true)
     }
 }
 

@@ -24,10 +24,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::config::RunConfig;
 use crate::error::Error;
 use crate::event::{Event, Metadata, RunStatus};
 use crate::key::{AssetKey, RunId};
+use crate::partition::{PartitionRange, PartitionStatus};
 use crate::text::named;
 
 /// A run as storage keeps it.
@@ -76,6 +78,8 @@ pub struct MaterializationRecord {
     pub value: serde_json::Value,
     /// The asset's code version at the time.
     pub code_version: Option<String>,
+    /// The partitions it materialized, for a partitioned asset.
+    pub partition: Option<PartitionRange>,
 }
 
 impl MaterializationRecord {
@@ -90,6 +94,7 @@ impl MaterializationRecord {
             metadata: m.metadata.clone(),
             value: m.value.clone(),
             code_version: m.code_version.map(str::to_owned),
+            partition: m.partition.cloned(),
         })
     }
 }
@@ -195,7 +200,10 @@ pub struct PruneReport {
 /// canceling and ends a queued one; `start_run` moves a queued run to running, once; `prune`
 /// never removes an active or queued run nor the latest materialization of an asset;
 /// `claim_tick` says yes once per `(name, tick)`, and `claim_run_key` once per
-/// `(instigator, key)`.
+/// `(instigator, key)`; every partitioned materialization and partitioned final step failure
+/// appended updates the asset's partition status in the same write (as
+/// [`PartitionStatus::apply`] does), kept as ranges and never pruned; `update_backfill`
+/// stores a backfill only when its version is the stored one.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Records a new run; fails if the id is taken.
@@ -327,6 +335,47 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stores `value` as the cursor `name`.
     async fn set_cursor(&self, name: &str, value: &str) -> Result<(), Error>;
+
+    /// The stored partition status of `asset`: its materialized and failed ranges
+    /// (`in_progress` is left empty: it comes from the active runs).
+    async fn partition_status(&self, asset: &AssetKey) -> Result<PartitionStatus, Error>;
+
+    /// The latest materialization of `asset` whose partitions cover all of `range` (same
+    /// discrete keys, a span holding `range`'s), if any.
+    async fn partition_materialization(
+        &self,
+        asset: &AssetKey,
+        range: &PartitionRange,
+    ) -> Result<Option<MaterializationRecord>, Error>;
+
+    /// The keys of dynamic partitions definition `name`, in the order they were added.
+    async fn dynamic_partitions(&self, name: &str) -> Result<Vec<String>, Error>;
+
+    /// Adds keys to dynamic partitions definition `name`, keeping their order; keys it
+    /// holds already are left as they are. Returns the keys that were new.
+    async fn add_dynamic_partitions(&self, name: &str, keys: &[String])
+        -> Result<Vec<String>, Error>;
+
+    /// Removes key `key` of dynamic partitions definition `name`; `false` when it had none.
+    async fn delete_dynamic_partition(&self, name: &str, key: &str) -> Result<bool, Error>;
+
+    /// Records a new backfill; fails if the id is taken.
+    async fn create_backfill(&self, backfill: &BackfillRecord) -> Result<(), Error>;
+
+    /// One backfill, if known.
+    async fn backfill(&self, id: &str) -> Result<Option<BackfillRecord>, Error>;
+
+    /// The newest backfills first (by creation), only those in `status` when given, at most
+    /// `limit`.
+    async fn backfills(
+        &self,
+        status: Option<&[BackfillStatus]>,
+        limit: usize,
+    ) -> Result<Vec<BackfillRecord>, Error>;
+
+    /// Stores `backfill` if the stored one has its `version`, as version `version + 1`;
+    /// returns `false` (and changes nothing) when another writer got there first.
+    async fn update_backfill(&self, backfill: &BackfillRecord) -> Result<bool, Error>;
 }
 
 /// Ticks older than this go when pruning by age: `now - max_age`, if expressible.

@@ -76,6 +76,7 @@ fn materialization(id: &str, seq: u64, asset: &str, value: serde_json::Value) ->
             metadata: BTreeMap::from([("rows".to_owned(), json!(seq))]),
             value,
             code_version: Some("v1".into()),
+            partition: None,
         },
     )
 }
