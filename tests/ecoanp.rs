@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use dagrs_core::prelude::*;
-use dagrs_core::AssetContextBuilder;
+use dagrs_core::{AssetContextBuilder, BackfillRequest, BackfillStatus, RunOptions};
 use dagrs_postgres::testing::TestDatabase;
 use ecoanp::assets::{AggregatesSummary, IngestSummary, TagSummary};
 use ecoanp::{create_aggregates, influx_data, influx_tags, Influx, Simulator, Source};
@@ -14,6 +14,18 @@ use serde_json::json;
 
 fn window_end() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+/// The hour ending at [`window_end`].
+const HOUR: &str = "2026-03-01-11:00";
+
+fn hour() -> RunOptions {
+    RunOptions::new().partition(HOUR)
+}
+
+/// Runs `selection` of `defs` for [`HOUR`] on `instance`.
+async fn run(instance: &Instance, defs: &Definitions, selection: &str) -> dagrs_core::RunResult {
+    instance.launch(defs, selection, hour()).await.unwrap().wait().await.unwrap()
 }
 
 fn sim() -> Simulator {
@@ -33,7 +45,8 @@ async fn tags(db: &TestDatabase) -> TagSummary {
 async fn data(db: &TestDatabase, tags: TagSummary) -> IngestSummary {
     context(db)
         .input::<influx_tags>(tags)
-        .config(json!({ "window_end": window_end(), "batch_size": 500 }))
+        .partition(ecoanp::hours(), HOUR)
+        .config(json!({ "batch_size": 500 }))
         .invoke::<influx_data>()
         .await
         .unwrap()
@@ -257,29 +270,29 @@ async fn bad_buckets_and_view_names_are_rejected_before_any_sql() {
     assert_eq!(rows, 3240, "the data is untouched");
 }
 
-#[test]
-fn windows_out_of_range_are_rejected_when_the_config_is_read() {
-    for hours in [0u64, 745, 4_294_967_295, 20_000] {
-        let pg =
-            dagrs_postgres::PostgresResource::from_url("postgres://postgres@127.0.0.1/x").unwrap();
-        let err = Definitions::builder()
-            .specs(assets![influx_tags, influx_data, create_aggregates])
-            .resource(pg)
-            .resource(Source::Simulator(sim()))
-            .config(RunConfig::new().asset("influx_data", json!({ "time_window_hours": hours })))
-            .build()
-            .err()
-            .unwrap_or_else(|| panic!("a window of {hours} hours was accepted"))
-            .to_string();
-        assert!(
-            err.contains("influx_data") && err.contains("time_window_hours"),
-            "{err}"
-        );
-        assert!(
-            err.contains("1 to 744 hours") || err.contains("u32"),
-            "{err}"
-        );
+#[tokio::test]
+async fn bad_hours_are_rejected_before_anything_runs() {
+    let pg = dagrs_postgres::PostgresResource::from_url("postgres://postgres@127.0.0.1/x").unwrap();
+    let defs = Definitions::builder()
+        .specs(assets![influx_tags, influx_data, create_aggregates])
+        .resource(pg)
+        .resource(Source::Simulator(sim()))
+        .build()
+        .unwrap();
+    let instance = Instance::ephemeral();
+    for (partition, says) in [
+        ("2025-12-31-23:00", "partitions exist from `2026-01-01-00:00`"),
+        ("2026-03-01-11:30", "the window holding it is `2026-03-01-11:00`"),
+        ("2026-03-01", "keys look like `2026-01-01-00:00`"),
+        ("2026-03-02-00:00...2026-03-01-00:00", "backwards"),
+    ] {
+        let options = RunOptions::new().partition(partition);
+        let err = instance.launch(&defs, "*", options).await.unwrap_err().to_string();
+        assert!(err.contains(says), "{partition}: {err}");
     }
+    let err = instance.launch(&defs, "*", RunOptions::new()).await.unwrap_err().to_string();
+    assert!(err.contains("name a partition"), "{err}");
+    assert!(instance.runs(10).await.unwrap().is_empty(), "nothing ran");
 }
 
 #[tokio::test]
@@ -301,26 +314,6 @@ async fn two_runs_writing_the_same_new_window_at_once_both_succeed_first_time() 
         .unwrap()
         .get(0);
     assert_eq!(rows, 3240, "each reading once");
-}
-
-#[test]
-fn an_empty_time_window_is_rejected_when_the_config_is_read() {
-    let pg = dagrs_postgres::PostgresResource::from_url("postgres://postgres@127.0.0.1/x").unwrap();
-    let built = Definitions::builder()
-        .specs(assets![influx_tags, influx_data, create_aggregates])
-        .resource(pg)
-        .resource(Source::Simulator(sim()))
-        .config(RunConfig::new().asset("influx_data", json!({ "time_window_hours": 0 })))
-        .build();
-    let Err(err) = built else {
-        panic!("a window of 0 hours was accepted")
-    };
-    let text = err.to_string();
-    assert!(
-        text.contains("influx_data") && text.contains("time_window_hours"),
-        "{text}"
-    );
-    assert!(text.contains("1 to 744 hours"), "{text}");
 }
 
 #[tokio::test]
@@ -358,7 +351,7 @@ async fn an_unreachable_influxdb_is_tried_three_times_and_named_with_its_passwor
         .resource(Source::Influx(Influx::new(&url, "ecoanp").unwrap()))
         .build()
         .unwrap();
-    let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    let result = run(&Instance::ephemeral(), &defs, "*").await;
     assert!(!result.success());
     let step = result.step("influx_tags").unwrap();
     assert_eq!(step.attempts, 3, "the asset's retry policy: 2 retries");
@@ -377,12 +370,12 @@ async fn the_pipeline_runs_twice_with_identical_counts() {
         .specs(assets![influx_tags, influx_data, create_aggregates])
         .resource(db.pg.clone())
         .resource(Source::Simulator(sim()))
-        .config(RunConfig::new().asset("influx_data", json!({ "window_end": window_end() })))
         .build()
         .unwrap();
-    let first = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    let instance = Instance::ephemeral();
+    let first = run(&instance, &defs, "*").await;
     assert!(first.success(), "{first}");
-    let second = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    let second = run(&instance, &defs, "*").await;
     assert!(second.success(), "{second}");
     let rows = |r: &dagrs_core::RunResult| r.step("influx_data").unwrap().metadata["rows"].clone();
     assert_eq!(rows(&first), rows(&second));
@@ -407,10 +400,13 @@ async fn the_pipeline_reads_from_a_real_influxdb() {
         .specs(assets![influx_tags, influx_data, create_aggregates])
         .resource(db.pg.clone())
         .resource(Source::Influx(influx.clone()))
-        .config(RunConfig::new().asset("influx_data", json!({ "window_end": window_end() })))
         .build()
         .unwrap();
-    let result = materialize(&defs, "*", RunConfig::new()).await;
+    let launched = Instance::ephemeral().launch(&defs, "*", hour()).await;
+    let result = match launched {
+        Ok(handle) => handle.wait().await,
+        Err(e) => Err(e),
+    };
     influx.drop_database().await.unwrap();
     let result = result.unwrap();
     assert!(result.success(), "{result}");
@@ -427,4 +423,51 @@ async fn the_pipeline_reads_from_a_real_influxdb() {
         .unwrap()
         .get(0);
     assert_eq!(source, "influxdb");
+}
+
+/// The backfill of a day: one run of 24 hours (the assets' policy), one materialized range
+/// for the day, and running an hour of it again writes the same rows.
+#[tokio::test]
+async fn a_day_backfilled_is_one_range_and_running_it_again_changes_nothing() {
+    let db = TestDatabase::create().await;
+    let defs = Definitions::builder()
+        .specs(assets![influx_tags, influx_data, create_aggregates])
+        .resource(db.pg.clone())
+        .resource(Source::Simulator(sim()))
+        .build()
+        .unwrap();
+    let instance = Instance::ephemeral();
+    assert!(run(&instance, &defs, "influx_tags").await.success());
+    let day = BackfillRequest::new("influx_data+").range("2026-11-01-00:00", "2026-11-02-00:00");
+    let backfill = instance.launch_backfill(&defs, day).await.unwrap();
+    let done = instance.run_backfill(&defs, &backfill.id, |_| {}).await.unwrap();
+    assert_eq!(done.status, BackfillStatus::Completed);
+    let runs = instance.runs(10).await.unwrap();
+    assert_eq!(runs.len(), 2, "the tags run and one run for the day");
+    let parts = instance.asset_partitions(&defs, "influx_data").await.unwrap();
+    let ranges = parts.definition.describe(&parts.status.materialized);
+    assert_eq!(ranges.len(), 1);
+    assert_eq!(ranges[0].0.key, "2026-11-01-00:00...2026-11-02-00:00");
+    assert_eq!(ranges[0].1, 24);
+
+    let rows = || async {
+        let client = db.pg.get().await.unwrap();
+        let row = client
+            .query_one("SELECT count(*), sum(value) FROM influx_hist", &[])
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, f64>(1))
+    };
+    let before = rows().await;
+    assert_eq!(before.0, 24 * 3240);
+    let again = instance
+        .launch(&defs, "influx_data", RunOptions::new().partition("2026-11-01-05:00"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(again.success(), "{again}");
+    assert_eq!(again.step("influx_data").unwrap().metadata["inserted"], 0);
+    assert_eq!(rows().await, before, "the same rows");
 }

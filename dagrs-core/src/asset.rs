@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::backfill::BackfillPolicy;
 use crate::hook::Hook;
+use crate::partition::{PartitionMapping, PartitionsDefinition};
 use crate::key::AssetKey;
 use crate::requirements::Requirements;
 use crate::retry::Retry;
@@ -114,6 +116,9 @@ pub struct AssetSpec {
     pub(crate) retry: Retry,
     pub(crate) timeout: Option<Duration>,
     pub(crate) hooks: Vec<Hook>,
+    pub(crate) partitions: Option<PartitionsDefinition>,
+    pub(crate) mappings: Vec<(AssetKey, PartitionMapping)>,
+    pub(crate) backfill_policy: Option<BackfillPolicy>,
     pub(crate) needs: Requirements,
     pub(crate) compute: Compute,
     pub(crate) output_type: (TypeId, &'static str),
@@ -155,6 +160,9 @@ impl AssetSpec {
             retry: Retry::none(),
             timeout: None,
             hooks: Vec::new(),
+            partitions: None,
+            mappings: Vec::new(),
+            backfill_policy: None,
             needs: Requirements::default(),
             compute,
             output_type: (TypeId::of::<T>(), std::any::type_name::<T>()),
@@ -205,6 +213,46 @@ impl AssetSpec {
     pub fn hook(mut self, hook: Hook) -> Self {
         self.hooks.push(hook);
         self
+    }
+
+    /// Partitions the asset (see [`partitions`](crate::partitions)): each run materializes
+    /// one partition or a range of them.
+    pub fn partitions(mut self, def: impl Into<PartitionsDefinition>) -> Self {
+        self.partitions = Some(def.into());
+        self
+    }
+
+    /// Says which partitions of dependency `dep` each partition depends on (see
+    /// [`PartitionMapping`] for the default).
+    pub fn mapping(mut self, dep: impl Into<AssetKey>, mapping: PartitionMapping) -> Self {
+        let dep = dep.into();
+        self.mappings.retain(|(d, _)| *d != dep);
+        self.mappings.push((dep, mapping));
+        self
+    }
+
+    /// How backfills cut this asset's partitions into runs (default: one run per partition).
+    pub fn backfill_policy(mut self, policy: BackfillPolicy) -> Self {
+        self.backfill_policy = Some(policy);
+        self
+    }
+
+    /// Its partitions, if it is partitioned.
+    pub fn partitions_def(&self) -> Option<&PartitionsDefinition> {
+        self.partitions.as_ref()
+    }
+
+    /// The mapping set for dependency `dep`, if any.
+    pub fn mapping_for(&self, dep: &str) -> Option<&PartitionMapping> {
+        self.mappings
+            .iter()
+            .find(|(d, _)| d.as_str() == dep)
+            .map(|(_, m)| m)
+    }
+
+    /// Its backfill policy, if it sets one.
+    pub fn backfill_policy_setting(&self) -> Option<BackfillPolicy> {
+        self.backfill_policy
     }
 
     /// Fails an attempt that runs longer than `timeout`.
@@ -274,6 +322,7 @@ impl fmt::Debug for AssetSpec {
             .field("tags", &self.tags)
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
+            .field("partitions", &self.partitions)
             .field("output", &self.output_type.1)
             .finish_non_exhaustive()
     }

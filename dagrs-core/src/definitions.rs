@@ -14,6 +14,7 @@ use crate::graph::{selection, AssetGraph, Graph};
 use crate::hook::Hook;
 use crate::job::AssetJob;
 use crate::key::AssetKey;
+use crate::partition::{PartitionMapping, PartitionsDefinition};
 use crate::requirements::{ConfigSupply, Provided, Supply};
 use crate::resources::Resources;
 use crate::schedule::Schedule;
@@ -323,7 +324,8 @@ impl DefinitionsBuilder {
             index,
             edges,
         };
-        let problems = check_automation(
+        let mut problems = check_partitions(&graph);
+        problems.extend(check_automation(
             &graph,
             &self.resources,
             &self.defaults,
@@ -331,7 +333,7 @@ impl DefinitionsBuilder {
             &self.schedules,
             &self.sensors,
             &self.hooks,
-        );
+        ));
         DefinitionsError::check(problems)?;
         Ok(Definitions(Arc::new(Inner {
             graph,
@@ -343,6 +345,66 @@ impl DefinitionsBuilder {
             hooks: self.hooks,
         })))
     }
+}
+
+/// Checks partitions: every definition valid, `Partition<T>` taken only by partitioned
+/// assets, and every dependency between partitioned assets mapped (explicitly or by default)
+/// with a mapping that fits.
+fn check_partitions(graph: &AssetGraph) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for spec in &graph.assets {
+        let invalid = |reason: String| Problem::InvalidPartitions {
+            asset: spec.key.to_string(),
+            reason,
+        };
+        let own = spec.partitions.as_ref();
+        if let Some(problem) = own.and_then(PartitionsDefinition::problem) {
+            problems.push(invalid(format!("its partitions are invalid: {problem}")));
+            continue;
+        }
+        if let (Some(param), None) = (spec.needs.partition, own) {
+            problems.push(invalid(format!(
+                "it takes a `Partition<{}>` but is not partitioned; add `partitions = ...` to \
+                 `#[asset]`",
+                param.rsplit("::").next().unwrap_or(param)
+            )));
+        }
+        for (dep, _) in &spec.mappings {
+            if !spec.deps.contains(dep) {
+                problems.push(invalid(format!(
+                    "it maps the partitions of `{dep}`, which is not one of its dependencies"
+                )));
+            }
+        }
+        for dep in &spec.deps {
+            let Some(up) = graph.get(dep).and_then(|d| d.partitions.as_ref()) else {
+                if spec.mapping_for(dep).is_some() && graph.get(dep).is_some() {
+                    problems.push(invalid(format!(
+                        "it maps the partitions of `{dep}`, which is not partitioned"
+                    )));
+                }
+                continue;
+            };
+            if up.problem().is_some() {
+                continue; // reported on `dep` itself
+            }
+            let problem = match spec.mapping_for(dep) {
+                Some(mapping) => mapping.problem(own, up),
+                None => PartitionMapping::default_for(own, up).err().map(|why| {
+                    format!(
+                        "{why}; say which partitions of `{dep}` each of its partitions needs: \
+                         `mappings({dep} = PartitionMapping::...)` (All, LastN, Static, ...)"
+                    )
+                }),
+            };
+            if let Some(problem) = problem {
+                problems.push(invalid(format!(
+                    "its partitions do not fit those of `{dep}`: {problem}"
+                )));
+            }
+        }
+    }
+    problems
 }
 
 /// Checks jobs, schedules, sensors and hooks against the (valid) asset graph: names unique,
@@ -475,8 +537,28 @@ fn check_automation(
         if let Some(reason) = schedule.problem() {
             problems.push(invalid(reason));
         }
-        if !jobs.iter().any(|job| job.name == schedule.job) {
-            problems.push(invalid(unknown_job(&schedule.job)));
+        match jobs.iter().find(|job| job.name == schedule.job) {
+            None => problems.push(invalid(unknown_job(&schedule.job))),
+            Some(job) if schedule.last_partition => {
+                let keys = selection::resolve(graph, &job.selection).unwrap_or_default();
+                let specs = keys.iter().map(|&i| &graph.assets[i]);
+                let problem = match crate::partition::shared(specs) {
+                    Err(reason) => Some(reason),
+                    Ok(None) => Some(format!(
+                        "it fills the last partition, but job `{}` selects no partitioned \
+                         asset",
+                        job.name
+                    )),
+                    Ok(Some(def)) if def.time_windows().is_none() || def.dimension_names().count() > 1 => {
+                        Some("it fills the last partition, but the job's partitions are not \
+                              time windows alone"
+                            .into())
+                    }
+                    Ok(Some(_)) => None,
+                };
+                problems.extend(problem.map(invalid));
+            }
+            Some(_) => {}
         }
     }
     for sensor in sensors {

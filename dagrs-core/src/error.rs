@@ -171,6 +171,40 @@ pub enum Problem {
         reason: String,
     },
 
+    /// An asset's partitions, partition mappings or `Partition<T>` parameter are wrong.
+    #[error("asset `{asset}`: {reason}")]
+    InvalidPartitions {
+        /// The asset.
+        asset: String,
+        /// What is wrong, and how to fix it.
+        reason: String,
+    },
+
+    /// A run's partition (key or range) is malformed, unknown, out of range, or does not fit
+    /// the selected assets.
+    #[error("partition `{target}` cannot run: {reason}")]
+    InvalidPartition {
+        /// The key or range as given (cut to a bounded length).
+        target: String,
+        /// What is wrong, naming what would be valid.
+        reason: String,
+    },
+
+    /// A partition depends on partitions of an unselected asset that are not materialized.
+    #[error("asset `{asset}` partition `{partition}` needs {missing_count} partition(s) of `{dep}` that are not materialized ({missing}); materialize them first, e.g. select `{dep}` too or backfill it")]
+    UpstreamPartitions {
+        /// The asset.
+        asset: String,
+        /// Its partitions in the run.
+        partition: String,
+        /// The dependency.
+        dep: String,
+        /// How many needed partitions are missing.
+        missing_count: u64,
+        /// The first missing ranges, as keys.
+        missing: String,
+    },
+
     /// A hook needs a resource that was not provided.
     #[error("hook `{hook}` needs resource `{resource}`, which was not provided; add it with `Definitions::builder().resource(...)`")]
     HookResource {
@@ -355,6 +389,16 @@ pub enum Error {
     RunStillRunning {
         /// The run.
         run_id: String,
+    },
+
+    /// A backfill that storage does not know, or that cannot do what was asked in its
+    /// status.
+    #[error("backfill `{id}`: {reason}")]
+    Backfill {
+        /// The backfill's id (cut to a bounded length).
+        id: String,
+        /// What is wrong.
+        reason: String,
     },
 
     /// A run id that storage does not know.

@@ -1,15 +1,15 @@
 //! [`Instance`]: where and how runs happen — the run store, retention, limits, recovery of
 //! abandoned runs and cancellation. [`Definitions`] say what exists; an instance runs it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::RunConfig;
 use crate::definitions::Definitions;
-use crate::error::Error;
+use crate::error::{Error, Problem};
+use crate::partition::{AssetPartitions, PartitionContext};
 use crate::event::{now, Event, RunStatus, StepStatus};
-use crate::executor::plan::Plan;
+use crate::executor::plan::{Plan, Request};
 use crate::executor::{drive, start, RunHandle, RunOptions, Settings, DEFAULT_MAX_CONCURRENCY};
 use crate::key::RunId;
 use crate::queue::RunQueue;
@@ -51,6 +51,7 @@ struct Inner {
     max_concurrency: usize,
     lease: Duration,
     queue: RunQueue,
+    ended: Arc<tokio::sync::Notify>,
 }
 
 impl Instance {
@@ -67,6 +68,7 @@ impl Instance {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             lease: LEASE,
             queue: RunQueue::default(),
+            ended: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 
@@ -137,7 +139,13 @@ impl Instance {
             retention: self.0.retention,
             max_concurrency: self.0.max_concurrency,
             owner: this_process(),
+            ended: Arc::clone(&self.0.ended),
         }
+    }
+
+    /// Completes when a run driven by this instance next ends.
+    pub(crate) fn run_ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.ended.notified()
     }
 
     /// Materializes the assets of `selection` and waits for the run to end.
@@ -168,9 +176,7 @@ impl Instance {
     ) -> Result<RunHandle, Error> {
         self.recover_abandoned_runs().await?;
         let storage = &*self.0.storage;
-        let job = options.job.as_deref();
-        let none = HashMap::new();
-        let plan = Plan::new(defs, storage, selection, &options.config, job, &none).await?;
+        let plan = Plan::new(defs, storage, Request::new(selection, &options)).await?;
         start(&self.settings(), defs, selection, options, plan, None).await
     }
 
@@ -196,9 +202,7 @@ impl Instance {
         options: RunOptions,
     ) -> Result<RunId, Error> {
         let storage = &*self.0.storage;
-        let job = options.job.as_deref();
-        let none = HashMap::new();
-        let plan = Plan::new(defs, storage, selection, &options.config, job, &none).await?;
+        let plan = Plan::new(defs, storage, Request::new(selection, &options)).await?;
         let run_id = options.run_id.unwrap_or_default();
         let at = now();
         storage
@@ -236,8 +240,20 @@ impl Instance {
     /// each run is started by one. A queued run that no longer plans (its assets changed) is
     /// ended as failed, saying why.
     pub async fn start_queued_runs(&self, defs: &Definitions) -> Result<Vec<RunHandle>, Error> {
+        self.start_queued(defs, |_| true).await
+    }
+
+    /// Starts the queued runs that `only` accepts, as [`start_queued_runs`] does.
+    ///
+    /// [`start_queued_runs`]: Self::start_queued_runs
+    pub(crate) async fn start_queued(
+        &self,
+        defs: &Definitions,
+        only: impl Fn(&RunRecord) -> bool,
+    ) -> Result<Vec<RunHandle>, Error> {
         let storage = &*self.0.storage;
-        let queued = storage.queued_runs().await?;
+        let mut queued = storage.queued_runs().await?;
+        queued.retain(|run| only(run));
         if queued.is_empty() {
             return Ok(Vec::new());
         }
@@ -251,9 +267,7 @@ impl Instance {
             {
                 continue;
             }
-            let job = run.tags.get(crate::job::JOB_TAG).map(String::as_str);
-            let none = HashMap::new();
-            match Plan::new(defs, storage, &run.selection, &run.config, job, &none).await {
+            match Plan::new(defs, storage, Request::of_run(run)).await {
                 Ok(plan) => {
                     let handle = drive(&settings, defs, run.run_id.clone(), plan, None, None);
                     started.push(handle);
@@ -307,9 +321,18 @@ impl Instance {
         if options.config == RunConfig::default() {
             options.config = parent.config.clone();
         }
+        if let Some(partition) = parent.tags.get(crate::job::PARTITION_TAG) {
+            options
+                .tags
+                .entry(crate::job::PARTITION_TAG.into())
+                .or_insert_with(|| partition.clone());
+        }
         let storage = &*self.0.storage;
-        let job = options.job.as_deref();
-        let plan = Plan::new(defs, storage, &selection, &options.config, job, &outputs).await?;
+        let request = Request {
+            known: &outputs,
+            ..Request::new(&selection, &options)
+        };
+        let plan = Plan::new(defs, storage, request).await?;
         let settings = self.settings();
         start(
             &settings,
@@ -397,6 +420,73 @@ impl Instance {
     /// The state of every asset of `defs`: its last materialization and whether it is stale.
     pub async fn asset_states(&self, defs: &Definitions) -> Result<Vec<AssetState>, Error> {
         crate::state::asset_states(defs, &*self.0.storage).await
+    }
+
+    /// The partitions of partitioned asset `asset`: which exist now, and which are
+    /// materialized, failed, or in progress (targeted by a queued or running run).
+    pub async fn asset_partitions(
+        &self,
+        defs: &Definitions,
+        asset: &str,
+    ) -> Result<AssetPartitions, Error> {
+        let spec = defs.asset(asset).ok_or_else(|| {
+            let hint = crate::error::Hint::closest(asset, defs.assets().map(|a| a.key.as_str()));
+            Error::selection(asset, vec![format!("no asset has this key{hint}")])
+        })?;
+        let Some(def) = spec.partitions.clone() else {
+            return Err(Error::from(Problem::InvalidPartitions {
+                asset: spec.key.to_string(),
+                reason: "it is not partitioned".into(),
+            }));
+        };
+        self.recover_before_reading().await;
+        let storage = &*self.0.storage;
+        let ctx = PartitionContext::load(storage, [&def], now().timestamp()).await?;
+        let mut status = storage.partition_status(&spec.key).await?;
+        let mut active = storage.running_runs().await?;
+        active.extend(storage.queued_runs().await?);
+        for run in active.iter().filter(|r| r.assets.contains(&spec.key)) {
+            let target = run.tags.get(crate::job::PARTITION_TAG);
+            if let Some(Ok(range)) = target.map(|t| def.parse_target(t, &ctx)) {
+                status.in_progress = status.in_progress.union(&range.to_set());
+            }
+        }
+        Ok(AssetPartitions {
+            asset: spec.key.clone(),
+            all: def.all(&ctx),
+            definition: def,
+            status,
+        })
+    }
+
+    /// Adds keys to dynamic partitions definition `name` (kept in storage, in order);
+    /// returns those that were new. Keys are checked first: non-empty, at most 255 bytes,
+    /// without `|`, `...`, `,` or control characters.
+    pub async fn add_dynamic_partitions(
+        &self,
+        name: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, Error> {
+        let problems: Vec<Problem> = keys
+            .iter()
+            .filter(|k| !crate::partition::valid_key(k))
+            .map(|k| Problem::InvalidPartition {
+                target: crate::text::bounded(k, crate::text::ECHO_LIMIT).into_owned(),
+                reason: "keys are non-empty, at most 255 bytes, and hold no `|`, `...`, `,` \
+                         or control character"
+                    .into(),
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(Error::invalid(problems));
+        }
+        self.0.storage.add_dynamic_partitions(name, keys).await
+    }
+
+    /// Removes key `key` of dynamic partitions definition `name`; `false` when it had none.
+    /// The status of its partitions is kept.
+    pub async fn delete_dynamic_partition(&self, name: &str, key: &str) -> Result<bool, Error> {
+        self.0.storage.delete_dynamic_partition(name, key).await
     }
 
     /// Removes finished runs outside `keep`, with their events (see [`Storage::prune`]).

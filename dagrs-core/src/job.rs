@@ -16,6 +16,9 @@ pub const SENSOR_TAG: &str = "dagrs/sensor";
 pub const TICK_TAG: &str = "dagrs/tick";
 /// The run tag holding a sensor's run key.
 pub const RUN_KEY_TAG: &str = "dagrs/run_key";
+/// The run tag holding the partition a run materializes: a key, or a range `START...END`
+/// (END excluded).
+pub const PARTITION_TAG: &str = "dagrs/partition";
 /// The run tag holding a run's priority in the queue (an integer; higher runs first).
 pub const PRIORITY_TAG: &str = "dagrs/priority";
 

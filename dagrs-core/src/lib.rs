@@ -33,8 +33,9 @@
 //! An asset function's parameters are injected by type ([`AssetParam`]):
 //! [`&AssetContext`](AssetContext) (run id, attempt, `ctx.log`, metadata),
 //! [`Config<C>`] (serde config with defaults, checked before the run starts),
-//! [`Res<R>`] (a resource registered on the [`Definitions`]) and [`Input<A>`] (the output
-//! of asset `A`, typed by `A` itself). Functions may be `async` or blocking; blocking ones
+//! [`Res<R>`] (a resource registered on the [`Definitions`]), [`Input<A>`] (the output
+//! of asset `A`, typed by `A` itself) and [`Partition<T>`] (the partition a run materializes,
+//! for assets with [`partitions`]). Functions may be `async` or blocking; blocking ones
 //! run on tokio's blocking pool.
 //!
 //! # Selections
@@ -109,7 +110,7 @@ mod text;
 
 pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult};
 pub use backfill::{
-    BackfillPolicy, BackfillRecord, BackfillRun, BackfillStatus, BACKFILL_TAG,
+    BackfillPolicy, BackfillRecord, BackfillRequest, BackfillRun, BackfillStatus, BACKFILL_TAG,
 };
 pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
 pub use config::{ConfigFormat, RunConfig, MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH};
@@ -124,10 +125,11 @@ pub use executor::{RunHandle, RunOptions, DEFAULT_MAX_CONCURRENCY, HEARTBEAT_INT
 pub use handler::Handler;
 pub use hook::{Hook, HookContext, HookOn, DEFAULT_HOOK_TIMEOUT};
 pub use instance::{materialize, Cancellation, Instance};
-pub use job::{AssetJob, JOB_TAG, PRIORITY_TAG, RUN_KEY_TAG, SCHEDULE_TAG, SENSOR_TAG, TICK_TAG};
+pub use job::{
+    AssetJob, JOB_TAG, PARTITION_TAG, PRIORITY_TAG, RUN_KEY_TAG, SCHEDULE_TAG, SENSOR_TAG, TICK_TAG};
 pub use key::{AssetKey, RunId};
 pub use log::LogRecord;
-pub use param::{AssetParam, Config, Input, Res};
+pub use param::{AssetParam, Config, FromPartition, Input, Partition, Res};
 pub use queue::{RunQueue, TagLimit, DEFAULT_MAX_CONCURRENT_RUNS};
 pub use requirements::Requirements;
 pub use resources::Resources;
@@ -156,7 +158,10 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 ///
 /// Keys: `deps = [path, "string", ...]`, `group = "..."`, `tags(key = "value", ...)`,
 /// `description = "..."` (default: the doc comment), `retry = <Retry>`,
-/// `timeout = <Duration>`, `code_version = "..."`, `key = "..."` (default: the function name).
+/// `timeout = <Duration>`, `code_version = "..."`, `key = "..."` (default: the function name),
+/// `hooks = [<Hook>, ...]`, `partitions = <PartitionsDefinition>` (e.g. `hourly("2026-01-01")`),
+/// `mappings(dep = <PartitionMapping>, ...)` and `backfill = <BackfillPolicy>`; the last three
+/// see [`partitions`]`::*` without an import.
 ///
 /// The macro keeps the function as written, so it stays callable from tests, and adds a
 /// marker type of the same name that implements [`Asset`]: name it in `deps`, in
@@ -175,10 +180,11 @@ macro_rules! assets {
 /// Partitions: definitions ([`hourly`](partitions::hourly), [`static_keys`](partitions::static_keys),
 /// [`multi`](partitions::multi), ...), mappings between them, and sets of partitions as ranges.
 pub mod partitions {
+    pub use crate::backfill::BackfillPolicy;
     pub use crate::partition::define::*;
     pub use crate::partition::status::{cut, merged, outcomes, PartitionOutcome};
     pub use crate::partition::{
-        Chunks, PartitionContext, PartitionMapping, PartitionRange, PartitionSet,
+        AssetPartitions, Chunks, PartitionContext, PartitionMapping, PartitionRange, PartitionSet,
         PartitionStatus, PartitionsDefinition, RangeSet, TimeWindow, TimeWindows,
         DIMENSION_SEPARATOR, RANGE_SEPARATOR,
     };
@@ -188,7 +194,7 @@ pub mod partitions {
 pub mod prelude {
     pub use crate::{
         asset, assets, build_asset_context, materialize, AssetContext, Config, Definitions, Input,
-        Instance, Res, Retry, RunConfig,
+        Instance, Partition, Res, Retry, RunConfig,
     };
     pub use std::time::Duration;
 

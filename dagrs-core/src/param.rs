@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::asset::Asset;
 use crate::context::AssetContext;
 use crate::error::Error;
+use crate::partition::{PartitionRange, TimeWindow};
 use crate::requirements::Requirements;
 use crate::scope::StepScope;
 
@@ -22,7 +23,7 @@ use crate::scope::StepScope;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be injected into an asset",
     label = "not an asset parameter",
-    note = "asset parameters are `&AssetContext`, `Config<C>` (the asset's config), `Res<R>` (a resource), or `Input<A>` (the output of asset `A`)",
+    note = "asset parameters are `&AssetContext`, `Config<C>` (the asset's config), `Res<R>` (a resource), `Input<A>` (the output of asset `A`), or `Partition<T>` (the partition materialized)",
     note = "in `Config<C>`, `C` must implement `serde::de::DeserializeOwned` and be `Send + Sync + 'static`; in `Res<R>`, `R` must be `Send + Sync + 'static`"
 )]
 pub trait AssetParam<'a>: Sized {
@@ -167,5 +168,68 @@ impl<'a, A: Asset> AssetParam<'a> for Input<A> {
             value: scope.input::<A::Output>(A::KEY)?,
             asset: PhantomData,
         })
+    }
+}
+
+/// The partition a step materializes, as `T`: `String` (the key; a range is an error),
+/// [`TimeWindow`] (the window, of one partition or a whole range) or [`PartitionRange`].
+/// Only partitioned assets take it (checked by `Definitions::build`). Dereferences to `T`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition<T = String>(pub T);
+
+impl<T> Deref for Partition<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A type a [`Partition<T>`] can hold.
+pub trait FromPartition: Sized {
+    /// The value for the partitions of `ctx`, or why there is none.
+    fn from_partition(ctx: &AssetContext) -> Result<Self, String>;
+}
+
+impl FromPartition for String {
+    fn from_partition(ctx: &AssetContext) -> Result<Self, String> {
+        match (ctx.partition_key(), ctx.partition_range()) {
+            (Some(key), _) => Ok(key.to_owned()),
+            (None, Some(range)) => Err(format!(
+                "the step materializes the range `{range}`, not one key; take \
+                 `Partition<PartitionRange>` or `Partition<TimeWindow>`"
+            )),
+            (None, None) => Err("the step materializes no partition".into()),
+        }
+    }
+}
+
+impl FromPartition for TimeWindow {
+    fn from_partition(ctx: &AssetContext) -> Result<Self, String> {
+        ctx.partition_time_window()
+            .ok_or_else(|| "the asset's partitions have no time windows".into())
+    }
+}
+
+impl FromPartition for PartitionRange {
+    fn from_partition(ctx: &AssetContext) -> Result<Self, String> {
+        ctx.partition_range()
+            .cloned()
+            .ok_or_else(|| "the step materializes no partition".into())
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<'a, T: FromPartition + 'static> AssetParam<'a> for Partition<T> {
+    fn declare(needs: &mut Requirements) {
+        needs.partition::<T>();
+    }
+    fn extract(scope: &'a StepScope) -> Result<Self, Error> {
+        T::from_partition(&scope.context)
+            .map(Partition)
+            .map_err(|reason| Error::Injection {
+                asset: scope.context.asset_key().to_string(),
+                param: std::any::type_name::<Self>(),
+                reason,
+            })
     }
 }

@@ -21,6 +21,8 @@ pub struct Requirements {
     pub(crate) resources: Vec<(TypeId, &'static str)>,
     pub(crate) config: Option<ConfigNeed>,
     pub(crate) inputs: Vec<InputNeed>,
+    /// The type of the `Partition<T>` parameter, if the asset takes one.
+    pub(crate) partition: Option<&'static str>,
 }
 
 /// How to decode an asset's config.
@@ -71,6 +73,11 @@ pub(crate) enum ConfigSupply<'a> {
 }
 
 impl Requirements {
+    /// Declares a partition parameter of type `T`: the asset must be partitioned.
+    pub fn partition<T>(&mut self) {
+        self.partition = Some(std::any::type_name::<T>());
+    }
+
     /// Declares a resource of type `R`.
     pub fn resource<R: Send + Sync + 'static>(&mut self) {
         let id = TypeId::of::<R>();

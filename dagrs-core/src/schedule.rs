@@ -62,6 +62,7 @@ pub struct Schedule {
     pub(crate) description: Option<String>,
     pub(crate) default_status: InstigatorStatus,
     pub(crate) missed: MissedTicks,
+    pub(crate) last_partition: bool,
 }
 
 impl Schedule {
@@ -83,6 +84,7 @@ impl Schedule {
             description: None,
             default_status: InstigatorStatus::Stopped,
             missed: MissedTicks::Latest,
+            last_partition: false,
         }
     }
 
@@ -114,6 +116,14 @@ impl Schedule {
     /// What to do about ticks missed while no daemon ran (default [`MissedTicks::Latest`]).
     pub fn missed_ticks(mut self, policy: MissedTicks) -> Self {
         self.missed = policy;
+        self
+    }
+
+    /// Each tick materializes the partition that just closed: the last complete time window
+    /// of the job's partitioned assets at the tick (an hourly tick at 01:05 fills
+    /// 00:00–01:00). The job's partitioned assets must share time-window partitions.
+    pub fn last_partition(mut self) -> Self {
+        self.last_partition = true;
         self
     }
 
@@ -161,6 +171,35 @@ impl Schedule {
                 .to_string(),
             Err(_) => tick.to_rfc3339(),
         }
+    }
+
+    /// The partition a tick at `tick` materializes, for a [`last_partition`] schedule of a
+    /// job over `selection`: the last window complete at the tick.
+    ///
+    /// [`last_partition`]: Self::last_partition
+    pub(crate) fn partition_at(
+        defs: &crate::Definitions,
+        selection: &str,
+        tick: DateTime<Utc>,
+    ) -> Result<String, String> {
+        let keys = defs.select(selection).map_err(|e| e.to_string())?;
+        let specs = keys.iter().filter_map(|k| defs.asset(k));
+        let def = crate::partition::shared(specs)?
+            .ok_or("the job selects no partitioned asset")?;
+        let windows = def.time_windows().filter(|_| def.dimension_names().count() == 1);
+        let windows = windows.ok_or(
+            "the job's partitions are not time windows alone, so \"the last partition\" is not one",
+        )?;
+        let first = windows.first_start().ok_or("the job's partitions are invalid")?;
+        let end = windows.last_end(tick.timestamp()).unwrap_or(first);
+        if end <= first {
+            return Err(format!(
+                "no partition is complete at {tick} (the first is `{}`)",
+                windows.key(first)
+            ));
+        }
+        let start = windows.window_start(end - 1).unwrap_or(first);
+        Ok(def.range("", start, end).key)
     }
 
     /// What is wrong with the schedule, if anything: a bad expression or time zone, or an
@@ -227,6 +266,7 @@ impl fmt::Debug for Schedule {
             .field("timezone", &self.timezone_text)
             .field("default_status", &self.default_status)
             .field("missed", &self.missed)
+            .field("last_partition", &self.last_partition)
             .finish()
     }
 }

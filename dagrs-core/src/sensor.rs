@@ -70,6 +70,14 @@ impl RunRequest {
         self
     }
 
+    /// Materializes partition `key`, or a range `START...END` (END excluded), of the job's
+    /// partitioned assets.
+    pub fn partition(mut self, key: impl Into<String>) -> Self {
+        self.tags
+            .insert(crate::job::PARTITION_TAG.into(), key.into());
+        self
+    }
+
     /// Run config, merged over the job's.
     pub fn config(mut self, config: RunConfig) -> Self {
         self.config = config;

@@ -12,7 +12,8 @@ use syn::parse::{Parse, ParseStream, Parser};
 use syn::{Expr, Ident, LitStr, Path, Token};
 
 /// The keys `#[asset]` accepts, for the "unknown key" error.
-const KEYS: &str = "deps, group, tags, description, retry, timeout, hooks, code_version, key";
+const KEYS: &str = "deps, group, tags, description, retry, timeout, hooks, code_version, key, \
+                    partitions, mappings, backfill";
 
 /// What each key takes, and an example, for the errors about malformed values.
 fn usage(key: &str) -> (&'static str, &'static str) {
@@ -30,6 +31,15 @@ fn usage(key: &str) -> (&'static str, &'static str) {
             "retry = Retry::fixed(3, Duration::from_secs(10))",
         ),
         "timeout" => ("a `Duration`", "timeout = Duration::from_secs(60)"),
+        "partitions" => (
+            "a `PartitionsDefinition`",
+            "partitions = hourly(\"2024-01-01T00:00Z\")",
+        ),
+        "mappings" => (
+            "a list of `dependency = PartitionMapping` pairs",
+            "mappings(hourly_data = PartitionMapping::TimeWindow)",
+        ),
+        "backfill" => ("a `BackfillPolicy`", "backfill = BackfillPolicy::SingleRun"),
         "hooks" => ("a list of `Hook`s", "hooks = [alert_on_failure()]"),
         "group" => ("a string literal", "group = \"...\""),
         "description" => ("a string literal", "description = \"...\""),
@@ -56,6 +66,9 @@ pub(crate) struct Args {
     pub(crate) hooks: Vec<Expr>,
     pub(crate) code_version: Option<LitStr>,
     pub(crate) key: Option<LitStr>,
+    pub(crate) partitions: Option<Expr>,
+    pub(crate) mappings: Vec<(Dep, Expr)>,
+    pub(crate) backfill: Option<Expr>,
 }
 
 /// Errors collected while parsing and checking, all reported.
@@ -142,10 +155,14 @@ fn parse_arg(
     }
     seen.push(name.clone());
 
-    if key == "tags" {
+    if key == "tags" || key == "mappings" {
         let list = delimited(input, Delimiter::Parenthesis)
             .ok_or_else(|| malformed(&name, argument_tokens(start)))?;
-        args.tags = parse_tags(list, errors);
+        if key == "tags" {
+            args.tags = parse_tags(list, errors);
+        } else {
+            args.mappings = parse_mappings(list, errors);
+        }
         return Ok(());
     }
     if input.parse::<Option<Token![=]>>()?.is_none() {
@@ -166,11 +183,15 @@ fn parse_arg(
                 .map_err(|_| malformed(&name, argument_tokens(input)))?;
             args.retry = Some(expr);
         }
-        "timeout" => {
+        "timeout" | "partitions" | "backfill" => {
             let expr = input
                 .parse()
                 .map_err(|_| malformed(&name, argument_tokens(input)))?;
-            args.timeout = Some(expr);
+            match key.as_str() {
+                "timeout" => args.timeout = Some(expr),
+                "partitions" => args.partitions = Some(expr),
+                _ => args.backfill = Some(expr),
+            }
         }
         "hooks" => {
             let list = delimited(input, Delimiter::Bracket)
@@ -335,6 +356,35 @@ impl Parse for Dep {
             input.parse().map(Dep::Path)
         }
     }
+}
+
+const MAPPING_RULE: &str = "a mapping is `dependency = PartitionMapping`, the dependency an \
+     asset function's name or a string key, e.g. `mappings(hourly = PartitionMapping::TimeWindow)`";
+
+/// `(a = PartitionMapping::All, "ext/key" = ...)`: bad items are reported and left out.
+fn parse_mappings(list: TokenStream, errors: &mut Errors) -> Vec<(Dep, Expr)> {
+    let mut mappings = Vec::new();
+    for item in split_list(list) {
+        let parsed = match item {
+            Err(comma) => Err(syn::Error::new(comma, MAPPING_RULE)),
+            Ok(tokens) => {
+                let parser = |input: ParseStream<'_>| {
+                    let dep: Dep = input.parse()?;
+                    input.parse::<Token![=]>()?;
+                    let expr: Expr = input.parse()?;
+                    Ok((dep, expr))
+                };
+                parser
+                    .parse2(tokens.clone())
+                    .map_err(|_| syn::Error::new_spanned(tokens, MAPPING_RULE))
+            }
+        };
+        match parsed {
+            Ok(mapping) => mappings.push(mapping),
+            Err(error) => errors.push(error),
+        }
+    }
+    mappings
 }
 
 /// `(kind = "raw", "owner" = "ops")`: bad or repeated items are reported and left out.

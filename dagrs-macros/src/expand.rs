@@ -200,6 +200,32 @@ fn expand(args: &Args, function: &ItemFn, errors: &mut Errors) -> TokenStream {
         .code_version
         .iter()
         .map(|c| quote! { .code_version(#c) });
+    // Partition expressions see `dagrs_core::partitions::*` (`hourly`, `PartitionMapping`,
+    // `BackfillPolicy`, ...) unless the user's own names shadow them.
+    let scoped = |expr: &syn::Expr| {
+        quote! {{
+            #[allow(unused_imports)]
+            use ::dagrs_core::partitions::*;
+            #expr
+        }}
+    };
+    let partitions = args.partitions.iter().map(|p| {
+        let p = scoped(p);
+        quote! { .partitions(#p) }
+    });
+    let backfill = args.backfill.iter().map(|b| {
+        let b = scoped(b);
+        quote! { .backfill_policy(#b) }
+    });
+    let mappings = args.mappings.iter().map(|(dep, mapping)| {
+        let mapping = scoped(mapping);
+        match dep {
+            Dep::Path(path) => quote_spanned! {path.span()=>
+                .mapping(<#path as ::dagrs_core::__private::Asset>::KEY, #mapping)
+            },
+            Dep::Key(key) => quote! { .mapping(#key, #mapping) },
+        }
+    });
 
     quote! {
         #marker
@@ -219,6 +245,9 @@ fn expand(args: &Args, function: &ItemFn, errors: &mut Errors) -> TokenStream {
                     #(#timeout)*
                     #(#hooks)*
                     #(#code_version)*
+                    #(#partitions)*
+                    #(#mappings)*
+                    #(#backfill)*
             }
         }
     }

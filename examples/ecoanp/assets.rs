@@ -3,7 +3,7 @@
 
 use std::num::NonZeroUsize;
 
-use chrono::{DurationRound, TimeDelta, Utc};
+use dagrs_core::partitions::TimeWindow;
 use dagrs_core::prelude::*;
 use dagrs_postgres::tokio_postgres::Client;
 use dagrs_postgres::{
@@ -116,36 +116,19 @@ async fn write<R: CopyRow>(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InfluxDataConfig {
-    /// Length of the window collected, ending at the last full hour: 1 to 744 (31 days).
-    #[serde(deserialize_with = "window_hours")]
-    pub time_window_hours: u32,
     /// Rows written per chunk.
     pub batch_size: NonZeroUsize,
-    /// End of the window instead of the last full hour (RFC 3339), for backfills and tests.
-    pub window_end: Option<Time>,
 }
 
 impl Default for InfluxDataConfig {
     fn default() -> Self {
         let batch_size = NonZeroUsize::new(1000).expect("not zero");
-        let (time_window_hours, window_end) = (1, None);
-        InfluxDataConfig {
-            time_window_hours,
-            batch_size,
-            window_end,
-        }
+        InfluxDataConfig { batch_size }
     }
 }
 
-/// Reads `time_window_hours`, refusing windows a run could not hold in memory.
-fn window_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let hours = u32::deserialize(d)?;
-    if !(1..=744).contains(&hours) {
-        let reason = format!("{hours} hours is not a window of 1 to 744 hours (31 days)");
-        return Err(serde::de::Error::custom(reason));
-    }
-    Ok(hours)
-}
+/// The most hours one run reads (31 days): the readings are held in memory.
+pub const MAX_WINDOW_HOURS: i64 = 744;
 
 /// What [`influx_data()`] produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,22 +158,26 @@ impl CopyRow for HistRow<'_> {
     }
 }
 
-/// Collects the readings of the configured window from the source into `influx_hist`.
+/// Collects the readings of its hours (one partition, or a range in one go) from the source
+/// into `influx_hist`; running it again writes the same rows.
 #[asset(group = "ecoanp", retry = Retry::exponential(3, Duration::from_secs(60)),
-        tags(team = "data_engineering", domain = "data_collection"))]
+        tags(team = "data_engineering", domain = "data_collection"),
+        partitions = crate::hours(), backfill = BackfillPolicy::MaxPartitionsPerRun(24))]
 pub async fn influx_data(
     ctx: &AssetContext,
     config: Config<InfluxDataConfig>,
+    window: Partition<TimeWindow>,
     tags: Input<influx_tags>,
     pg: Res<PostgresResource>,
     source: Res<Source>,
 ) -> Result<IngestSummary> {
-    let hours = TimeDelta::hours(i64::from(config.time_window_hours));
-    let end = match config.window_end {
-        Some(end) => end,
-        None => Utc::now().duration_trunc(TimeDelta::hours(1))?,
-    };
-    let start = end - hours;
+    let TimeWindow { start, end } = *window;
+    let hours = (end - start).num_hours();
+    anyhow::ensure!(
+        hours <= MAX_WINDOW_HOURS,
+        "{hours} hours is more than one run reads ({MAX_WINDOW_HOURS}); backfill the range \
+         instead: `backfill launch` cuts it into runs of 24 hours"
+    );
     ctx.log.info(format!("reading {start} to {end}"));
     let mut readings = source.readings(start, end).await?;
     readings.retain(|r| tags.tag_names.contains(&r.tag_name));
@@ -264,10 +251,12 @@ pub struct AggregatesSummary {
 }
 
 /// Builds avg/min/max/count per tag and time bucket of `influx_hist`: TimescaleDB continuous
-/// aggregates, or materialized views refreshed here.
+/// aggregates, or materialized views refreshed here; partitioned like [`influx_data()`].
 #[asset(
     group = "ecoanp",
-    tags(team = "data_engineering", domain = "aggregation")
+    tags(team = "data_engineering", domain = "aggregation"),
+    partitions = crate::hours(),
+    backfill = BackfillPolicy::MaxPartitionsPerRun(24)
 )]
 pub async fn create_aggregates(
     ctx: &AssetContext,

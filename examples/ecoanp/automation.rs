@@ -4,11 +4,16 @@
 use dagrs_core::{slack_on_failure, AssetJob, DefinitionsBuilder, Schedule, SlackResource};
 
 /// Adds the job `ecoanp_pipeline` (every asset), the seed's schedules `ecoanp_hourly` and
-/// `ecoanp_daily` (running), a stopped `ecoanp_every_minute` to try the daemon with, and
-/// the Slack failure hook when Slack is configured.
+/// `ecoanp_daily` (running), a stopped `ecoanp_every_minute` to try the daemon with — each
+/// filling the hour that just closed — and the Slack failure hook when Slack is configured.
 pub fn automation(defs: DefinitionsBuilder) -> DefinitionsBuilder {
     let job = "ecoanp_pipeline";
-    let schedule = |name, cron, text| Schedule::new(name, job, cron).description(text);
+    // Each tick fills the hour that just closed.
+    let schedule = |name, cron, text| {
+        Schedule::new(name, job, cron)
+            .description(text)
+            .last_partition()
+    };
     let defs = defs
         .job(AssetJob::new(job, "*").description("the whole EcoAnP pipeline"))
         .schedule(schedule("ecoanp_hourly", "0 * * * *", "EcoAnP, hourly").running())

@@ -11,12 +11,18 @@ pub mod simulator;
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
+use dagrs_core::partitions::{hourly, PartitionsDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use assets::{create_aggregates, influx_data, influx_tags};
 pub use automation::automation;
 pub use influx::{Influx, InfluxError};
 pub use simulator::Simulator;
+
+/// The hours [`influx_data()`] and [`create_aggregates()`] are partitioned by, from 2026.
+pub fn hours() -> PartitionsDefinition {
+    hourly("2026-01-01T00:00Z").into()
+}
 
 /// The schema of one sensor tag: the seed's `DataName`, `DataId`, `DataType` and `Unit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

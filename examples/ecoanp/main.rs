@@ -6,6 +6,9 @@
 //! Readings come from a simulator unless `INFLUX_URL` names an InfluxDB (database `INFLUX_DB`,
 //! default `ecoanp`), which is seeded with the simulator's last two hours when missing.
 //! `-- daemon` runs the seed's schedules; `SLACK_WEBHOOK_URL` turns on the failure alert.
+//! `influx_data` and `create_aggregates` are hourly partitions: `-- backfill launch --select
+//! 'influx_data+' --partition-range 2026-11-01-00:00...2026-11-02-00:00` fills a day, and
+//! `-- asset partitions influx_data` shows which hours are there.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -26,8 +29,10 @@ async fn main() -> ExitCode {
     };
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if args.len() == 1 {
-        // No arguments: the main job, materialize everything.
-        args.extend(["asset", "materialize", "--all"].map(OsString::from));
+        // No arguments: the main job, materialize everything for the hour that just closed.
+        let hour = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap_or_default();
+        let last = (hour - TimeDelta::hours(1)).format("%Y-%m-%d-%H:%M").to_string();
+        args.extend(["asset", "materialize", "--all", "--partition", &last].map(OsString::from));
     }
     dagrs_core::cli::run(defs, args).await
 }

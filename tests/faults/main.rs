@@ -4,6 +4,7 @@
 //! (docs/reliability.md): exit codes 0, 1 or 2, no panic, bounded messages, nothing stored
 //! lost.
 
+mod backfill;
 mod cli;
 mod home;
 mod inputs;

@@ -5,7 +5,9 @@
 //! PostgreSQL (schema `dagrs` of that database). The job `probe_job` runs `first`; the
 //! schedule `every_minute` runs it each minute (stopped unless started). With
 //! `PROBE_CLOCK_SPEED=N` (and `PROBE_CLOCK_START`, RFC 3339), `daemon` runs on a clock N
-//! times faster than real time from that start, with `every_minute` running.
+//! times faster than real time from that start, with `every_minute` running. With
+//! `PROBE_PARTITIONED=1`, the asset `hours` (hourly partitions from 2026-11-01, taking
+//! `PROBE_SLEEP_MS` per partition) is defined too, for backfills.
 
 use std::process::ExitCode;
 
@@ -58,6 +60,18 @@ async fn last(first: Input<first>, slow: Input<slow>) -> Result<u64> {
     Ok(*first + *slow)
 }
 
+/// One hour of readings, for backfills; sleeps `PROBE_SLEEP_MS` ms.
+#[asset(partitions = hourly("2026-11-01T00:00Z"))]
+async fn hours(ctx: &AssetContext) -> Result<String> {
+    if let Some(ms) = std::env::var("PROBE_SLEEP_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(ctx.partition_key().unwrap_or_default().to_owned())
+}
+
 fn main() -> ExitCode {
     let scaled = std::env::var("PROBE_CLOCK_SPEED")
         .ok()
@@ -67,8 +81,12 @@ fn main() -> ExitCode {
     if scaled.is_some() {
         every_minute = every_minute.running();
     }
+    let mut specs = assets![first, slow, last];
+    if std::env::var_os("PROBE_PARTITIONED").is_some() {
+        specs.extend(assets![hours]);
+    }
     let defs = Definitions::builder()
-        .specs(assets![first, slow, last])
+        .specs(specs)
         .job(AssetJob::new("probe_job", "first"))
         .schedule(every_minute)
         .build()

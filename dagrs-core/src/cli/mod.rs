@@ -10,13 +10,17 @@
 //! Verbs: `asset list`, `asset materialize --select … [--config FILE] [--json]`, `run list`,
 //! `run show ID [--logs]`, `run reexecute ID --from-failure [--config FILE]`, `run cancel ID`,
 //! `storage prune`, `job list|launch NAME [--queue]`, `schedule list|start|stop|preview NAME`,
-//! `sensor list|start|stop|preview NAME`, `tick list [--schedule|--sensor NAME]`, `daemon`. Every verb works through an [`Instance`]: the one given to [`run_with`],
+//! `sensor list|start|stop|preview NAME`, `tick list [--schedule|--sensor NAME]`, `daemon`,
+//! `asset partitions X`, `backfill launch|list|show|cancel|resume`,
+//! `partitions add|list|delete NAME`; `asset materialize` takes `--partition KEY` or
+//! `--partition-range START...END`. Every verb works through an [`Instance`]: the one given to [`run_with`],
 //! else one on the embedded SQLite store (`$DAGRS_HOME/dagrs.db`, or `./.dagrs/dagrs.db`).
 //!
 //! Exit codes: 0 success, 1 a run that failed or was cancelled, 2 bad input or an error
 //! before anything ran.
 
 mod automation;
+mod partitions;
 mod show;
 
 use self::show::say;
@@ -69,7 +73,14 @@ enum Command {
     /// Ticks of schedules and sensors.
     #[command(subcommand)]
     Tick(automation::TickCommand),
-    /// Runs the daemon: schedules, sensors and the run queue, until Ctrl-C or SIGTERM.
+    /// Backfills of partitions: launch, list, show, cancel, resume.
+    #[command(subcommand)]
+    Backfill(partitions::BackfillCommand),
+    /// Keys of dynamic partitions: add, list, delete.
+    #[command(subcommand)]
+    Partitions(partitions::PartitionsCommand),
+    /// Runs the daemon: schedules, sensors, backfills and the run queue, until Ctrl-C or
+    /// SIGTERM.
     Daemon {
         /// Looks at sensors and the queue at least this often, in milliseconds.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
@@ -99,7 +110,22 @@ enum AssetCommand {
         /// Run config file (YAML, JSON or TOML): `assets: { <asset>: { ... } }`.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The partition to materialize, of partitioned assets.
+        #[arg(long, conflicts_with = "partition_range")]
+        partition: Option<String>,
+        /// The partitions `START...END` (END excluded) to materialize in one run.
+        #[arg(long)]
+        partition_range: Option<String>,
         /// Prints the result as JSON, and no progress.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows a partitioned asset's partitions as ranges: materialized, failed, in
+    /// progress, missing.
+    Partitions {
+        /// The asset.
+        asset: String,
+        /// Prints JSON.
         #[arg(long)]
         json: bool,
     },
@@ -206,6 +232,15 @@ fn default_instance(command: &Command) -> Result<Instance, Error> {
             | Command::Schedule(ScheduleCommand::Start { .. } | ScheduleCommand::Stop { .. })
             | Command::Sensor(SensorCommand::Start { .. } | SensorCommand::Stop { .. })
             | Command::Daemon { .. }
+            | Command::Backfill(
+                partitions::BackfillCommand::Launch { .. }
+                    | partitions::BackfillCommand::Cancel { .. }
+                    | partitions::BackfillCommand::Resume { .. }
+            )
+            | Command::Partitions(
+                partitions::PartitionsCommand::Add { .. }
+                    | partitions::PartitionsCommand::Delete { .. }
+            )
     );
     if writes {
         return Instance::sqlite(path);
@@ -278,6 +313,8 @@ async fn execute(
             select,
             all,
             config,
+            partition,
+            partition_range,
             json,
         }) => {
             let selection = if all {
@@ -286,12 +323,20 @@ async fn execute(
                 select.join(" ")
             };
             let (tx, rx) = mpsc::unbounded_channel();
-            let options = RunOptions::new()
+            let mut options = RunOptions::new()
                 .config(config_file(config)?)
                 .forward_events(tx);
+            if let Some(target) = partition.or(partition_range) {
+                options = options.partition(target);
+            }
             let handle = instance.launch(defs, &selection, options).await?;
             show::follow(handle, rx, json).await
         }
+        Command::Asset(AssetCommand::Partitions { asset, json }) => {
+            partitions::asset_partitions(defs, instance, &asset, json).await
+        }
+        Command::Backfill(command) => partitions::backfill(defs, instance, command).await,
+        Command::Partitions(command) => partitions::partitions(instance, command).await,
         Command::Run(RunCommand::List { limit, json }) => {
             show::run_list(&instance.runs(limit as usize).await?, json);
             Ok(ExitCode::SUCCESS)

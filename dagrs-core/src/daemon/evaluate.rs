@@ -106,15 +106,34 @@ impl Daemon {
         if !storage.claim_tick(&record).await? {
             return Ok(None);
         }
-        let options = RunOptions::new()
+        let mut options = RunOptions::new()
             .run_id(run_id)
             .tag(SCHEDULE_TAG, &schedule.name)
             .tag(TICK_TAG, tick.to_rfc3339());
-        match self
-            .instance
-            .submit_job(&self.defs, &schedule.job, options)
-            .await
-        {
+        let submitted = match self.defs.job(&schedule.job) {
+            Some(job) if schedule.last_partition => {
+                match Schedule::partition_at(&self.defs, &job.selection, tick) {
+                    Ok(key) => {
+                        options = options.partition(key);
+                        Ok(())
+                    }
+                    Err(reason) => Err(Error::from(crate::error::Problem::InvalidPartition {
+                        target: String::new(),
+                        reason,
+                    })),
+                }
+            }
+            _ => Ok(()),
+        };
+        let submitted = match submitted {
+            Ok(()) => {
+                self.instance
+                    .submit_job(&self.defs, &schedule.job, options)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match submitted {
             Ok(_) => record.status = TickStatus::Fired,
             Err(e) => {
                 record.status = TickStatus::Failed;

@@ -34,6 +34,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 pub struct Evaluation {
     /// The ticks this daemon claimed, as they ended.
     pub ticks: Vec<TickRecord>,
+    /// The runs it queued for backfills.
+    pub backfill_runs: Vec<RunId>,
     /// The runs it started from the queue.
     pub started: Vec<RunId>,
 }
@@ -114,22 +116,34 @@ impl Daemon {
         &self.instance
     }
 
-    /// One pass at the clock's time: fires due schedule ticks, evaluates due sensors, then
-    /// starts what the run queue allows. A failing schedule or sensor is recorded as a
-    /// failed tick; the pass goes on.
+    /// One pass at the clock's time: fires due schedule ticks, evaluates due sensors,
+    /// advances backfills, then starts what the run queue allows. A failing schedule or
+    /// sensor is recorded as a failed tick; the pass goes on.
     pub async fn evaluate(&self) -> Result<Evaluation, Error> {
+        // Runs whose process died hold no queue slot, and their backfills see them end.
+        if let Err(e) = self.instance.recover_abandoned_runs().await {
+            tracing::warn!(target: "dagrs::daemon", "cannot end abandoned runs: {e}");
+        }
         let now = self.clock.now();
         let mut evaluation = Evaluation::default();
         let states = self.instance.storage().instigator_states().await?;
         self.evaluate_schedules(now, &states, &mut evaluation)
             .await?;
         self.evaluate_sensors(now, &states, &mut evaluation).await?;
+        self.run_queue(&mut evaluation).await?;
+        Ok(evaluation)
+    }
+
+    /// Advances backfills and starts what the run queue allows: what a pass does when a run
+    /// ended, between full passes.
+    async fn run_queue(&self, evaluation: &mut Evaluation) -> Result<(), Error> {
+        evaluation.backfill_runs = self.instance.advance_backfills(&self.defs).await?;
         let started = self.instance.start_queued_runs(&self.defs).await?;
         evaluation.started = started.iter().map(|h| h.run_id().clone()).collect();
         let mut state = lock(&self.state);
         state.in_flight.retain(|handle| !handle.is_finished());
         state.in_flight.extend(started);
-        Ok(evaluation)
+        Ok(())
     }
 
     /// Evaluates sensor `name` once, as the daemon would, and returns what it says —
@@ -172,18 +186,27 @@ impl Daemon {
     }
 
     /// Evaluates until `shutdown` is cancelled, waking at schedule ticks and at least every
-    /// interval; then starts nothing more, lets its runs finish within the grace period, and
-    /// cancels (and records as cancelled) those still running.
+    /// interval — and, to advance backfills and the queue, whenever one of its runs ends;
+    /// then starts nothing more, lets its runs finish within the grace period, and cancels
+    /// (and records as cancelled) those still running.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), Error> {
         tracing::info!(target: "dagrs::daemon", "daemon started");
+        let mut next_full = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
-            if let Err(e) = self.evaluate().await {
+            let passed = if tokio::time::Instant::now() >= next_full {
+                let passed = self.evaluate().await.map(drop);
+                next_full = tokio::time::Instant::now() + self.next_wake();
+                passed
+            } else {
+                self.run_queue(&mut Evaluation::default()).await
+            };
+            if let Err(e) = passed {
                 tracing::error!(target: "dagrs::daemon", "evaluation failed: {e}");
             }
-            let pause = self.next_wake();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep_until(next_full) => {}
+                _ = self.instance.run_ended() => {}
             }
         }
         tracing::info!(target: "dagrs::daemon", "daemon stopping");

@@ -10,6 +10,7 @@
 pub(crate) mod plan;
 mod scheduler;
 mod step;
+mod targets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -70,6 +71,18 @@ impl RunOptions {
         self
     }
 
+    /// Materializes partition `key`, or the range `START...END` (END excluded), of the
+    /// selected partitioned assets (tag [`PARTITION_TAG`](crate::PARTITION_TAG)).
+    pub fn partition(mut self, key: impl Into<String>) -> Self {
+        self.tags.insert(crate::job::PARTITION_TAG.into(), key.into());
+        self
+    }
+
+    /// Materializes the partitions from `start` up to `end` (excluded).
+    pub fn partition_range(self, start: &str, end: &str) -> Self {
+        self.partition(format!("{start}{}{end}", crate::partition::RANGE_SEPARATOR))
+    }
+
     /// Uses `run_id` instead of a random one.
     pub fn run_id(mut self, run_id: impl Into<RunId>) -> Self {
         self.run_id = Some(run_id.into());
@@ -99,6 +112,8 @@ pub(crate) struct Settings {
     pub(crate) retention: Option<Retention>,
     pub(crate) max_concurrency: usize,
     pub(crate) owner: String,
+    /// Told whenever a run driven here ends (wakes the daemon).
+    pub(crate) ended: Arc<tokio::sync::Notify>,
 }
 
 /// Records the planned run and starts driving it in the background.
@@ -171,6 +186,7 @@ pub(crate) fn drive(
         semaphore: Arc::new(Semaphore::new(limit)),
     };
     let retention = settings.retention;
+    let notify = Arc::clone(&settings.ended);
     let task = tokio::spawn({
         let run_id = run_id.clone();
         async move {
@@ -193,6 +209,7 @@ pub(crate) fn drive(
             let ended = storage
                 .finish_run(&run_id, status, now(), failure.as_deref())
                 .await?;
+            notify.notify_one();
             if let Some(keep) = retention {
                 storage.prune(keep, now()).await?;
             }

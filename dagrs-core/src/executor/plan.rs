@@ -2,6 +2,10 @@
 //! everything checked before the run starts, every problem reported together.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::targets::Target;
+use crate::context::StepPartition;
 
 use crate::config::{ConfigValue, RunConfig};
 use crate::definitions::Definitions;
@@ -14,6 +18,47 @@ use crate::retry::Retry;
 use crate::scope::Shared;
 use crate::storage::Storage;
 use crate::text::{bounded, ECHO_LIMIT};
+
+/// What a run is asked to do: the input of planning.
+pub(crate) struct Request<'a> {
+    pub(crate) selection: &'a str,
+    pub(crate) config: &'a RunConfig,
+    pub(crate) job: Option<&'a str>,
+    /// The partition key or range (`START...END`) it materializes.
+    pub(crate) partition: Option<&'a str>,
+    /// Outputs known already (serialized), e.g. those of the run being re-executed.
+    pub(crate) known: &'a HashMap<AssetKey, serde_json::Value>,
+}
+
+impl<'a> Request<'a> {
+    /// A run of `selection` with the options' config, job and partition.
+    pub(crate) fn new(selection: &'a str, options: &'a super::RunOptions) -> Self {
+        Request {
+            selection,
+            config: &options.config,
+            job: options.job.as_deref(),
+            partition: options.tags.get(crate::job::PARTITION_TAG).map(String::as_str),
+            known: empty(),
+        }
+    }
+
+    /// The run recorded as `run` (e.g. queued earlier).
+    pub(crate) fn of_run(run: &'a crate::storage::RunRecord) -> Self {
+        Request {
+            selection: &run.selection,
+            config: &run.config,
+            job: run.tags.get(crate::job::JOB_TAG).map(String::as_str),
+            partition: run.tags.get(crate::job::PARTITION_TAG).map(String::as_str),
+            known: empty(),
+        }
+    }
+}
+
+fn empty() -> &'static HashMap<AssetKey, serde_json::Value> {
+    static EMPTY: std::sync::OnceLock<HashMap<AssetKey, serde_json::Value>> =
+        std::sync::OnceLock::new();
+    EMPTY.get_or_init(HashMap::new)
+}
 
 /// A checked run: which assets, with which config, retries and external inputs.
 pub(crate) struct Plan {
@@ -41,22 +86,27 @@ pub(crate) struct StepPlan {
 }
 
 impl Plan {
-    /// Plans a run of `selection` with `config`; upstream outputs found in `known`
-    /// (serialized, e.g. those of the run being re-executed) are used before the latest
+    /// Plans `request`; upstream outputs found in its `known` outputs are used before the
     /// stored materializations.
     pub(crate) async fn new(
         defs: &Definitions,
         storage: &dyn Storage,
-        selection: &str,
-        config: &RunConfig,
-        job: Option<&str>,
-        known: &HashMap<AssetKey, serde_json::Value>,
+        request: Request<'_>,
     ) -> Result<Self, Error> {
+        let Request {
+            selection,
+            config,
+            job,
+            partition,
+            known,
+        } = request;
         config.check_size()?;
         let inner = defs.inner();
         let graph = &inner.graph;
         let selected = selection::resolve(graph, selection)?;
         let mut problems = Vec::new();
+        let target =
+            super::targets::resolve(defs, storage, &selected, partition, &mut problems).await?;
         for key in config.assets.keys().chain(config.retries.keys()) {
             if !graph.index.contains_key(key.as_str()) {
                 problems.push(Problem::ConfigForUnknownAsset {
@@ -71,8 +121,23 @@ impl Plan {
             is_selected[i] = true;
         }
         let problems_before = problems.len();
-        let external =
-            read_inputs(defs, storage, &selected, &is_selected, known, &mut problems).await?;
+        if let Some(target) = &target {
+            target
+                .check_upstream(defs, storage, &selected, &is_selected, &mut problems)
+                .await?;
+        }
+        let external = read_inputs(
+            defs,
+            storage,
+            (&selected, &is_selected),
+            known,
+            target.as_ref(),
+            &mut problems,
+        )
+        .await?;
+        let step_partition = target
+            .as_ref()
+            .map(|t| Arc::new(StepPartition::new(&t.def, t.range.clone())));
         // Inputs whose stored output is unreadable are reported once, as that.
         let unreadable: Vec<String> = problems[problems_before..]
             .iter()
@@ -128,6 +193,7 @@ impl Plan {
                 retry,
                 hooks,
                 job: job.map(str::to_owned),
+                partition: step_partition.clone().filter(|_| spec.partitions.is_some()),
             });
         }
         if !problems.is_empty() {
@@ -146,14 +212,15 @@ impl Plan {
 }
 
 /// The outputs of unselected assets that selected ones take: from `known` first, else the
-/// latest stored materialization, decoded as their producer's output type. Inputs with no
-/// output anywhere are left out (the requirements check reports them).
+/// stored materialization — for a partitioned asset's partitioned input, the latest that
+/// covers the partitions it maps to; else the latest — decoded as their producer's output
+/// type. Inputs with no output anywhere are left out (the requirements check reports them).
 async fn read_inputs(
     defs: &Definitions,
     storage: &dyn Storage,
-    selected: &[usize],
-    is_selected: &[bool],
+    (selected, is_selected): (&[usize], &[bool]),
     known: &HashMap<AssetKey, serde_json::Value>,
+    target: Option<&Target>,
     problems: &mut Vec<Problem>,
 ) -> Result<HashMap<AssetKey, Shared>, Error> {
     let graph = &defs.inner().graph;
@@ -164,9 +231,14 @@ async fn read_inputs(
             if is_selected[producer_index] || external.contains_key(&input.key) {
                 continue;
             }
-            let stored = match known.get(&input.key) {
-                Some(value) => Some(value.clone()),
-                None => storage
+            let mapped = target.and_then(|t| t.mapped_input(defs, i, producer_index));
+            let stored = match (known.get(&input.key), mapped) {
+                (Some(value), _) => Some(value.clone()),
+                (None, Some(range)) => storage
+                    .partition_materialization(&input.key, &range)
+                    .await?
+                    .map(|record| record.value),
+                (None, None) => storage
                     .latest_materialization(&input.key)
                     .await?
                     .map(|record| record.value),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use mapping::PartitionMapping;
 pub use ranges::{PartitionSet, RangeSet};
-pub use status::PartitionStatus;
+pub use status::{AssetPartitions, PartitionStatus};
 pub use time::{TimeWindow, TimeWindows};
 
 use crate::text::{bounded, ECHO_LIMIT};
@@ -97,6 +97,30 @@ pub struct PartitionContext {
     pub now: i64,
     /// The stored keys of each dynamic partitions definition, by name, in the order added.
     pub dynamic: BTreeMap<String, Vec<String>>,
+}
+
+impl PartitionContext {
+    /// The context at `now` (seconds since the Unix epoch) with the stored keys of every
+    /// dynamic dimension of `defs`.
+    pub async fn load<'a>(
+        storage: &dyn crate::storage::Storage,
+        defs: impl IntoIterator<Item = &'a PartitionsDefinition>,
+        now: i64,
+    ) -> Result<Self, crate::error::Error> {
+        let mut ctx = PartitionContext {
+            now,
+            dynamic: BTreeMap::new(),
+        };
+        for def in defs {
+            for name in def.dynamic_names() {
+                if !ctx.dynamic.contains_key(name) {
+                    let keys = storage.dynamic_partitions(name).await?;
+                    ctx.dynamic.insert(name.to_owned(), keys);
+                }
+            }
+        }
+        Ok(ctx)
+    }
 }
 
 impl PartitionsDefinition {
@@ -535,7 +559,7 @@ fn unknown_key(dim: &Dimension, key: &str, keys: &[String]) -> String {
     let listed = crate::text::bounded_list(keys.iter().map(|k| format!("`{k}`")), ", ");
     let what = match &dim.kind {
         Kind::Dynamic(name) => format!(
-            "; add it first (`Instance::add_dynamic_partitions(\"{name}\", ...)` or the \
+            " — add it first (`Instance::add_dynamic_partitions(\"{name}\", ...)` or the \
              `partitions add {name} KEY` command)"
         ),
         _ => String::new(),
@@ -548,9 +572,32 @@ fn unknown_key(dim: &Dimension, key: &str, keys: &[String]) -> String {
         );
     }
     format!(
-        "partition `{}` does not exist{hint}; the keys are {listed}{what}",
+        "partition `{}` does not exist (the keys are {listed}){hint}{what}",
         bounded(key, ECHO_LIMIT)
     )
+}
+
+/// The one partitions definition the partitioned assets among `specs` share: `None` when
+/// none is partitioned; an error naming two assets partitioned differently.
+pub(crate) fn shared<'a>(
+    specs: impl IntoIterator<Item = &'a crate::AssetSpec>,
+) -> Result<Option<&'a PartitionsDefinition>, String> {
+    let mut first: Option<(&str, &PartitionsDefinition)> = None;
+    for spec in specs {
+        let Some(def) = &spec.partitions else { continue };
+        match first {
+            None => first = Some((spec.key.as_str(), def)),
+            Some((key, d)) if d != def => {
+                return Err(format!(
+                    "`{key}` and `{}` are partitioned differently; a run materializes \
+                     partitions of one definition: select them separately",
+                    spec.key
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(first.map(|(_, def)| def))
 }
 
 /// Keys are non-empty, unique, and hold no separator.
@@ -640,7 +687,7 @@ mod tests {
         assert_eq!(p.dims, "us|s2");
         assert_eq!(def.dimension_keys(&p)[2], ("day".into(), "2026-11-02".into()));
         let err = def.parse_key("us|s3|2026-11-02", &c).unwrap_err();
-        assert!(err.contains("`s3` does not exist") && err.contains("s1, s2"), "{err}");
+        assert!(err.contains("`s3` does not exist") && err.contains("`s1`, `s2`"), "{err}");
         assert!(def.parse_key("us|2026-11-02", &c).unwrap_err().contains("3 dimension"));
         let range = def.parse_target("eu|s1|2026-11-01...eu|s1|2026-11-03", &c).unwrap();
         assert_eq!(def.count(&range.to_set()), 2);

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{PartitionRange, PartitionSet, RangeSet};
+use super::{PartitionRange, PartitionSet, PartitionsDefinition, RangeSet};
 use crate::event::{Event, EventKind};
 use crate::key::AssetKey;
 use crate::text::named;
@@ -37,6 +37,26 @@ impl PartitionStatus {
             }
             PartitionOutcome::Failed => self.failed = self.failed.union(&set),
         }
+    }
+}
+
+/// The partitions of one asset as they stand: which exist, and their status.
+#[derive(Debug, Clone)]
+pub struct AssetPartitions {
+    /// The asset.
+    pub asset: AssetKey,
+    /// How it is partitioned.
+    pub definition: PartitionsDefinition,
+    /// Every partition that exists now.
+    pub all: PartitionSet,
+    /// Their status.
+    pub status: PartitionStatus,
+}
+
+impl AssetPartitions {
+    /// The partitions in no status.
+    pub fn missing(&self) -> PartitionSet {
+        self.status.missing(&self.all)
     }
 }
 
