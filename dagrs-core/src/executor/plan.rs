@@ -2,8 +2,10 @@
 //! everything checked before the run starts, every problem reported together.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::{ConfigValue, RunConfig};
+use crate::context::StepPartition;
 use crate::definitions::Definitions;
 use crate::error::{Error, Hint, Problem, Provider};
 use crate::graph::selection;
@@ -128,6 +130,7 @@ impl Plan {
                 retry,
                 hooks,
                 job: job.map(str::to_owned),
+                partition: None,
             });
         }
         if !problems.is_empty() {
