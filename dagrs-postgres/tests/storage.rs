@@ -6,9 +6,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::TestDb;
-use dagrs_core::storage::contract::{at, event, run_record, tick};
+use dagrs_core::storage::contract::{
+    at, backfill_record, event, minutes, partition_failed, partition_materialized, run_record, tick,
+};
 use dagrs_core::storage::{PruneReport, Retention, Storage};
-use dagrs_core::{Event, EventKind, LogLevel, RunId, RunStatus};
+use dagrs_core::{BackfillStatus, Event, EventKind, LogLevel, RunId, RunStatus};
 use dagrs_postgres::{Error, Ident, PgStorage, PostgresResource, DEFAULT_SCHEMA, SCHEMA_VERSION};
 use serde_json::json;
 use tokio_postgres::Config;
@@ -43,6 +45,7 @@ fn materialization(value: serde_json::Value) -> EventKind {
         metadata: BTreeMap::from([("rows".to_owned(), json!(1))]),
         value,
         code_version: None,
+        partition: None,
     }
 }
 
@@ -113,11 +116,14 @@ async fn migrations_are_recorded_and_idempotent() {
     assert_eq!(
         before.0,
         [
+            "backfills",
             "cursors",
             "dagrs_schema_version",
+            "dynamic_partitions",
             "events",
             "instigators",
             "materializations",
+            "partition_ranges",
             "run_keys",
             "runs",
             "ticks"
@@ -378,6 +384,7 @@ async fn big_batches_and_odd_text_round_trip() {
                     metadata: BTreeMap::from([("note".to_owned(), json!(odd))]),
                     value: json!({ "seq": seq, "text": odd, "big": u64::MAX, "x": 1.5e-7 }),
                     code_version: Some(format!("v{seq}")),
+                    partition: None,
                 },
             ),
             1 => event("big", seq, None, log(odd)),
@@ -628,3 +635,259 @@ const _: fn() = || {
     fn shareable<T: Storage + Clone + Send + Sync + 'static>() {}
     shareable::<PgStorage>();
 };
+
+#[tokio::test]
+async fn a_version_3_store_gains_partitions_and_keeps_its_data() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; CREATE SCHEMA dagrs; SET LOCAL search_path TO dagrs; \
+             CREATE TABLE dagrs_schema_version ( \
+                 version integer PRIMARY KEY CHECK (version > 0), name text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now()); \
+             {} {} {} \
+             INSERT INTO dagrs_schema_version (version, name) \
+                 VALUES (1, 'one'), (2, 'two'), (3, 'three'); \
+             INSERT INTO materializations (asset, run_id, seq, ts, metadata, value) \
+                 VALUES ('a', 'old', 0, now(), '{{}}', '\"kept\"'); \
+             COMMIT;",
+            include_str!("../src/storage/migrations/0001_initial.sql"),
+            include_str!("../src/storage/migrations/0002_queued_canceling.sql"),
+            include_str!("../src/storage/migrations/0003_ticks_run_keys_instigators.sql"),
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    let storage = PgStorage::new(db.pg.clone(), DEFAULT_SCHEMA).unwrap();
+    assert_eq!(storage.schema_version().await.unwrap(), Some(3));
+    assert_eq!(
+        storage.migrate().await.unwrap(),
+        1,
+        "only migration 4 applies"
+    );
+    assert_eq!(storage.schema_version().await.unwrap(), Some(4));
+    let kept = storage
+        .latest_materialization(&"a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.value, kept.partition),
+        (json!("kept"), None),
+        "a materialization of version 3 reads back unpartitioned"
+    );
+    storage.create_run(&run_record("new", 0)).await.unwrap();
+    let range = minutes("", 0, 60);
+    storage
+        .append_events(&[partition_materialized("new", 0, "a", &range, json!(1))])
+        .await
+        .unwrap();
+    assert_eq!(
+        storage
+            .partition_status(&"a".into())
+            .await
+            .unwrap()
+            .materialized,
+        range.to_set()
+    );
+    assert_eq!(
+        storage
+            .partition_materialization(&"a".into(), &minutes("", 10, 20))
+            .await
+            .unwrap()
+            .map(|m| m.value),
+        Some(json!(1))
+    );
+}
+
+#[tokio::test]
+async fn a_backfill_that_cannot_be_read_is_named() {
+    let fresh = Fresh::new().await;
+    for id in ["bf-good", "bf-bad"] {
+        fresh
+            .create_backfill(&backfill_record(id, 0, BackfillStatus::Requested))
+            .await
+            .unwrap();
+    }
+    fresh
+        .db
+        .client()
+        .await
+        .execute(
+            "UPDATE dagrs.backfills SET body = '{\"id\": \"bf-bad\", \"status\": 7}' \
+             WHERE id = 'bf-bad'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(fresh.backfill("bf-good").await.unwrap().is_some());
+    for err in [
+        fresh.backfill("bf-bad").await.unwrap_err().to_string(),
+        fresh.backfills(None, 10).await.unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("the stored backfill `bf-bad` cannot be read"),
+            "names the backfill: {err}"
+        );
+    }
+}
+
+/// Several processes (each with its own pool) materializing partitions of one asset at once:
+/// their ranges still merge into one stored range.
+#[tokio::test]
+async fn writers_in_several_processes_merge_one_assets_ranges() {
+    const WRITERS: i64 = 6;
+    const EACH: i64 = 40;
+    let fresh = Fresh::new().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..WRITERS {
+        let pg = PostgresResource::from_url(&fresh.db.url).unwrap();
+        let storage = PgStorage::connect(pg, DEFAULT_SCHEMA).await.unwrap();
+        tasks.spawn(async move {
+            let id = format!("w{writer}");
+            storage.create_run(&run_record(&id, 0)).await.unwrap();
+            for k in 0..EACH {
+                // Minute `k * WRITERS + writer`: neighbours belong to other writers.
+                let minute = k * WRITERS + writer;
+                let range = minutes("", minute, minute + 1);
+                storage
+                    .append_events(&[
+                        partition_failed(&id, 2 * k as u64, "shared", &range, false),
+                        partition_materialized(&id, 2 * k as u64 + 1, "shared", &range, json!(k)),
+                    ])
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let status = fresh.partition_status(&"shared".into()).await.unwrap();
+    assert_eq!(
+        status.materialized,
+        minutes("", 0, WRITERS * EACH).to_set(),
+        "every partition is materialized"
+    );
+    assert_eq!(
+        status.materialized.range_count(),
+        1,
+        "concurrent writers still leave one range"
+    );
+    assert!(
+        status.failed.is_empty(),
+        "every failure was cleared: {:?}",
+        status.failed
+    );
+}
+
+#[tokio::test]
+async fn partition_status_stays_fast_with_many_ranges() {
+    const N: i64 = 50_000;
+    let fresh = Fresh::new().await;
+    // 50,000 stored ranges of one asset (every other minute), written directly.
+    fresh
+        .db
+        .client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO dagrs.partition_ranges (asset, status, dims, start_at, end_at) \
+             SELECT 'minutely', 'materialized', '', {base} + m * 60, {base} + m * 60 + 60 \
+             FROM generate_series(0, {last}, 2) AS m; \
+             ANALYZE dagrs.partition_ranges;",
+            base = at(0).timestamp(),
+            last = 2 * N - 2,
+        ))
+        .await
+        .unwrap();
+    let asset = "minutely".into();
+    let started = std::time::Instant::now();
+    let status = fresh.partition_status(&asset).await.unwrap();
+    let read = started.elapsed();
+    assert_eq!(status.materialized.range_count(), N as usize);
+    fresh.create_run(&run_record("gaps", 0)).await.unwrap();
+    let started = std::time::Instant::now();
+    for k in 0..200 {
+        let minute = 2 * (k * (N / 200) + 7) + 1;
+        fresh
+            .append_events(&[partition_materialized(
+                "gaps",
+                k as u64,
+                "minutely",
+                &minutes("", minute, minute + 1),
+                json!(k),
+            )])
+            .await
+            .unwrap();
+    }
+    let written = started.elapsed();
+    let status = fresh.partition_status(&asset).await.unwrap();
+    assert_eq!(status.materialized.range_count(), N as usize - 200);
+    // Generous bounds for debug builds on busy machines.
+    assert!(read.as_secs() < 10, "reading 50,000 ranges took {read:?}");
+    assert!(written.as_secs() < 30, "200 writes took {written:?}");
+}
+
+/// Partitioned writes in flight while the server restarts are tried again as whole
+/// transactions: every event is stored once and the partition status is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_writes_survive_a_server_restart() {
+    const BATCHES: i64 = 150;
+    let server = dagrs_postgres::testing::TestServer::start();
+    let pg = PostgresResource::from_url(&server.url("postgres")).unwrap();
+    let storage = PgStorage::connect(pg, DEFAULT_SCHEMA).await.unwrap();
+    storage.create_run(&run_record("r", 0)).await.unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let writer = {
+        let storage = storage.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            for k in 0..BATCHES {
+                let range = minutes("", k, k + 1);
+                storage
+                    .append_events(&[
+                        partition_failed("r", 2 * k as u64, "a", &range, false),
+                        partition_materialized("r", 2 * k as u64 + 1, "a", &range, json!(k)),
+                    ])
+                    .await
+                    .unwrap_or_else(|e| panic!("batch {k}: {e}"));
+                done.store(k + 1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let before = done.load(std::sync::atomic::Ordering::SeqCst);
+    let restarted = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    let after = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        before > 0 && after < BATCHES,
+        "the restart came while batches were written ({before}, then {after} of {BATCHES})"
+    );
+    writer.await.unwrap();
+    let events = storage.events(&RunId::from("r"), None).await.unwrap();
+    assert_eq!(
+        events.len() as i64,
+        2 * BATCHES,
+        "every event is stored once"
+    );
+    let status = storage.partition_status(&"a".into()).await.unwrap();
+    assert_eq!(status.materialized, minutes("", 0, BATCHES).to_set());
+    assert_eq!(status.materialized.range_count(), 1);
+    assert!(status.failed.is_empty());
+    assert_eq!(
+        storage
+            .materializations(&"a".into(), 1_000)
+            .await
+            .unwrap()
+            .len() as i64,
+        BATCHES
+    );
+    drop(restarted);
+}

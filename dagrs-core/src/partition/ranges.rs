@@ -128,6 +128,39 @@ impl PartitionSet {
         set
     }
 
+    /// The set that stored rows `(discrete keys, start, end)` hold, one row per range `[start,
+    /// end)`, in any order: what stores that keep one row per range read their sets back
+    /// with. Sorts once per discrete key (reading many ranges stays `O(n log n)`) and keeps
+    /// the rows as they are, so the set's [`range_count`](Self::range_count) is the number of
+    /// rows stored.
+    ///
+    /// Fails, naming the rows, when they are not what a store writes: an empty range, or two
+    /// ranges of the same keys that overlap or touch (a store merges those into one row).
+    pub fn from_rows(rows: impl IntoIterator<Item = (String, i64, i64)>) -> Result<Self, String> {
+        let mut grouped: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+        for (keys, start, end) in rows {
+            if end <= start {
+                return Err(format!(
+                    "the stored range [{start}, {end}) of keys `{keys}` is empty"
+                ));
+            }
+            grouped.entry(keys).or_default().push((start, end));
+        }
+        let mut set = PartitionSet::default();
+        for (keys, mut ranges) in grouped {
+            ranges.sort_unstable();
+            if let Some(pair) = ranges.windows(2).find(|pair| pair[1].0 <= pair[0].1) {
+                let ((a, b), (c, d)) = (pair[0], pair[1]);
+                return Err(format!(
+                    "the stored ranges [{a}, {b}) and [{c}, {d}) of keys `{keys}` overlap or \
+                     touch; they should be one range"
+                ));
+            }
+            set.0.insert(keys, RangeSet(ranges));
+        }
+        Ok(set)
+    }
+
     pub(crate) fn insert(&mut self, keys: String, ranges: RangeSet) {
         if ranges.is_empty() {
             return;
@@ -199,7 +232,10 @@ mod tests {
 
     #[test]
     fn unions_merge_overlapping_and_adjacent_ranges() {
-        assert_eq!(set(&[(0, 5), (5, 10), (20, 30), (8, 12)]).ranges(), [(0, 12), (20, 30)]);
+        assert_eq!(
+            set(&[(0, 5), (5, 10), (20, 30), (8, 12)]).ranges(),
+            [(0, 12), (20, 30)]
+        );
         assert!(RangeSet::span(3, 3).is_empty());
     }
 
@@ -214,12 +250,51 @@ mod tests {
         assert!(a.contains(0) && a.contains(99) && !a.contains(100));
         let many = set(&[(0, 1), (2, 3), (4, 5)]);
         assert_eq!(many.difference(&set(&[(0, 5)])), RangeSet::new());
-        assert_eq!(set(&[(0, 10)]).difference(&set(&[(2, 3), (5, 6)])).ranges(), [(0, 2), (3, 5), (6, 10)]);
+        assert_eq!(
+            set(&[(0, 10)]).difference(&set(&[(2, 3), (5, 6)])).ranges(),
+            [(0, 2), (3, 5), (6, 10)]
+        );
+    }
+
+    #[test]
+    fn sets_from_rows_keep_each_row_and_refuse_rows_a_store_never_writes() {
+        let row = |keys: &str, start, end| (keys.to_owned(), start, end);
+        let read = PartitionSet::from_rows([
+            row("eu", 30, 40),
+            row("", 0, 1),
+            row("eu", 0, 10),
+            row("eu", 11, 20),
+        ])
+        .unwrap();
+        let parts: Vec<(&str, &[(i64, i64)])> =
+            read.parts().map(|(k, r)| (k, r.ranges())).collect();
+        assert_eq!(
+            parts,
+            [
+                ("", &[(0, 1)][..]),
+                ("eu", &[(0, 10), (11, 20), (30, 40)][..])
+            ]
+        );
+        assert_eq!(read.range_count(), 4);
+        assert_eq!(
+            read,
+            PartitionSet::of("", set(&[(0, 1)]))
+                .union(&PartitionSet::of("eu", set(&[(0, 10), (11, 20), (30, 40)])))
+        );
+        assert!(PartitionSet::from_rows(Vec::new()).unwrap().is_empty());
+        let touching = PartitionSet::from_rows([row("eu", 10, 20), row("eu", 0, 10)]);
+        assert!(touching
+            .unwrap_err()
+            .contains("[0, 10) and [10, 20) of keys `eu`"));
+        assert!(PartitionSet::from_rows([row("eu", 0, 10), row("eu", 5, 6)]).is_err());
+        assert!(PartitionSet::from_rows([row("", 5, 5)]).is_err());
+        assert!(PartitionSet::from_rows([row("eu", 0, 10), row("us", 10, 20)]).is_ok());
     }
 
     #[test]
     fn partition_sets_combine_per_discrete_key() {
-        let a = PartitionSet::of("eu", set(&[(0, 10)])).union(&PartitionSet::of("us", set(&[(0, 5)])));
+        let a =
+            PartitionSet::of("eu", set(&[(0, 10)])).union(&PartitionSet::of("us", set(&[(0, 5)])));
         let b = PartitionSet::of("eu", set(&[(5, 10)]));
         let left = a.difference(&b);
         assert_eq!(left.range_count(), 2);

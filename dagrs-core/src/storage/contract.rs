@@ -26,9 +26,11 @@ use serde_json::json;
 use super::{
     InstigatorKind, InstigatorStatus, Retention, RunRecord, Storage, TickRecord, TickStatus,
 };
+use crate::backfill::{BackfillPolicy, BackfillRecord, BackfillRun, BackfillStatus};
 use crate::config::RunConfig;
 use crate::event::{ErrorInfo, Event, EventKind, LogLevel, RunStatus};
 use crate::key::{AssetKey, RunId};
+use crate::partition::{PartitionRange, PartitionSet, PartitionStatus};
 
 /// Generates one `#[tokio::test]` per part of the storage contract; `$make` is an
 /// expression that evaluates to a future of a fresh, empty store behind a pointer (anything
@@ -39,7 +41,9 @@ macro_rules! storage_contract_tests {
     ($make:expr) => {
         $crate::storage_contract_tests!(@each $make;
             runs, events, every_event_kind_round_trips, materializations,
-            finishing_and_heartbeats, retention, ticks_and_cursors, run_queue, concurrent_writers);
+            finishing_and_heartbeats, retention, ticks_and_cursors, run_queue, concurrent_writers,
+            partition_status, partition_materializations, many_partition_ranges,
+            dynamic_partitions, backfills);
     };
     (@each $make:expr; $($part:ident),*) => {
         $(
@@ -908,4 +912,795 @@ pub async fn concurrent_writers(storage: &dyn Storage) {
         80,
         "every materialization of every writer is recorded"
     );
+}
+
+/// The partitions `[from, to)` minutes after `at(0)`, of discrete keys `dims` (`""` for
+/// none), as a time-partitioned asset's step targets them.
+pub fn minutes(dims: &str, from: i64, to: i64) -> PartitionRange {
+    let second = |m: i64| at(m).timestamp();
+    PartitionRange {
+        key: format!("{dims}@{from}...{to}"),
+        dims: dims.to_owned(),
+        start: second(from),
+        end: second(to),
+    }
+}
+
+/// A materialization of `range` by event `seq` of run `id`, with `value` as its output.
+pub fn partition_materialized(
+    id: &str,
+    seq: u64,
+    asset: &str,
+    range: &PartitionRange,
+    value: serde_json::Value,
+) -> Event {
+    event(
+        id,
+        seq,
+        Some(asset),
+        EventKind::Materialization {
+            metadata: BTreeMap::from([("rows".to_owned(), json!(seq))]),
+            value,
+            code_version: None,
+            partition: Some(range.clone()),
+        },
+    )
+}
+
+/// A failure of the step materializing `range`, retried or for good.
+pub fn partition_failed(
+    id: &str,
+    seq: u64,
+    asset: &str,
+    range: &PartitionRange,
+    will_retry: bool,
+) -> Event {
+    event(
+        id,
+        seq,
+        Some(asset),
+        EventKind::StepFailed {
+            attempt: 1,
+            error: ErrorInfo {
+                message: "the source timed out".into(),
+                causes: vec![],
+            },
+            will_retry,
+            partition: Some(range.clone()),
+        },
+    )
+}
+
+/// The set of the ranges `[from, to)` (in minutes) of discrete keys `dims`.
+fn minute_set(dims: &str, ranges: &[(i64, i64)]) -> PartitionSet {
+    ranges.iter().fold(PartitionSet::new(), |set, &(from, to)| {
+        set.union(&minutes(dims, from, to).to_set())
+    })
+}
+
+/// Appends `events` to `storage` and to `model`, the status every store must agree on
+/// (as [`PartitionStatus::apply`] computes it).
+async fn append_tracked(storage: &dyn Storage, model: &mut Vec<Event>, events: Vec<Event>) {
+    storage
+        .append_events(&events)
+        .await
+        .expect("append partition events");
+    model.extend(events);
+}
+
+/// The partition status of `asset` that the events `log` leave, by the rules.
+fn expected_status(log: &[Event], asset: &str) -> PartitionStatus {
+    let mut status = PartitionStatus::default();
+    for (key, range, outcome) in crate::partition::status::outcomes(log) {
+        if key.as_str() == asset {
+            status.apply(range, outcome);
+        }
+    }
+    status
+}
+
+/// Partitioned materializations and final failures update the asset's partition status in
+/// the same write, as ranges: adjacent and overlapping ranges merge into one stored range, a
+/// success clears failures, a failure keeps the data, retried failures count for nothing,
+/// discrete keys and assets are kept apart, a failed batch changes nothing, and pruning
+/// never removes partition status.
+pub async fn partition_status(storage: &dyn Storage) {
+    let asset = AssetKey::from("minutely");
+    assert_eq!(
+        storage.partition_status(&asset).await.unwrap(),
+        PartitionStatus::default(),
+        "an asset never materialized has an empty status"
+    );
+    storage.create_run(&run_record("p1", 0)).await.unwrap();
+    let mut log = Vec::new();
+    let mut seq = 0..;
+    let mut next = || seq.next().unwrap();
+    let m = "minutely";
+    append_tracked(
+        storage,
+        &mut log,
+        vec![
+            partition_materialized("p1", next(), m, &minutes("", 0, 10), json!(1)),
+            partition_materialized("p1", next(), m, &minutes("", 20, 30), json!(2)),
+        ],
+    )
+    .await;
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(status.materialized, minute_set("", &[(0, 10), (20, 30)]));
+    assert_eq!(
+        status.materialized.range_count(),
+        2,
+        "apart ranges stay apart"
+    );
+    assert!(status.failed.is_empty() && status.in_progress.is_empty());
+
+    append_tracked(
+        storage,
+        &mut log,
+        vec![partition_materialized(
+            "p1",
+            next(),
+            m,
+            &minutes("", 10, 20),
+            json!(3),
+        )],
+    )
+    .await;
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(
+        status.materialized.range_count(),
+        1,
+        "the range filling a gap joins both neighbours into one stored range"
+    );
+    assert_eq!(status.materialized, minutes("", 0, 30).to_set());
+    append_tracked(
+        storage,
+        &mut log,
+        vec![
+            partition_materialized("p1", next(), m, &minutes("", 25, 40), json!(4)),
+            partition_materialized("p1", next(), m, &minutes("", 40, 45), json!(5)),
+            // Materialized again: nothing changes.
+            partition_materialized("p1", next(), m, &minutes("", 5, 6), json!(6)),
+        ],
+    )
+    .await;
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(
+        (status.materialized.range_count(), &status.materialized),
+        (1, &minutes("", 0, 45).to_set()),
+        "overlapping and adjacent ranges merge"
+    );
+
+    // Failures: a retried one is not an outcome; final ones join the failed ranges and keep
+    // what was materialized.
+    append_tracked(
+        storage,
+        &mut log,
+        vec![partition_failed(
+            "p1",
+            next(),
+            m,
+            &minutes("", 50, 60),
+            true,
+        )],
+    )
+    .await;
+    assert!(
+        storage
+            .partition_status(&asset)
+            .await
+            .unwrap()
+            .failed
+            .is_empty(),
+        "a failure that will be retried changes no status"
+    );
+    append_tracked(
+        storage,
+        &mut log,
+        vec![
+            partition_failed("p1", next(), m, &minutes("", 50, 60), false),
+            partition_failed("p1", next(), m, &minutes("", 60, 70), false),
+            partition_failed("p1", next(), m, &minutes("", 5, 8), false),
+        ],
+    )
+    .await;
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(status.failed, minute_set("", &[(5, 8), (50, 70)]));
+    assert_eq!(status.failed.range_count(), 2, "adjacent failures merge");
+    assert_eq!(
+        status.materialized,
+        minutes("", 0, 45).to_set(),
+        "a failure keeps what was materialized"
+    );
+
+    // A success in the middle of a failed range cuts it in two.
+    append_tracked(
+        storage,
+        &mut log,
+        vec![partition_materialized(
+            "p1",
+            next(),
+            m,
+            &minutes("", 55, 65),
+            json!(7),
+        )],
+    )
+    .await;
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(status.failed, minute_set("", &[(5, 8), (50, 55), (65, 70)]));
+    assert_eq!(status.failed.range_count(), 3);
+    assert_eq!(status.materialized, minute_set("", &[(0, 45), (55, 65)]));
+    // A success covering failed ranges clears them; order inside a batch counts.
+    append_tracked(
+        storage,
+        &mut log,
+        vec![
+            partition_materialized("p1", next(), m, &minutes("", 0, 10), json!(8)),
+            partition_materialized("p1", next(), m, &minutes("", 45, 75), json!(9)),
+            partition_failed("p1", next(), m, &minutes("", 80, 90), false),
+            partition_materialized("p1", next(), m, &minutes("", 80, 90), json!(10)),
+            partition_materialized("p1", next(), m, &minutes("", 100, 110), json!(11)),
+            partition_failed("p1", next(), m, &minutes("", 100, 110), false),
+        ],
+    )
+    .await;
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(
+        status.failed,
+        minute_set("", &[(100, 110)]),
+        "successes clear failures, a later failure stands"
+    );
+    assert_eq!(
+        status.materialized,
+        minute_set("", &[(0, 75), (80, 90), (100, 110)])
+    );
+    assert_eq!(status.materialized.range_count(), 3);
+    // Joining the end of a range that is not the first one.
+    append_tracked(
+        storage,
+        &mut log,
+        vec![partition_materialized(
+            "p1",
+            next(),
+            m,
+            &minutes("", 90, 95),
+            json!(11),
+        )],
+    )
+    .await;
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(
+        (status.materialized.range_count(), &status.materialized),
+        (3, &minute_set("", &[(0, 75), (80, 95), (100, 110)])),
+        "a range starting where a stored one ends extends it"
+    );
+
+    // Discrete keys, partitions without time, another asset, unpartitioned assets.
+    let none = PartitionRange {
+        key: "eu".into(),
+        dims: "eu".into(),
+        start: 0,
+        end: 1,
+    };
+    append_tracked(
+        storage,
+        &mut log,
+        vec![
+            partition_materialized("p1", next(), m, &minutes("eu|x", 0, 10), json!(12)),
+            partition_materialized("p1", next(), m, &minutes("us|x", 5, 15), json!(13)),
+            partition_failed("p1", next(), m, &minutes("us|x", 20, 30), false),
+            partition_materialized("p1", next(), "regions", &none, json!(14)),
+            event(
+                "p1",
+                next(),
+                Some("plain"),
+                materialization(json!(15), None),
+            ),
+        ],
+    )
+    .await;
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(
+        status.materialized.range_count(),
+        5,
+        "one range per discrete keys"
+    );
+    assert_eq!(
+        status
+            .materialized
+            .parts()
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>(),
+        ["", "eu|x", "us|x"]
+    );
+    assert_eq!(
+        status.failed,
+        minute_set("", &[(100, 110)]).union(&minute_set("us|x", &[(20, 30)]))
+    );
+    let regions = storage.partition_status(&"regions".into()).await.unwrap();
+    assert_eq!(
+        regions.materialized,
+        none.to_set(),
+        "partitions without time are [0, 1)"
+    );
+    assert!(regions.failed.is_empty());
+    assert_eq!(
+        storage.partition_status(&"plain".into()).await.unwrap(),
+        PartitionStatus::default(),
+        "an unpartitioned materialization has no partition status"
+    );
+
+    // Every store agrees with the rules, asset by asset.
+    for name in [m, "regions", "plain"] {
+        assert_eq!(
+            storage.partition_status(&name.into()).await.unwrap(),
+            expected_status(&log, name),
+            "the stored status of `{name}` is the one the rules give"
+        );
+    }
+
+    // A failed batch leaves the status as it was.
+    let before = storage.partition_status(&asset).await.unwrap();
+    let clash = storage
+        .append_events(&[
+            partition_materialized("p1", 1_000, m, &minutes("", 200, 300), json!(0)),
+            partition_materialized("p1", 0, m, &minutes("", 300, 400), json!(0)),
+        ])
+        .await;
+    assert!(clash.is_err(), "a seq the run has fails the batch");
+    let orphan = storage
+        .append_events(&[
+            partition_materialized("p1", 1_001, m, &minutes("", 200, 300), json!(0)),
+            partition_failed("ghost", 0, m, &minutes("", 0, 10), false),
+        ])
+        .await;
+    assert!(orphan.is_err(), "events of an unknown run fail the batch");
+    assert_eq!(
+        storage.partition_status(&asset).await.unwrap(),
+        before,
+        "a batch that fails changes no partition status"
+    );
+
+    // Pruning removes runs, events and materializations, never partition status.
+    storage
+        .finish_run(&RunId::from("p1"), RunStatus::Succeeded, at(1), None)
+        .await
+        .unwrap();
+    let report = storage
+        .prune(
+            Retention {
+                max_age: None,
+                max_runs: Some(0),
+            },
+            at(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.runs, 1, "the run is pruned");
+    assert_eq!(
+        storage.partition_status(&asset).await.unwrap(),
+        before,
+        "pruning never removes partition status"
+    );
+    assert_eq!(
+        storage.partition_status(&"regions".into()).await.unwrap(),
+        regions
+    );
+}
+
+/// `partition_materialization` finds the latest materialization covering a range (same
+/// discrete keys, a span holding it), never one that covers only part of it; records keep
+/// their partitions.
+pub async fn partition_materializations(storage: &dyn Storage) {
+    storage.create_run(&run_record("pm1", 0)).await.unwrap();
+    storage.create_run(&run_record("pm2", 1)).await.unwrap();
+    let a_key = AssetKey::from("a");
+    let a = &a_key;
+    assert_eq!(
+        storage
+            .partition_materialization(a, &minutes("", 0, 1))
+            .await
+            .unwrap(),
+        None
+    );
+    let wide = minutes("", 0, 60);
+    let narrow = minutes("", 30, 40);
+    let eu = minutes("eu", 0, 60);
+    storage
+        .append_events(&[
+            partition_materialized("pm1", 0, "a", &wide, json!("wide")),
+            partition_materialized("pm1", 1, "a", &narrow, json!("narrow")),
+            partition_materialized("pm1", 2, "a", &eu, json!("eu")),
+            partition_materialized("pm1", 3, "b", &wide, json!("b")),
+        ])
+        .await
+        .unwrap();
+    // The latest materialization of `a` is unpartitioned: it covers no partition.
+    storage
+        .append_events(&[event(
+            "pm2",
+            0,
+            Some("a"),
+            materialization(json!("whole"), None),
+        )])
+        .await
+        .unwrap();
+    let value = |found: Option<super::MaterializationRecord>| found.map(|m| m.value);
+    let find = |range: PartitionRange| async move {
+        value(storage.partition_materialization(a, &range).await.unwrap())
+    };
+    assert_eq!(
+        find(minutes("", 30, 40)).await,
+        Some(json!("narrow")),
+        "the latest covering materialization"
+    );
+    assert_eq!(find(minutes("", 32, 33)).await, Some(json!("narrow")));
+    assert_eq!(
+        find(minutes("", 10, 20)).await,
+        Some(json!("wide")),
+        "a later materialization that does not cover the range is passed over"
+    );
+    assert_eq!(
+        find(minutes("", 35, 45)).await,
+        Some(json!("wide")),
+        "a materialization covering part of the range does not count"
+    );
+    assert_eq!(find(minutes("", 0, 60)).await, Some(json!("wide")));
+    assert_eq!(
+        find(minutes("", 50, 61)).await,
+        None,
+        "nothing covers past the end"
+    );
+    assert_eq!(find(minutes("", 60, 61)).await, None);
+    assert_eq!(
+        find(minutes("eu", 0, 10)).await,
+        Some(json!("eu")),
+        "by discrete keys"
+    );
+    assert_eq!(find(minutes("us", 0, 10)).await, None);
+    assert_eq!(
+        value(
+            storage
+                .partition_materialization(&"c".into(), &minutes("", 0, 10))
+                .await
+                .unwrap()
+        ),
+        None
+    );
+    let found = storage
+        .partition_materialization(a, &minutes("", 31, 32))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.run_id.as_str(), found.seq, found.partition.as_ref()),
+        ("pm1", 1, Some(&narrow)),
+        "the record names its run, event and partitions"
+    );
+    assert_eq!(found.metadata["rows"], json!(1));
+
+    // Newer materializations win; records keep their partitions.
+    storage
+        .append_events(&[partition_materialized(
+            "pm2",
+            1,
+            "a",
+            &minutes("", 0, 120),
+            json!("newest"),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(find(minutes("", 30, 40)).await, Some(json!("newest")));
+    let history = storage.materializations(a, 10).await.unwrap();
+    let partitions: Vec<Option<PartitionRange>> =
+        history.into_iter().map(|m| m.partition).collect();
+    assert_eq!(
+        partitions,
+        [
+            Some(minutes("", 0, 120)),
+            None,
+            Some(eu.clone()),
+            Some(narrow),
+            Some(wide)
+        ],
+        "materializations come back with their partitions, newest first"
+    );
+    let latest = storage.latest_materialization(a).await.unwrap().unwrap();
+    assert_eq!(latest.partition, Some(minutes("", 0, 120)));
+}
+
+/// A thousand stored ranges of one asset: each kept as one row, found, merged and cut by
+/// the same rules as a few.
+pub async fn many_partition_ranges(storage: &dyn Storage) {
+    const N: i64 = 1_000;
+    storage.create_run(&run_record("many", 0)).await.unwrap();
+    let asset = AssetKey::from("minutely");
+    // Every other minute, in an order that is not sorted.
+    let mut log: Vec<Event> = (0..N)
+        .map(|i| (i * 7919) % N)
+        .enumerate()
+        .map(|(seq, i)| {
+            let range = minutes("", 2 * i, 2 * i + 1);
+            partition_materialized("many", seq as u64, "minutely", &range, json!(i))
+        })
+        .collect();
+    storage.append_events(&log).await.unwrap();
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(status.materialized.range_count(), N as usize);
+    assert_eq!(status, expected_status(&log, "minutely"));
+    assert_eq!(
+        storage
+            .partition_materialization(&asset, &minutes("", 1_000, 1_001))
+            .await
+            .unwrap()
+            .map(|m| m.value),
+        Some(json!(500))
+    );
+    // Failures on every gap but the last, then a success over most of them.
+    let gaps: Vec<Event> = (0..N - 1)
+        .map(|i| {
+            let range = minutes("", 2 * i + 1, 2 * i + 2);
+            partition_failed("many", (N + i) as u64, "minutely", &range, false)
+        })
+        .collect();
+    storage.append_events(&gaps).await.unwrap();
+    log.extend(gaps);
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(status.failed.range_count(), (N - 1) as usize);
+    let over = partition_materialized(
+        "many",
+        2 * N as u64,
+        "minutely",
+        &minutes("", 1, 1_501),
+        json!(0),
+    );
+    storage
+        .append_events(std::slice::from_ref(&over))
+        .await
+        .unwrap();
+    log.push(over);
+    let status = storage.partition_status(&asset).await.unwrap();
+    assert_eq!(status, expected_status(&log, "minutely"));
+    assert_eq!(
+        status
+            .materialized
+            .parts()
+            .next()
+            .map(|(_, r)| r.ranges()[0]),
+        Some((minutes("", 0, 1501).start, minutes("", 0, 1501).end)),
+        "the success joined 751 ranges into one"
+    );
+    assert_eq!(status.materialized.range_count(), 1 + (N as usize - 751));
+    assert_eq!(status.failed.range_count(), (N - 1) as usize - 750);
+}
+
+/// Dynamic partition keys keep the order they were added in, are added once, and can be
+/// deleted; definitions are kept apart.
+pub async fn dynamic_partitions(storage: &dyn Storage) {
+    let keys = |k: &[&str]| -> Vec<String> { k.iter().map(|&k| k.to_owned()).collect() };
+    assert!(storage
+        .dynamic_partitions("customers")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        storage
+            .add_dynamic_partitions("customers", &keys(&["zeta", "alpha", "mid"]))
+            .await
+            .unwrap(),
+        keys(&["zeta", "alpha", "mid"]),
+        "new keys are returned in the order given"
+    );
+    assert_eq!(
+        storage.dynamic_partitions("customers").await.unwrap(),
+        keys(&["zeta", "alpha", "mid"]),
+        "keys come back in the order they were added, not sorted"
+    );
+    assert_eq!(
+        storage
+            .add_dynamic_partitions(
+                "customers",
+                &keys(&["alpha", "beta", "beta", "zeta", "gamma"])
+            )
+            .await
+            .unwrap(),
+        keys(&["beta", "gamma"]),
+        "keys held already, and repeats, are not added again"
+    );
+    assert_eq!(
+        storage.dynamic_partitions("customers").await.unwrap(),
+        keys(&["zeta", "alpha", "mid", "beta", "gamma"])
+    );
+    assert!(storage
+        .add_dynamic_partitions("customers", &[])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        storage
+            .add_dynamic_partitions("regions", &keys(&["mid", "eu"]))
+            .await
+            .unwrap(),
+        keys(&["mid", "eu"]),
+        "definitions are kept apart"
+    );
+    assert!(storage
+        .delete_dynamic_partition("customers", "alpha")
+        .await
+        .unwrap());
+    assert!(
+        !storage
+            .delete_dynamic_partition("customers", "alpha")
+            .await
+            .unwrap(),
+        "a key is deleted once"
+    );
+    assert!(!storage
+        .delete_dynamic_partition("nothing", "alpha")
+        .await
+        .unwrap());
+    assert_eq!(
+        storage.dynamic_partitions("customers").await.unwrap(),
+        keys(&["zeta", "mid", "beta", "gamma"])
+    );
+    assert_eq!(
+        storage
+            .add_dynamic_partitions("customers", &keys(&["alpha"]))
+            .await
+            .unwrap(),
+        keys(&["alpha"]),
+        "a deleted key can be added again"
+    );
+    assert_eq!(
+        storage.dynamic_partitions("customers").await.unwrap(),
+        keys(&["zeta", "mid", "beta", "gamma", "alpha"]),
+        "a key added again goes last"
+    );
+    assert_eq!(
+        storage.dynamic_partitions("regions").await.unwrap(),
+        keys(&["mid", "eu"])
+    );
+}
+
+/// A backfill created at `at(minutes)`, in `status`.
+pub fn backfill_record(id: &str, minutes_after: i64, status: BackfillStatus) -> BackfillRecord {
+    let target = minute_set("", &[(0, 600)]).union(&minute_set("eu", &[(0, 60), (120, 180)]));
+    BackfillRecord {
+        id: id.into(),
+        status,
+        selection: "daily_sales+".into(),
+        target,
+        policy: BackfillPolicy::MaxPartitionsPerRun(30),
+        config: RunConfig::new().asset("daily_sales", json!({"source": "s3://x'\"y"})),
+        tags: BTreeMap::from([("team".to_owned(), "data".to_owned())]),
+        launched: PartitionSet::new(),
+        succeeded: PartitionSet::new(),
+        failed: PartitionSet::new(),
+        in_flight: vec![],
+        max_in_flight: 4,
+        created_at: at(minutes_after),
+        updated_at: at(minutes_after),
+        reason: None,
+        version: 0,
+    }
+}
+
+/// Backfills are stored whole, listed newest first (by status when asked), and updated by
+/// compare-and-set: an update carrying a stale version is refused and changes nothing.
+pub async fn backfills(storage: &dyn Storage) {
+    let ids =
+        |found: Vec<BackfillRecord>| -> Vec<String> { found.into_iter().map(|b| b.id).collect() };
+    assert!(storage.backfills(None, 10).await.unwrap().is_empty());
+    assert_eq!(storage.backfill("b1").await.unwrap(), None);
+    let b1 = backfill_record("b1", 0, BackfillStatus::Requested);
+    let b2 = backfill_record("b2", 5, BackfillStatus::Completed);
+    let b3 = backfill_record("b3", 5, BackfillStatus::Requested);
+    for b in [&b1, &b2, &b3] {
+        storage.create_backfill(b).await.expect("create_backfill");
+    }
+    assert!(
+        storage.create_backfill(&b1).await.is_err(),
+        "a second backfill with the same id is rejected"
+    );
+    assert_eq!(
+        storage.backfill("b1").await.unwrap().as_ref(),
+        Some(&b1),
+        "a backfill comes back as it was stored"
+    );
+    assert_eq!(
+        ids(storage.backfills(None, 10).await.unwrap()),
+        ["b3", "b2", "b1"],
+        "newest first, then by id, descending"
+    );
+    assert_eq!(ids(storage.backfills(None, 2).await.unwrap()), ["b3", "b2"]);
+    let requested = [BackfillStatus::Requested];
+    assert_eq!(
+        ids(storage.backfills(Some(&requested), 10).await.unwrap()),
+        ["b3", "b1"],
+        "filtered by status"
+    );
+    assert!(storage
+        .backfills(Some(&[BackfillStatus::Failed]), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(storage.backfills(Some(&[]), 10).await.unwrap().is_empty());
+    let done = [BackfillStatus::Completed, BackfillStatus::Requested];
+    assert_eq!(
+        ids(storage.backfills(Some(&done), 10).await.unwrap()).len(),
+        3
+    );
+
+    // Compare-and-set on the version.
+    let mut step = storage.backfill("b1").await.unwrap().unwrap();
+    let chunk = minutes("", 0, 30);
+    step.launched = chunk.to_set();
+    step.in_flight = vec![BackfillRun {
+        run_id: RunId::from("bf-run-1"),
+        range: chunk.clone(),
+    }];
+    step.updated_at = at(1);
+    assert!(
+        storage.update_backfill(&step).await.unwrap(),
+        "the current version is stored"
+    );
+    let stored = storage.backfill("b1").await.unwrap().unwrap();
+    let mut expected = step.clone();
+    expected.version = 1;
+    assert_eq!(
+        stored, expected,
+        "the stored backfill is the update, at the next version"
+    );
+    let mut stale = step.clone();
+    stale.status = BackfillStatus::Cancelled;
+    stale.reason = Some("stale writer".into());
+    assert!(
+        !storage.update_backfill(&stale).await.unwrap(),
+        "an update with a stale version is refused"
+    );
+    assert_eq!(
+        storage.backfill("b1").await.unwrap().unwrap(),
+        expected,
+        "a refused update changes nothing"
+    );
+
+    // Two writers of the same version: exactly one wins.
+    let mut cancel = stored.clone();
+    cancel.status = BackfillStatus::Canceling;
+    cancel.reason = Some("asked by ops".into());
+    let mut finish = stored.clone();
+    finish.status = BackfillStatus::Failed;
+    finish.failed = chunk.to_set();
+    finish.in_flight.clear();
+    let (a, b) = tokio::join!(
+        storage.update_backfill(&cancel),
+        storage.update_backfill(&finish)
+    );
+    assert!(
+        a.unwrap() ^ b.unwrap(),
+        "of two updates of one version, exactly one is stored"
+    );
+    let winner = storage.backfill("b1").await.unwrap().unwrap();
+    assert_eq!(winner.version, 2);
+    assert!(
+        [BackfillStatus::Canceling, BackfillStatus::Failed].contains(&winner.status),
+        "the winner is stored whole: {winner:?}"
+    );
+    let mut last = winner.clone();
+    last.status = BackfillStatus::Completed;
+    last.succeeded = last.target.clone();
+    last.in_flight.clear();
+    assert!(storage.update_backfill(&last).await.unwrap());
+    assert_eq!(storage.backfill("b1").await.unwrap().unwrap().version, 3);
+    assert_eq!(
+        ids(storage.backfills(Some(&requested), 10).await.unwrap()),
+        ["b3"],
+        "the status filter follows updates"
+    );
+    let ghost = backfill_record("ghost", 0, BackfillStatus::Requested);
+    assert!(
+        storage.update_backfill(&ghost).await.is_err(),
+        "updating an unknown backfill fails"
+    );
+    assert_eq!(storage.backfill("ghost").await.unwrap(), None);
 }

@@ -12,9 +12,9 @@ use super::{
 };
 use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::error::Error;
-use crate::partition::{PartitionRange, PartitionStatus};
 use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
+use crate::partition::{PartitionRange, PartitionStatus};
 
 /// Keeps runs and events in the process; everything is gone when it exits. The default
 /// storage of [`Definitions`](crate::Definitions), and the one for tests.
@@ -461,7 +461,9 @@ impl Storage for InMemoryStorage {
                 format!("backfill `{}` already exists", backfill.id),
             ));
         }
-        inner.backfills.insert(backfill.id.clone(), backfill.clone());
+        inner
+            .backfills
+            .insert(backfill.id.clone(), backfill.clone());
         Ok(())
     }
 
@@ -481,7 +483,11 @@ impl Storage for InMemoryStorage {
             .filter(|b| status.is_none_or(|s| s.contains(&b.status)))
             .cloned()
             .collect();
-        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        found.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
         found.truncate(limit);
         Ok(found)
     }

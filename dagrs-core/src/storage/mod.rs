@@ -353,8 +353,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Adds keys to dynamic partitions definition `name`, keeping their order; keys it
     /// holds already are left as they are. Returns the keys that were new.
-    async fn add_dynamic_partitions(&self, name: &str, keys: &[String])
-        -> Result<Vec<String>, Error>;
+    async fn add_dynamic_partitions(
+        &self,
+        name: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, Error>;
 
     /// Removes key `key` of dynamic partitions definition `name`; `false` when it had none.
     async fn delete_dynamic_partition(&self, name: &str, key: &str) -> Result<bool, Error>;

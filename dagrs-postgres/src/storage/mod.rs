@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use dagrs_core::partitions::{
+    cut, merged, outcomes, PartitionOutcome, PartitionRange, PartitionSet, PartitionStatus,
+};
 use dagrs_core::storage::{
     runs_to_prune, tick_cutoff, InstigatorStatus, MaterializationRecord, PruneReport, Retention,
     RunRecord, Storage, TickRecord,
 };
-use dagrs_core::{AssetKey, Event, Metadata, RunId, RunStatus};
+use dagrs_core::{AssetKey, BackfillRecord, BackfillStatus, Event, Metadata, RunId, RunStatus};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
@@ -27,7 +30,8 @@ mod rows;
 mod sql;
 
 use self::rows::{
-    event_from_row, materialization_from_row, run_from_row, seq_param, tick_from_row,
+    backfill_from_row, event_from_row, materialization_from_row, run_from_row, seq_param,
+    tick_from_row,
 };
 use self::sql::Statements;
 
@@ -59,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "tick outcomes, run keys, schedule and sensor states, the run queue",
         sql: include_str!("migrations/0003_ticks_run_keys_instigators.sql"),
     },
+    Migration {
+        version: 4,
+        name: "partitions of materializations, partition status, dynamic partitions, backfills",
+        sql: include_str!("migrations/0004_partitions_backfills.sql"),
+    },
 ];
 
 /// The schema version this build of dagrs-postgres creates and understands: the version of
@@ -71,9 +80,14 @@ const VERSION_TABLE: &str = "dagrs_schema_version";
 type BoxError = Box<dyn StdError + Send + Sync>;
 type CoreResult<T> = std::result::Result<T, dagrs_core::Error>;
 
-/// Runs, event logs, asset materializations, schedule ticks and sensor cursors, kept in
-/// tables of one PostgreSQL schema, for deployments where several processes share one
-/// run history.
+/// Runs, event logs, asset materializations, schedule ticks, sensor cursors, partition status,
+/// dynamic partitions and backfills, kept in tables of one PostgreSQL schema, for deployments
+/// where several processes share one run history.
+///
+/// Partition status is kept as one row per range; a batch of events that changes it is
+/// written in one transaction holding an advisory lock per asset, so writers of one asset in
+/// several processes merge their ranges one after the other. A backfill is stored whole and
+/// updated by compare-and-set on its version.
 ///
 /// Every process that points at the same database and schema sees the same runs; a
 /// schedule tick is claimed by one of them only ([`Storage::claim_tick`] is an
@@ -442,6 +456,182 @@ impl PgStorage {
             .map(|row| materialization_from_row(row).map_err(|e| storage_error(operation, e)))
             .collect()
     }
+
+    /// The advisory lock that writers of `asset`'s partition status take, in this store.
+    fn partition_lock(&self, asset: &AssetKey) -> i64 {
+        lock_key(&format!("partitions\0{asset}"), &self.inner.schema)
+    }
+
+    /// Appends a batch that changes partition status — its events, its materializations and
+    /// the status — in one transaction holding the partition locks of its assets (so two
+    /// writers of one asset merge their ranges one after the other). Tried again as a whole,
+    /// on a new connection, while the server cannot be reached, like
+    /// [`statement`](Self::statement); also returns whether it was tried again.
+    async fn append_with_partitions(
+        &self,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        updates: &[RangeUpdate<'_>],
+    ) -> (CoreResult<()>, bool) {
+        const OP: &str = "append events";
+        let mut locks: Vec<i64> = updates
+            .iter()
+            .map(|u| self.partition_lock(u.asset))
+            .collect();
+        locks.sort_unstable();
+        locks.dedup();
+        let deadline = tokio::time::Instant::now() + RECONNECT_WITHIN;
+        let mut pause = Duration::from_millis(50);
+        let mut retried = false;
+        loop {
+            match self
+                .try_append_with_partitions(params, updates, &locks)
+                .await
+            {
+                Ok(()) => return (Ok(()), retried),
+                Err(failure)
+                    if failure.is_transient() && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(
+                        target: "dagrs::storage",
+                        database = %self.inner.pg.masked_url(),
+                        "cannot {OP}, trying again: {failure}"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    retried = true;
+                }
+                Err(Failure::Pool(e)) => return (Err(storage_error(OP, e)), retried),
+                Err(Failure::Db(e)) => return (Err(self.db_error(OP)(e)), retried),
+            }
+        }
+    }
+
+    async fn try_append_with_partitions(
+        &self,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        updates: &[RangeUpdate<'_>],
+        locks: &[i64],
+    ) -> std::result::Result<(), Failure> {
+        let sql = &self.inner.sql;
+        let mut client = self.inner.pg.get().await.map_err(Failure::Pool)?;
+        let tx = client.transaction().await.map_err(Failure::Db)?;
+        let lock = tx
+            .prepare_cached(&sql.lock_partitions)
+            .await
+            .map_err(Failure::Db)?;
+        tx.execute(&lock, &[&locks]).await.map_err(Failure::Db)?;
+        let append = tx
+            .prepare_cached(&sql.append_events)
+            .await
+            .map_err(Failure::Db)?;
+        tx.execute(&append, params).await.map_err(Failure::Db)?;
+        for update in updates {
+            let (asset, range) = (update.asset.as_str(), update.range);
+            match update.outcome {
+                PartitionOutcome::Materialized => {
+                    self.join_range(&tx, asset, PartitionOutcome::Materialized, range)
+                        .await?;
+                    self.cut_range(&tx, asset, PartitionOutcome::Failed, range)
+                        .await?;
+                }
+                PartitionOutcome::Failed => {
+                    self.join_range(&tx, asset, PartitionOutcome::Failed, range)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await.map_err(Failure::Db)
+    }
+
+    /// Removes the stored ranges of `asset` in `status` that `take` (`take_touching` or
+    /// `take_overlapping`) finds for `range`, and returns them.
+    async fn take_ranges(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        take: &str,
+        asset: &str,
+        status: PartitionOutcome,
+        range: &PartitionRange,
+    ) -> std::result::Result<Vec<(i64, i64)>, Failure> {
+        let take = tx.prepare_cached(take).await.map_err(Failure::Db)?;
+        tx.query(
+            &take,
+            &[
+                &asset,
+                &status.as_str(),
+                &range.dims.as_str(),
+                &range.start,
+                &range.end,
+            ],
+        )
+        .await
+        .map_err(Failure::Db)?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()
+        .map_err(Failure::Db)
+    }
+
+    /// Stores `ranges` of `asset` in `status`, for discrete keys `dims`.
+    async fn put_ranges(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        asset: &str,
+        status: PartitionOutcome,
+        dims: &str,
+        ranges: &[(i64, i64)],
+    ) -> std::result::Result<(), Failure> {
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let starts: Vec<i64> = ranges.iter().map(|r| r.0).collect();
+        let ends: Vec<i64> = ranges.iter().map(|r| r.1).collect();
+        let insert = tx
+            .prepare_cached(&self.inner.sql.insert_ranges)
+            .await
+            .map_err(Failure::Db)?;
+        tx.execute(&insert, &[&asset, &status.as_str(), &dims, &starts, &ends])
+            .await
+            .map_err(Failure::Db)?;
+        Ok(())
+    }
+
+    /// `range` joins the ranges of `asset` in `status`: it and the stored ranges it touches
+    /// become one row.
+    async fn join_range(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        asset: &str,
+        status: PartitionOutcome,
+        range: &PartitionRange,
+    ) -> std::result::Result<(), Failure> {
+        let sql = &self.inner.sql;
+        let touching = self
+            .take_ranges(tx, &sql.take_touching, asset, status, range)
+            .await?;
+        let joined = merged(&touching, range.start, range.end);
+        self.put_ranges(tx, asset, status, &range.dims, &[joined])
+            .await
+    }
+
+    /// `range` leaves the ranges of `asset` in `status`.
+    async fn cut_range(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        asset: &str,
+        status: PartitionOutcome,
+        range: &PartitionRange,
+    ) -> std::result::Result<(), Failure> {
+        let sql = &self.inner.sql;
+        let overlapping = self
+            .take_ranges(tx, &sql.take_overlapping, asset, status, range)
+            .await?;
+        if overlapping.is_empty() {
+            return Ok(());
+        }
+        let left = cut(&overlapping, range.start, range.end);
+        self.put_ranges(tx, asset, status, &range.dims, &left).await
+    }
 }
 
 impl fmt::Debug for PgStorage {
@@ -505,29 +695,47 @@ impl Storage for PgStorage {
                 m.metadata.push(Json(materialization.metadata));
                 m.values.push(Json(materialization.value));
                 m.code_versions.push(materialization.code_version);
+                let partition = materialization.partition;
+                m.partition_keys.push(partition.map(|p| p.key.as_str()));
+                m.partition_dims.push(partition.map(|p| p.dims.as_str()));
+                m.partition_starts.push(partition.map(|p| p.start));
+                m.partition_ends.push(partition.map(|p| p.end));
             }
         }
-        let (appended, retried) = self
-            .statement(
-                OP,
-                &self.inner.sql.append_events,
-                &[
-                    &run_ids,
-                    &seqs,
-                    &timestamps,
-                    &assets,
-                    &kinds,
-                    &m.assets,
-                    &m.run_ids,
-                    &m.seqs,
-                    &m.timestamps,
-                    &m.metadata,
-                    &m.values,
-                    &m.code_versions,
-                ],
-                false,
-            )
-            .await;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+            &run_ids,
+            &seqs,
+            &timestamps,
+            &assets,
+            &kinds,
+            &m.assets,
+            &m.run_ids,
+            &m.seqs,
+            &m.timestamps,
+            &m.metadata,
+            &m.values,
+            &m.code_versions,
+            &m.partition_keys,
+            &m.partition_dims,
+            &m.partition_starts,
+            &m.partition_ends,
+        ];
+        let updates: Vec<RangeUpdate<'_>> = outcomes(events)
+            .filter(|(_, range, _)| range.end > range.start)
+            .map(|(asset, range, outcome)| RangeUpdate {
+                asset,
+                range,
+                outcome,
+            })
+            .collect();
+        let (appended, retried) = if updates.is_empty() {
+            let (outcome, retried) = self
+                .statement(OP, &self.inner.sql.append_events, &params, false)
+                .await;
+            (outcome.map(drop), retried)
+        } else {
+            self.append_with_partitions(&params, &updates).await
+        };
         let Err(e) = appended else {
             return Ok(());
         };
@@ -885,6 +1093,210 @@ impl Storage for PgStorage {
         .await?;
         Ok(())
     }
+
+    async fn partition_status(&self, asset: &AssetKey) -> CoreResult<PartitionStatus> {
+        const OP: &str = "read partition status";
+        let rows = self
+            .query(OP, &self.inner.sql.partition_status, &[&asset.as_str()])
+            .await?;
+        let mut materialized = Vec::new();
+        let mut failed = Vec::new();
+        for row in &rows {
+            let get = |e| storage_error(OP, e);
+            let status: &str = row.try_get(0).map_err(get)?;
+            let range: (String, i64, i64) = (
+                row.try_get(1).map_err(get)?,
+                row.try_get(2).map_err(get)?,
+                row.try_get(3).map_err(get)?,
+            );
+            match status.parse::<PartitionOutcome>() {
+                Ok(PartitionOutcome::Materialized) => materialized.push(range),
+                Ok(PartitionOutcome::Failed) => failed.push(range),
+                Err(e) => {
+                    return Err(storage_error(
+                        OP,
+                        format!("a stored partition range of `{asset}`: {e}"),
+                    ))
+                }
+            }
+        }
+        let set = |rows, status: PartitionOutcome| {
+            PartitionSet::from_rows(rows).map_err(|e| {
+                storage_error(OP, format!("the {status} partitions of `{asset}`: {e}"))
+            })
+        };
+        Ok(PartitionStatus {
+            materialized: set(materialized, PartitionOutcome::Materialized)?,
+            failed: set(failed, PartitionOutcome::Failed)?,
+            in_progress: PartitionSet::new(),
+        })
+    }
+
+    async fn partition_materialization(
+        &self,
+        asset: &AssetKey,
+        range: &PartitionRange,
+    ) -> CoreResult<Option<MaterializationRecord>> {
+        Ok(self
+            .materializations_where(
+                "read a partition's materialization",
+                &self.inner.sql.partition_materialization,
+                &[
+                    &asset.as_str(),
+                    &range.dims.as_str(),
+                    &range.start,
+                    &range.end,
+                ],
+            )
+            .await?
+            .pop())
+    }
+
+    async fn dynamic_partitions(&self, name: &str) -> CoreResult<Vec<String>> {
+        const OP: &str = "read dynamic partitions";
+        self.query(OP, &self.inner.sql.dynamic_partitions, &[&name])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0).map_err(|e| storage_error(OP, e)))
+            .collect()
+    }
+
+    async fn add_dynamic_partitions(&self, name: &str, keys: &[String]) -> CoreResult<Vec<String>> {
+        const OP: &str = "add dynamic partitions";
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One idempotent statement: tried again after a lost connection, it adds nothing
+        // twice (though keys its first try added are then not reported as new).
+        let rows = self
+            .query(OP, &self.inner.sql.add_dynamic_partitions, &[&name, &keys])
+            .await?;
+        let mut added = rows
+            .iter()
+            .map(|row| Ok((row.try_get::<_, i64>(1)?, row.try_get::<_, String>(0)?)))
+            .collect::<std::result::Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(|e| storage_error(OP, e))?;
+        added.sort_unstable();
+        Ok(added.into_iter().map(|(_, key)| key).collect())
+    }
+
+    async fn delete_dynamic_partition(&self, name: &str, key: &str) -> CoreResult<bool> {
+        let removed = self
+            .execute(
+                "delete a dynamic partition",
+                &self.inner.sql.delete_dynamic_partition,
+                &[&name, &key],
+            )
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn create_backfill(&self, backfill: &BackfillRecord) -> CoreResult<()> {
+        const OP: &str = "create a backfill";
+        let version = version_param(backfill.version, &backfill.id, OP)?;
+        let (created, retried) = self
+            .statement(
+                OP,
+                &self.inner.sql.create_backfill,
+                &[
+                    &backfill.id,
+                    &backfill.status.as_str(),
+                    &backfill.created_at,
+                    &version,
+                    &Json(backfill),
+                ],
+                false,
+            )
+            .await;
+        let Err(e) = created else {
+            return Ok(());
+        };
+        if !is_unique_violation(&e) {
+            return Err(e);
+        }
+        // Tried again after a lost connection, the first try may have stored it.
+        if retried && self.backfill(&backfill.id).await?.as_ref() == Some(backfill) {
+            return Ok(());
+        }
+        Err(storage_error(
+            OP,
+            format!("backfill `{}` already exists", backfill.id),
+        ))
+    }
+
+    async fn backfill(&self, id: &str) -> CoreResult<Option<BackfillRecord>> {
+        const OP: &str = "read a backfill";
+        self.query(OP, &self.inner.sql.backfill, &[&id])
+            .await?
+            .first()
+            .map(|row| backfill_from_row(row).map_err(|e| storage_error(OP, e)))
+            .transpose()
+    }
+
+    async fn backfills(
+        &self,
+        status: Option<&[BackfillStatus]>,
+        limit: usize,
+    ) -> CoreResult<Vec<BackfillRecord>> {
+        const OP: &str = "list backfills";
+        let statuses: Option<Vec<&str>> = status.map(|s| s.iter().map(|s| s.as_str()).collect());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(OP, &self.inner.sql.backfills, &[&statuses, &limit])
+            .await?
+            .iter()
+            .map(|row| backfill_from_row(row).map_err(|e| storage_error(OP, e)))
+            .collect()
+    }
+
+    async fn update_backfill(&self, backfill: &BackfillRecord) -> CoreResult<bool> {
+        const OP: &str = "update a backfill";
+        let next = backfill.version.checked_add(1).ok_or_else(|| {
+            storage_error(
+                OP,
+                format!("backfill `{}` is at the last version", backfill.id),
+            )
+        })?;
+        let stored = BackfillRecord {
+            version: next,
+            ..backfill.clone()
+        };
+        let expected = version_param(backfill.version, &backfill.id, OP)?;
+        let next = version_param(next, &backfill.id, OP)?;
+        let (outcome, retried) = self
+            .statement(
+                OP,
+                &self.inner.sql.update_backfill,
+                &[
+                    &backfill.id,
+                    &backfill.status.as_str(),
+                    &backfill.created_at,
+                    &next,
+                    &Json(&stored),
+                    &expected,
+                ],
+                true,
+            )
+            .await;
+        let Outcome::Rows(rows) = outcome? else {
+            unreachable!("asked for rows")
+        };
+        let row = rows
+            .first()
+            .ok_or_else(|| storage_error(OP, "the statement returned no row"))?;
+        let changed: bool = row.try_get(0).map_err(|e| storage_error(OP, e))?;
+        let exists: bool = row.try_get(1).map_err(|e| storage_error(OP, e))?;
+        if !exists {
+            return Err(storage_error(
+                OP,
+                format!("backfill `{}` does not exist", backfill.id),
+            ));
+        }
+        if !changed && retried {
+            // Tried again after a lost connection, the first try may have stored it.
+            return Ok(self.backfill(&backfill.id).await?.as_ref() == Some(&stored));
+        }
+        Ok(changed)
+    }
 }
 
 /// Ticks, column by column, for the statements that take them as arrays.
@@ -931,6 +1343,17 @@ struct MaterializationColumns<'a> {
     metadata: Vec<Json<&'a Metadata>>,
     values: Vec<Json<&'a serde_json::Value>>,
     code_versions: Vec<Option<&'a str>>,
+    partition_keys: Vec<Option<&'a str>>,
+    partition_dims: Vec<Option<&'a str>>,
+    partition_starts: Vec<Option<i64>>,
+    partition_ends: Vec<Option<i64>>,
+}
+
+/// One partition outcome of an appended batch.
+struct RangeUpdate<'a> {
+    asset: &'a AssetKey,
+    range: &'a PartitionRange,
+    outcome: PartitionOutcome,
 }
 
 /// How long a statement is tried again while the server cannot be reached.
@@ -994,6 +1417,19 @@ fn is_unique_violation(error: &dagrs_core::Error) -> bool {
     false
 }
 
+/// A backfill version as PostgreSQL stores it (a `bigint`).
+fn version_param(version: u64, id: &str, operation: &'static str) -> CoreResult<i64> {
+    i64::try_from(version).map_err(|_| {
+        storage_error(
+            operation,
+            format!(
+                "backfill `{id}`: version {version} is beyond what PostgreSQL stores ({})",
+                i64::MAX
+            ),
+        )
+    })
+}
+
 fn storage_error(operation: &'static str, source: impl Into<BoxError>) -> dagrs_core::Error {
     dagrs_core::Error::Storage {
         operation,
@@ -1051,12 +1487,102 @@ mod tests {
     }
 
     #[test]
+    fn the_partition_and_backfill_checks_allow_every_status() {
+        let sql = MIGRATIONS[3].sql;
+        for status in [
+            BackfillStatus::Requested,
+            BackfillStatus::Canceling,
+            BackfillStatus::Completed,
+            BackfillStatus::Failed,
+            BackfillStatus::Cancelled,
+        ] {
+            assert!(
+                sql.contains(&format!("'{status}'")),
+                "backfills allow {status}"
+            );
+        }
+        for outcome in [PartitionOutcome::Materialized, PartitionOutcome::Failed] {
+            assert!(
+                sql.contains(&format!("'{outcome}'")),
+                "ranges allow {outcome}"
+            );
+        }
+    }
+
+    #[test]
     fn lock_keys_differ_by_purpose_and_schema_and_are_stable() {
         let dagrs = Ident::new("dagrs").unwrap();
         let other = Ident::new("other").unwrap();
         assert_ne!(lock_key("migrate", &dagrs), lock_key("prune", &dagrs));
         assert_ne!(lock_key("migrate", &dagrs), lock_key("migrate", &other));
         assert_eq!(lock_key("migrate", &dagrs), lock_key("migrate", &dagrs));
+    }
+
+    /// The statements behind partition status and partition lookups seek by index, as the
+    /// server plans them once cached (a generic plan), on tables holding many rows.
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn partition_statements_seek_by_index() {
+        let db = crate::testing::TestDatabase::create().await;
+        let storage = PgStorage::connect(db.pg.clone(), DEFAULT_SCHEMA)
+            .await
+            .unwrap();
+        let client = db.client().await;
+        client
+            .batch_execute(
+                "INSERT INTO dagrs.partition_ranges (asset, status, dims, start_at, end_at) \
+                 SELECT 'a' || (m % 10), 'materialized', '', m * 120, m * 120 + 60 \
+                 FROM generate_series(0, 99999) AS m; \
+                 INSERT INTO dagrs.materializations (asset, run_id, seq, ts, metadata, value, \
+                     partition_key, partition_dims, partition_start, partition_end) \
+                 SELECT 'a' || (m % 10), 'r', m, now(), '{}', '1', 'k', '', m * 60, m * 60 + 60 \
+                 FROM generate_series(0, 99999) AS m; \
+                 ANALYZE dagrs.partition_ranges; ANALYZE dagrs.materializations; \
+                 SET plan_cache_mode = force_generic_plan;",
+            )
+            .await
+            .unwrap();
+        let sql = &storage.inner.sql;
+        for (name, statement, args) in [
+            (
+                "take_touching",
+                &sql.take_touching,
+                "'a1', 'materialized', '', 6000, 6600",
+            ),
+            (
+                "take_overlapping",
+                &sql.take_overlapping,
+                "'a1', 'failed', '', 6000, 6600",
+            ),
+            ("partition_status", &sql.partition_status, "'a1'"),
+            (
+                "partition_materialization",
+                &sql.partition_materialization,
+                "'a1', '', 6000, 6060",
+            ),
+        ] {
+            client
+                .batch_execute(&format!("PREPARE {name} AS {statement}"))
+                .await
+                .unwrap();
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+            assert!(plan.contains("Index"), "{name}:\n{plan}");
+            if name.starts_with("take_") {
+                assert!(
+                    plan.lines()
+                        .any(|line| line.contains("Index Cond") && line.contains("start_at >=")),
+                    "{name} seeks the range by its start:\n{plan}"
+                );
+            }
+        }
     }
 
     #[test]

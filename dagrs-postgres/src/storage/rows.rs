@@ -1,7 +1,8 @@
 //! Rows as PostgreSQL returns them, and values as it takes them.
 
+use dagrs_core::partitions::PartitionRange;
 use dagrs_core::storage::{MaterializationRecord, RunRecord, TickRecord};
-use dagrs_core::{AssetKey, Event, EventKind, RunId};
+use dagrs_core::{AssetKey, BackfillRecord, Event, EventKind, RunId};
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
@@ -61,7 +62,29 @@ pub(super) fn materialization_from_row(
         metadata: row.try_get::<_, Json<_>>(4)?.0,
         value: row.try_get(5)?,
         code_version: row.try_get(6)?,
+        partition: match row.try_get::<_, Option<String>>(7)? {
+            None => None,
+            Some(key) => Some(PartitionRange {
+                key,
+                dims: row.try_get(8)?,
+                start: row.try_get(9)?,
+                end: row.try_get(10)?,
+            }),
+        },
     })
+}
+
+/// A backfill from its `BACKFILL_COLUMNS`; a body that does not decode names the backfill.
+pub(super) fn backfill_from_row(row: &Row) -> Result<BackfillRecord, BoxError> {
+    let id: &str = row.try_get(0)?;
+    let version: i64 = row.try_get(1)?;
+    let body: serde_json::Value = row.try_get::<_, Json<_>>(2)?.0;
+    let mut record: BackfillRecord = serde_json::from_value(body)
+        .map_err(|e| format!("the stored backfill `{id}` cannot be read: {e}"))?;
+    // The column is what compare-and-set checks: it is the version.
+    record.version = u64::try_from(version)
+        .map_err(|_| format!("the stored backfill `{id}` has a negative version {version}"))?;
+    Ok(record)
 }
 
 pub(super) fn tick_from_row(row: &Row) -> Result<TickRecord, BoxError> {

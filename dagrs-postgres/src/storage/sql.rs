@@ -9,12 +9,16 @@ pub(super) const RUN_COLUMNS: &str =
     "run_id, status, selection, assets, config, tags, started_at, \
                            ended_at, owner, heartbeat_at, parent_run_id, failure";
 
-/// The columns of `materializations`, in the order `materialization_from_row` reads them.
 /// The columns of `ticks`, in the order `tick_from_row` reads them.
 pub(super) const TICK_COLUMNS: &str = "name, tick, kind, status, run_ids, reason";
 
+/// The columns of `materializations`, in the order `materialization_from_row` reads them.
 pub(super) const MATERIALIZATION_COLUMNS: &str =
-    "asset, run_id, seq, ts, metadata, value, code_version";
+    "asset, run_id, seq, ts, metadata, value, code_version, \
+     partition_key, partition_dims, partition_start, partition_end";
+
+/// The columns of `backfills`, in the order `backfill_from_row` reads them.
+pub(super) const BACKFILL_COLUMNS: &str = "id, version, body";
 /// The statements of the store, with the schema's quoted name filled in once.
 pub(super) struct Statements {
     pub(super) create_run: String,
@@ -48,6 +52,19 @@ pub(super) struct Statements {
     pub(super) cursors: String,
     pub(super) set_cursor: String,
     pub(super) version: String,
+    pub(super) lock_partitions: String,
+    pub(super) take_touching: String,
+    pub(super) take_overlapping: String,
+    pub(super) insert_ranges: String,
+    pub(super) partition_status: String,
+    pub(super) partition_materialization: String,
+    pub(super) dynamic_partitions: String,
+    pub(super) add_dynamic_partitions: String,
+    pub(super) delete_dynamic_partition: String,
+    pub(super) create_backfill: String,
+    pub(super) backfill: String,
+    pub(super) backfills: String,
+    pub(super) update_backfill: String,
 }
 
 impl Statements {
@@ -60,6 +77,22 @@ impl Statements {
         let run_keys = format!("{schema}.run_keys");
         let instigators = format!("{schema}.instigators");
         let version_table = format!("{schema}.{}", Ident::known(VERSION_TABLE));
+        let ranges = format!("{schema}.partition_ranges");
+        let dynamic = format!("{schema}.dynamic_partitions");
+        let backfills = format!("{schema}.backfills");
+        // The stored range of one (asset $1, status $2, dims $3) that starts last before $4,
+        // when it reaches $4 (`>=`: touching) or past it (`>`: overlapping). Ranges of one
+        // (asset, status, dims) are disjoint and sorted, so no earlier range can: one
+        // backward index seek, however many ranges are stored.
+        let before = |reaches: &str| {
+            format!(
+                "(SELECT b.start_at FROM ( \
+                     SELECT start_at, end_at FROM {ranges} \
+                     WHERE asset = $1 AND status = $2 AND dims = $3 AND start_at < $4 \
+                     ORDER BY start_at DESC LIMIT 1 \
+                 ) AS b WHERE b.end_at {reaches} $4)"
+            )
+        };
         Self {
             create_run: format!(
                 "INSERT INTO {runs} ({RUN_COLUMNS}) \
@@ -76,12 +109,14 @@ impl Statements {
                      SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], \
                                           $4::text[], $5::json[]) \
                  ) \
-                 INSERT INTO {materializations} \
-                     (asset, run_id, seq, ts, metadata, value, code_version) \
-                 SELECT asset, run_id, seq, ts, metadata, value, code_version \
+                 INSERT INTO {materializations} ({MATERIALIZATION_COLUMNS}) \
+                 SELECT asset, run_id, seq, ts, metadata, value, code_version, \
+                        partition_key, partition_dims, partition_start, partition_end \
                  FROM unnest($6::text[], $7::text[], $8::bigint[], $9::timestamptz[], \
-                             $10::json[], $11::json[], $12::text[]) WITH ORDINALITY \
-                     AS m(asset, run_id, seq, ts, metadata, value, code_version, n) \
+                             $10::json[], $11::json[], $12::text[], $13::text[], $14::text[], \
+                             $15::bigint[], $16::bigint[]) WITH ORDINALITY \
+                     AS m(asset, run_id, seq, ts, metadata, value, code_version, \
+                          partition_key, partition_dims, partition_start, partition_end, n) \
                  ORDER BY n"
             ),
             // Whether the compare-and-set changed the run, and whether the run exists.
@@ -214,6 +249,77 @@ impl Statements {
                  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"
             ),
             version: format!("SELECT max(version) FROM {version_table}"),
+            // Taken in the order given (sorted by the caller), so writers of the same assets
+            // queue up instead of deadlocking.
+            lock_partitions: "SELECT pg_advisory_xact_lock(k) \
+                              FROM unnest($1::bigint[]) WITH ORDINALITY AS l(k, n)"
+                .to_owned(),
+            // Removes and returns the stored ranges touching [$4, $5]: the one before it
+            // that reaches $4, and those starting inside it (consecutive: one index range).
+            take_touching: format!(
+                "DELETE FROM {ranges} \
+                 WHERE asset = $1 AND status = $2 AND dims = $3 \
+                   AND start_at BETWEEN coalesce({}, $4) AND $5 \
+                 RETURNING start_at, end_at",
+                before(">=")
+            ),
+            // Removes and returns the stored ranges overlapping [$4, $5).
+            take_overlapping: format!(
+                "DELETE FROM {ranges} \
+                 WHERE asset = $1 AND status = $2 AND dims = $3 \
+                   AND start_at >= coalesce({}, $4) AND start_at < $5 \
+                 RETURNING start_at, end_at",
+                before(">")
+            ),
+            insert_ranges: format!(
+                "INSERT INTO {ranges} (asset, status, dims, start_at, end_at) \
+                 SELECT $1, $2, $3, s, e FROM unnest($4::bigint[], $5::bigint[]) AS r(s, e)"
+            ),
+            partition_status: format!(
+                "SELECT status, dims, start_at, end_at FROM {ranges} WHERE asset = $1 \
+                 ORDER BY status, dims, start_at"
+            ),
+            partition_materialization: format!(
+                "SELECT {MATERIALIZATION_COLUMNS} FROM {materializations} \
+                 WHERE asset = $1 AND partition_dims = $2 AND partition_start <= $3 \
+                   AND partition_end >= $4 \
+                 ORDER BY id DESC LIMIT 1"
+            ),
+            dynamic_partitions: format!(
+                "SELECT key FROM {dynamic} WHERE name = $1 ORDER BY position"
+            ),
+            // The first of each key given, in the order given: positions follow that order.
+            add_dynamic_partitions: format!(
+                "WITH given AS ( \
+                     SELECT DISTINCT ON (key) key, n \
+                     FROM unnest($2::text[]) WITH ORDINALITY AS g(key, n) ORDER BY key, n \
+                 ) \
+                 INSERT INTO {dynamic} (name, key) SELECT $1, key FROM given ORDER BY n \
+                 ON CONFLICT DO NOTHING RETURNING key, position"
+            ),
+            delete_dynamic_partition: format!(
+                "DELETE FROM {dynamic} WHERE name = $1 AND key = $2"
+            ),
+            create_backfill: format!(
+                "INSERT INTO {backfills} (id, status, created_at, version, body) \
+                 VALUES ($1, $2, $3, $4, $5)"
+            ),
+            backfill: format!("SELECT {BACKFILL_COLUMNS} FROM {backfills} WHERE id = $1"),
+            backfills: format!(
+                "SELECT {BACKFILL_COLUMNS} FROM {backfills} \
+                 WHERE $1::text[] IS NULL OR status = ANY ($1) \
+                 ORDER BY created_at DESC, id DESC LIMIT $2"
+            ),
+            // Whether the compare-and-set stored the backfill, and whether it exists.
+            update_backfill: format!(
+                "WITH updated AS ( \
+                     UPDATE {backfills} SET status = $2, created_at = $3, version = $4, \
+                                           body = $5, updated_at = now() \
+                     WHERE id = $1 AND version = $6 RETURNING 1 \
+                 ) \
+                 SELECT EXISTS (SELECT 1 FROM updated), \
+                        EXISTS (SELECT 1 FROM {backfills} WHERE id = $1)"
+            ),
         }
     }
 }

@@ -121,6 +121,48 @@ pub(super) const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX runs_queued ON runs (started_at) WHERE status = 'queued';
     ",
+    // Version 4: partitions. A materialization records the partitions it covers (NULL for an
+    // unpartitioned asset); an asset's partition status is kept as one row per range (the
+    // ranges of one asset, status and discrete keys are disjoint and never adjacent); the
+    // keys of dynamic partitions definitions, in the order they were added; backfills, each
+    // one JSON record updated by compare-and-set on `version`.
+    "
+    ALTER TABLE materializations ADD COLUMN partition_key TEXT;
+    ALTER TABLE materializations ADD COLUMN partition_dims TEXT;
+    ALTER TABLE materializations ADD COLUMN partition_start INTEGER;
+    ALTER TABLE materializations ADD COLUMN partition_end INTEGER;
+    CREATE INDEX materializations_by_partition
+        ON materializations (asset, partition_dims, partition_start, partition_end)
+        WHERE partition_dims IS NOT NULL;
+
+    CREATE TABLE partition_ranges (
+        asset    TEXT NOT NULL,
+        status   TEXT NOT NULL CHECK (status IN ('materialized', 'failed')),
+        dims     TEXT NOT NULL,    -- discrete keys joined by '|', '' when there are none
+        start_at INTEGER NOT NULL, -- seconds since the Unix epoch (0 without time)
+        end_at   INTEGER NOT NULL CHECK (end_at > start_at),
+        PRIMARY KEY (asset, status, dims, start_at)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE dynamic_partitions (
+        name     TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        position INTEGER NOT NULL,  -- order of adding
+        PRIMARY KEY (name, key)
+    );
+    CREATE INDEX dynamic_partitions_in_order ON dynamic_partitions (name, position);
+
+    CREATE TABLE backfills (
+        id         TEXT PRIMARY KEY NOT NULL,
+        status     TEXT NOT NULL
+                   CHECK (status IN ('requested', 'canceling', 'completed', 'failed',
+                                     'cancelled')),
+        created_at INTEGER NOT NULL, -- microseconds since the Unix epoch, UTC
+        version    INTEGER NOT NULL CHECK (version >= 0),
+        body       TEXT NOT NULL     -- JSON BackfillRecord
+    );
+    CREATE INDEX backfills_newest ON backfills (created_at, id);
+    ",
 ];
 
 /// The schema version this code writes and understands.

@@ -7,6 +7,7 @@
 //! operation (over 400 lines for that reason); the file, its rows and its writer live beside it.
 
 mod file;
+mod partitions;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, OptionalExtension};
 
 use self::file::{resolve, resolve_existing};
+use self::partitions::{BackfillRow, RangeUpdate, COVERING};
 use self::rows::{
     append, from_json, instant, is_primary_key_clash, limit_to_sql, micros, prune,
     query_materializations, query_runs, run_exists, seq_from_sql, to_json, Damage, EventInsert,
@@ -34,12 +36,15 @@ use self::writer::{lock, registry, Shared};
 use super::{
     InstigatorStatus, MaterializationRecord, PruneReport, Retention, RunRecord, Storage, TickRecord,
 };
+use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::error::Error;
 use crate::event::{Event, EventKind, RunStatus};
 use crate::key::{AssetKey, RunId};
+use crate::partition::{PartitionRange, PartitionStatus};
 
-/// The embedded store: runs, event logs, materializations, ticks and cursors in one SQLite
-/// file (by default [`default_path`](Self::default_path)).
+/// The embedded store: runs, event logs, materializations, ticks, cursors, partition status,
+/// dynamic partitions and backfills in one SQLite file (by default
+/// [`default_path`](Self::default_path)).
 ///
 /// # Writes: one writer per file and process, batched
 ///
@@ -197,7 +202,9 @@ impl Storage for SqliteStorage {
             .iter()
             .map(|event| EventInsert::new(event, OP))
             .collect::<Result<Vec<_>, _>>()?;
-        self.write(OP, move |conn| append(conn, &rows, OP)).await
+        let partitions = RangeUpdate::of(events);
+        self.write(OP, move |conn| append(conn, &rows, &partitions, OP))
+            .await
     }
 
     async fn finish_run(
@@ -651,5 +658,120 @@ impl Storage for SqliteStorage {
             Ok(())
         })
         .await
+    }
+
+    async fn partition_status(&self, asset: &AssetKey) -> Result<PartitionStatus, Error> {
+        const OP: &str = "read partition status";
+        let asset = asset.clone();
+        self.read(OP, move |conn| partitions::status(conn, asset.as_str(), OP))
+            .await
+    }
+
+    async fn partition_materialization(
+        &self,
+        asset: &AssetKey,
+        range: &PartitionRange,
+    ) -> Result<Option<MaterializationRecord>, Error> {
+        const OP: &str = "read a partition's materialization";
+        let (asset, range) = (asset.clone(), range.clone());
+        self.read(OP, move |conn| {
+            let mut found = query_materializations(
+                conn,
+                OP,
+                &format!(
+                    "SELECT {MATERIALIZATION_COLUMNS} FROM materializations {COVERING} \
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                params![asset.as_str(), range.dims, range.start, range.end],
+            )?;
+            Ok(found.pop())
+        })
+        .await
+    }
+
+    async fn dynamic_partitions(&self, name: &str) -> Result<Vec<String>, Error> {
+        const OP: &str = "read dynamic partitions";
+        let name = name.to_owned();
+        self.read(OP, move |conn| partitions::dynamic_keys(conn, &name, OP))
+            .await
+    }
+
+    async fn add_dynamic_partitions(
+        &self,
+        name: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, Error> {
+        const OP: &str = "add dynamic partitions";
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (name, keys) = (name.to_owned(), keys.to_vec());
+        self.write(OP, move |conn| {
+            partitions::add_dynamic_keys(conn, &name, &keys, OP)
+        })
+        .await
+    }
+
+    async fn delete_dynamic_partition(&self, name: &str, key: &str) -> Result<bool, Error> {
+        const OP: &str = "delete a dynamic partition";
+        let (name, key) = (name.to_owned(), key.to_owned());
+        self.write(OP, move |conn| {
+            let removed = conn
+                .prepare_cached("DELETE FROM dynamic_partitions WHERE name = ?1 AND key = ?2")
+                .and_then(|mut stmt| stmt.execute(params![name, key]))
+                .or_storage(OP)?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    async fn create_backfill(&self, backfill: &BackfillRecord) -> Result<(), Error> {
+        const OP: &str = "create a backfill";
+        let row = BackfillRow::of(backfill, backfill.version, OP)?;
+        self.write(OP, move |conn| {
+            row.insert(conn).map_err(|e| {
+                if is_primary_key_clash(&e) {
+                    Error::storage(OP, format!("backfill `{}` already exists", row.id))
+                } else {
+                    Error::storage(OP, e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn backfill(&self, id: &str) -> Result<Option<BackfillRecord>, Error> {
+        const OP: &str = "read a backfill";
+        let id = id.to_owned();
+        self.read(OP, move |conn| partitions::backfill(conn, &id, OP))
+            .await
+    }
+
+    async fn backfills(
+        &self,
+        status: Option<&[BackfillStatus]>,
+        limit: usize,
+    ) -> Result<Vec<BackfillRecord>, Error> {
+        const OP: &str = "list backfills";
+        let status = status.map(<[BackfillStatus]>::to_vec);
+        self.read(OP, move |conn| {
+            partitions::backfills(conn, status.as_deref(), limit, OP)
+        })
+        .await
+    }
+
+    async fn update_backfill(&self, backfill: &BackfillRecord) -> Result<bool, Error> {
+        const OP: &str = "update a backfill";
+        let next = backfill.version.checked_add(1).ok_or_else(|| {
+            Error::storage(
+                OP,
+                format!("backfill `{}` is at the last version", backfill.id),
+            )
+        })?;
+        let row = BackfillRow::of(backfill, next, OP)?;
+        let expected = i64::try_from(backfill.version).unwrap_or(i64::MAX);
+        self.write(OP, move |conn| row.compare_and_set(conn, expected, OP))
+            .await
     }
 }

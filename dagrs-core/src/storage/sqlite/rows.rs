@@ -6,9 +6,12 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
+use super::partitions::RangeUpdate;
+
 use crate::error::Error;
 use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
+use crate::partition::PartitionRange;
 use crate::storage::{
     runs_to_prune, tick_cutoff, MaterializationRecord, PruneReport, Retention, RunRecord,
     TickRecord,
@@ -212,7 +215,8 @@ pub(super) fn query_runs(
 }
 
 pub(super) const MATERIALIZATION_COLUMNS: &str =
-    "asset, run_id, seq, timestamp, metadata, value, code_version";
+    "asset, run_id, seq, timestamp, metadata, value, code_version, \
+     partition_key, partition_dims, partition_start, partition_end";
 
 /// A `materializations` row as SQLite returns it.
 struct MaterializationRow {
@@ -223,6 +227,10 @@ struct MaterializationRow {
     metadata: String,
     value: String,
     code_version: Option<String>,
+    partition_key: Option<String>,
+    partition_dims: Option<String>,
+    partition_start: Option<i64>,
+    partition_end: Option<i64>,
 }
 
 impl MaterializationRow {
@@ -235,6 +243,10 @@ impl MaterializationRow {
             metadata: row.get(4)?,
             value: row.get(5)?,
             code_version: row.get(6)?,
+            partition_key: row.get(7)?,
+            partition_dims: row.get(8)?,
+            partition_start: row.get(9)?,
+            partition_end: row.get(10)?,
         })
     }
 
@@ -245,7 +257,28 @@ impl MaterializationRow {
                 self.asset, self.run_id
             )
         };
+        let partition = match (
+            self.partition_key,
+            self.partition_dims,
+            self.partition_start,
+            self.partition_end,
+        ) {
+            (None, None, None, None) => None,
+            (Some(key), Some(dims), Some(start), Some(end)) => Some(PartitionRange {
+                key,
+                dims,
+                start,
+                end,
+            }),
+            _ => {
+                return Err(Error::storage(
+                    op,
+                    Damage(format!("{} is partly missing", column("partition"))),
+                ))
+            }
+        };
         Ok(MaterializationRecord {
+            partition,
             seq: seq_from_sql(self.seq, op)?,
             timestamp: instant(self.timestamp, op, &column("timestamp"))?,
             metadata: from_json(&self.metadata, op, || column("metadata"))?,
@@ -349,6 +382,7 @@ struct MaterializationInsert {
     metadata: String,
     value: String,
     code_version: Option<String>,
+    partition: Option<PartitionRange>,
 }
 
 impl EventInsert {
@@ -361,6 +395,7 @@ impl EventInsert {
                     metadata: to_json(m.metadata, op)?,
                     value: to_json(m.value, op)?,
                     code_version: m.code_version.map(str::to_owned),
+                    partition: m.partition.cloned(),
                 })
             })
             .transpose()?;
@@ -375,9 +410,12 @@ impl EventInsert {
     }
 }
 
+/// Appends events, their materializations and the partition status they change, in the
+/// caller's savepoint.
 pub(super) fn append(
     conn: &Connection,
     events: &[EventInsert],
+    partitions: &[RangeUpdate],
     op: &'static str,
 ) -> Result<(), Error> {
     let mut run_exists = conn
@@ -391,8 +429,9 @@ pub(super) fn append(
     let mut insert_materialization = conn
         .prepare_cached(
             "INSERT INTO materializations \
-             (asset, run_id, seq, timestamp, metadata, value, code_version) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             (asset, run_id, seq, timestamp, metadata, value, code_version, \
+              partition_key, partition_dims, partition_start, partition_end) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .or_storage(op)?;
     let mut known: HashSet<&str> = HashSet::new();
@@ -420,6 +459,7 @@ pub(super) fn append(
                 }
             })?;
         if let Some(m) = &event.materialization {
+            let p = m.partition.as_ref();
             insert_materialization
                 .execute(params![
                     m.asset,
@@ -428,12 +468,16 @@ pub(super) fn append(
                     event.timestamp,
                     m.metadata,
                     m.value,
-                    m.code_version
+                    m.code_version,
+                    p.map(|p| &p.key),
+                    p.map(|p| &p.dims),
+                    p.map(|p| p.start),
+                    p.map(|p| p.end),
                 ])
                 .or_storage(op)?;
         }
     }
-    Ok(())
+    super::partitions::apply(conn, partitions, op)
 }
 
 pub(super) fn run_exists(conn: &Connection, run_id: &str, op: &'static str) -> Result<bool, Error> {

@@ -11,8 +11,12 @@ use serde_json::json;
 
 use super::file::{APPLICATION_ID, SCHEMA_VERSION, SQLITE_HEADER};
 use super::*;
+use crate::backfill::BackfillStatus;
 use crate::event::LogLevel;
-use crate::storage::contract::{at, event, run_record};
+use crate::partition::status::PartitionOutcome;
+use crate::storage::contract::{
+    at, backfill_record, event, minutes, partition_materialized, run_record,
+};
 
 /// A fresh temp folder, removed on drop, with the store's file in it.
 struct TempDir(tempfile::TempDir);
@@ -645,4 +649,191 @@ async fn a_damaged_store_says_so_and_stops_writing() {
         .query_row("SELECT count(*) FROM runs", [], |row| row.get(0))
         .unwrap();
     assert_eq!(count, 2, "nothing was written after the damage was found");
+}
+
+#[test]
+fn the_partition_and_backfill_checks_allow_every_status() {
+    let sql = super::file::MIGRATIONS[3];
+    for status in [
+        BackfillStatus::Requested,
+        BackfillStatus::Canceling,
+        BackfillStatus::Completed,
+        BackfillStatus::Failed,
+        BackfillStatus::Cancelled,
+    ] {
+        assert!(
+            sql.contains(&format!("'{status}'")),
+            "backfills allow {status}"
+        );
+    }
+    for outcome in [PartitionOutcome::Materialized, PartitionOutcome::Failed] {
+        assert!(
+            sql.contains(&format!("'{outcome}'")),
+            "ranges allow {outcome}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_version_3_store_gains_partitions_and_keeps_its_data() {
+    let dir = TempDir::new("v3");
+    {
+        let conn = Connection::open(dir.file()).unwrap();
+        for sql in &super::file::MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO materializations (asset, run_id, seq, timestamp, metadata, value) \
+             VALUES ('a', 'old', 0, 0, '{}', '\"kept\"')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    let kept = store
+        .latest_materialization(&"a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.value, kept.partition),
+        (json!("kept"), None),
+        "a materialization of version 3 reads back unpartitioned"
+    );
+    let version: i64 = Connection::open(dir.file())
+        .unwrap()
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 4);
+    store.create_run(&run_record("new", 0)).await.unwrap();
+    let range = minutes("", 0, 60);
+    store
+        .append_events(&[partition_materialized("new", 0, "a", &range, json!(1))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .partition_status(&"a".into())
+            .await
+            .unwrap()
+            .materialized,
+        range.to_set()
+    );
+    assert_eq!(
+        store
+            .partition_materialization(&"a".into(), &minutes("", 10, 20))
+            .await
+            .unwrap()
+            .map(|m| m.value),
+        Some(json!(1))
+    );
+}
+
+#[tokio::test]
+async fn a_backfill_that_cannot_be_read_is_named() {
+    let dir = TempDir::new("backfill");
+    {
+        let store = SqliteStorage::open(dir.file()).unwrap();
+        for id in ["bf-good", "bf-bad"] {
+            store
+                .create_backfill(&backfill_record(id, 0, BackfillStatus::Requested))
+                .await
+                .unwrap();
+        }
+    }
+    let raw = Connection::open(dir.file()).unwrap();
+    raw.execute(
+        "UPDATE backfills SET body = '{\"id\": \"bf-bad\", \"status\": ' WHERE id = 'bf-bad'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    assert!(store.backfill("bf-good").await.unwrap().is_some());
+    for err in [
+        store.backfill("bf-bad").await.unwrap_err().to_string(),
+        store.backfills(None, 10).await.unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("backfill `bf-bad`"),
+            "names the backfill: {err}"
+        );
+        assert!(err.contains("is damaged"), "{err}");
+    }
+}
+
+/// The statements behind partition status and partition lookups, as SQLite plans them.
+fn query_plan(conn: &Connection, sql: &str) -> String {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let nulls = vec![rusqlite::types::Value::Null; stmt.parameter_count()];
+    let rows = stmt
+        .query_map(params_from_iter(nulls), |row| row.get::<_, String>(3))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows.join("; ")
+}
+
+#[tokio::test]
+async fn partition_statements_seek_by_index_and_stay_fast_with_many_ranges() {
+    let dir = TempDir::new("ranges");
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    let conn = Connection::open(dir.file()).unwrap();
+    for sql in [
+        partitions::TOUCHING.to_owned(),
+        partitions::OVERLAPPING.to_owned(),
+        partitions::STATUS.to_owned(),
+        format!("SELECT id FROM materializations {COVERING} ORDER BY id DESC LIMIT 1"),
+    ] {
+        let plan = query_plan(&conn, &sql);
+        assert!(
+            plan.contains("SEARCH") && !plan.contains("SCAN partition_ranges"),
+            "{sql}: {plan}"
+        );
+        assert!(!plan.contains("SCAN materializations"), "{sql}: {plan}");
+    }
+
+    // 20,000 stored ranges of one asset: every other minute.
+    const N: i64 = 20_000;
+    store.create_run(&run_record("many", 0)).await.unwrap();
+    for chunk in 0..N / 2_000 {
+        let events: Vec<Event> = (chunk * 2_000..(chunk + 1) * 2_000)
+            .map(|i| {
+                let range = minutes("", 2 * i, 2 * i + 1);
+                partition_materialized("many", i as u64, "minutely", &range, json!(i))
+            })
+            .collect();
+        store.append_events(&events).await.unwrap();
+    }
+    let asset = AssetKey::from("minutely");
+    let started = Instant::now();
+    let status = store.partition_status(&asset).await.unwrap();
+    let read = started.elapsed();
+    assert_eq!(status.materialized.range_count(), N as usize);
+    // Closing 200 gaps spread over the ranges, one write each.
+    let started = Instant::now();
+    for k in 0..200 {
+        let i = k * (N / 200) + 7;
+        let gap = minutes("", 2 * i + 1, 2 * i + 2);
+        store
+            .append_events(&[partition_materialized(
+                "many",
+                (N + k) as u64,
+                "minutely",
+                &gap,
+                json!(k),
+            )])
+            .await
+            .unwrap();
+    }
+    let written = started.elapsed();
+    let status = store.partition_status(&asset).await.unwrap();
+    assert_eq!(status.materialized.range_count(), N as usize - 200);
+    // Generous bounds (debug builds, busy machines): a scan per write would take minutes.
+    assert!(read.as_secs() < 5, "reading 20,000 ranges took {read:?}");
+    assert!(written.as_secs() < 20, "200 writes took {written:?}");
 }
