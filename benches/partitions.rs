@@ -38,7 +38,9 @@ fn runtime() -> tokio::runtime::Runtime {
 const START: i64 = 1_732_924_800;
 
 fn minutes() -> PartitionsDefinition {
-    minutely("2024-11-30T00:00Z").end("2026-11-30T00:00Z").into()
+    minutely("2024-11-30T00:00Z")
+        .end("2026-11-30T00:00Z")
+        .into()
 }
 
 fn defs(def: PartitionsDefinition) -> Definitions {
@@ -85,22 +87,30 @@ async fn fill(storage: &dyn Storage, end: i64) -> usize {
                 end,
             };
             let seq = events.len() as u64;
-            events.push(event(&run_id, seq, EventKind::Materialization {
-                metadata: Default::default(),
-                value: serde_json::Value::Null,
-                code_version: None,
-                partition: Some(range(at, stop)),
-            }));
+            events.push(event(
+                &run_id,
+                seq,
+                EventKind::Materialization {
+                    metadata: Default::default(),
+                    value: serde_json::Value::Null,
+                    code_version: None,
+                    partition: Some(range(at, stop)),
+                },
+            ));
             if stop + 60 <= end {
-                events.push(event(&run_id, seq + 1, EventKind::StepFailed {
-                    attempt: 1,
-                    error: dagrs_core::ErrorInfo {
-                        message: "failed".into(),
-                        causes: Vec::new(),
+                events.push(event(
+                    &run_id,
+                    seq + 1,
+                    EventKind::StepFailed {
+                        attempt: 1,
+                        error: dagrs_core::ErrorInfo {
+                            message: "failed".into(),
+                            causes: Vec::new(),
+                        },
+                        will_retry: false,
+                        partition: Some(range(stop, stop + 60)),
                     },
-                    will_retry: false,
-                    partition: Some(range(stop, stop + 60)),
-                }));
+                ));
             }
             ranges += 1;
             at = stop + 60;
@@ -135,7 +145,10 @@ fn missing(c: &mut Criterion) {
         ),
         (
             "postgres",
-            Arc::new(rt.block_on(PgStorage::connect(db.pg.clone(), "bench")).unwrap()),
+            Arc::new(
+                rt.block_on(PgStorage::connect(db.pg.clone(), "bench"))
+                    .unwrap(),
+            ),
         ),
     ];
     let mut group = c.benchmark_group("partitions_minutely_2_years_missing");
@@ -143,7 +156,9 @@ fn missing(c: &mut Criterion) {
     for (name, storage) in stores {
         let ranges = rt.block_on(fill(&*storage, end));
         let instance = Instance::from_shared(storage);
-        let parts = rt.block_on(instance.asset_partitions(&defs, "readings")).unwrap();
+        let parts = rt
+            .block_on(instance.asset_partitions(&defs, "readings"))
+            .unwrap();
         let all = def.count(&parts.all);
         let missing = def.count(&parts.missing());
         eprintln!(
@@ -173,7 +188,9 @@ fn plan(c: &mut Criterion) {
             instance.launch_backfill(&defs, request).await.unwrap()
         })
     });
-    let parts = rt.block_on(instance.asset_partitions(&defs, "readings")).unwrap();
+    let parts = rt
+        .block_on(instance.asset_partitions(&defs, "readings"))
+        .unwrap();
     group.bench_function("cut_all_into_runs", |b| {
         b.iter(|| def.chunks(&parts.all, Some(1)).count())
     });
@@ -183,8 +200,9 @@ fn plan(c: &mut Criterion) {
 fn backfill(c: &mut Criterion) {
     let rt = runtime();
     let defs = Definitions::builder()
-        .specs([AssetSpec::new("hours", |_| async { Ok(()) })
-            .partitions(hourly("2025-01-01T00:00Z"))])
+        .specs([
+            AssetSpec::new("hours", |_| async { Ok(()) }).partitions(hourly("2025-01-01T00:00Z"))
+        ])
         .build()
         .unwrap();
     let mut group = c.benchmark_group("backfill_10000_hourly_partitions_one_run_each");

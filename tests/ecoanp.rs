@@ -25,7 +25,13 @@ fn hour() -> RunOptions {
 
 /// Runs `selection` of `defs` for [`HOUR`] on `instance`.
 async fn run(instance: &Instance, defs: &Definitions, selection: &str) -> dagrs_core::RunResult {
-    instance.launch(defs, selection, hour()).await.unwrap().wait().await.unwrap()
+    instance
+        .launch(defs, selection, hour())
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap()
 }
 
 fn sim() -> Simulator {
@@ -281,16 +287,30 @@ async fn bad_hours_are_rejected_before_anything_runs() {
         .unwrap();
     let instance = Instance::ephemeral();
     for (partition, says) in [
-        ("2025-12-31-23:00", "partitions exist from `2026-01-01-00:00`"),
-        ("2026-03-01-11:30", "the window holding it is `2026-03-01-11:00`"),
+        (
+            "2025-12-31-23:00",
+            "partitions exist from `2026-01-01-00:00`",
+        ),
+        (
+            "2026-03-01-11:30",
+            "the window holding it is `2026-03-01-11:00`",
+        ),
         ("2026-03-01", "keys look like `2026-01-01-00:00`"),
         ("2026-03-02-00:00...2026-03-01-00:00", "backwards"),
     ] {
         let options = RunOptions::new().partition(partition);
-        let err = instance.launch(&defs, "*", options).await.unwrap_err().to_string();
+        let err = instance
+            .launch(&defs, "*", options)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(says), "{partition}: {err}");
     }
-    let err = instance.launch(&defs, "*", RunOptions::new()).await.unwrap_err().to_string();
+    let err = instance
+        .launch(&defs, "*", RunOptions::new())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("name a partition"), "{err}");
     assert!(instance.runs(10).await.unwrap().is_empty(), "nothing ran");
 }
@@ -437,14 +457,21 @@ async fn a_day_backfilled_is_one_range_and_running_it_again_changes_nothing() {
         .build()
         .unwrap();
     let instance = Instance::ephemeral();
-    assert!(run(&instance, &defs, "influx_tags").await.success());
+    let tags = instance.materialize(&defs, "influx_tags", RunConfig::new());
+    assert!(tags.await.unwrap().success());
     let day = BackfillRequest::new("influx_data+").range("2026-11-01-00:00", "2026-11-02-00:00");
     let backfill = instance.launch_backfill(&defs, day).await.unwrap();
-    let done = instance.run_backfill(&defs, &backfill.id, |_| {}).await.unwrap();
+    let done = instance
+        .run_backfill(&defs, &backfill.id, |_| {})
+        .await
+        .unwrap();
     assert_eq!(done.status, BackfillStatus::Completed);
     let runs = instance.runs(10).await.unwrap();
     assert_eq!(runs.len(), 2, "the tags run and one run for the day");
-    let parts = instance.asset_partitions(&defs, "influx_data").await.unwrap();
+    let parts = instance
+        .asset_partitions(&defs, "influx_data")
+        .await
+        .unwrap();
     let ranges = parts.definition.describe(&parts.status.materialized);
     assert_eq!(ranges.len(), 1);
     assert_eq!(ranges[0].0.key, "2026-11-01-00:00...2026-11-02-00:00");
@@ -461,7 +488,11 @@ async fn a_day_backfilled_is_one_range_and_running_it_again_changes_nothing() {
     let before = rows().await;
     assert_eq!(before.0, 24 * 3240);
     let again = instance
-        .launch(&defs, "influx_data", RunOptions::new().partition("2026-11-01-05:00"))
+        .launch(
+            &defs,
+            "influx_data",
+            RunOptions::new().partition("2026-11-01-05:00"),
+        )
         .await
         .unwrap()
         .wait()

@@ -184,6 +184,7 @@ async fn retries_follow_the_backoff_and_every_attempt_is_an_event() {
                 attempt,
                 will_retry,
                 error,
+                ..
             } => Some((*attempt, *will_retry, error.message.clone())),
             _ => None,
         })

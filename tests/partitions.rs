@@ -60,7 +60,8 @@ fn hourly_asset(name: &str, seen: &Seen, fail: &[&str]) -> AssetSpec {
 
 /// Runs a daemon over `defs` on `instance` until backfill `id` ends; returns it.
 async fn run_backfill(instance: &Instance, defs: &Definitions, id: &str) -> BackfillRecord {
-    let daemon = Daemon::new(instance.clone(), defs.clone()).with_interval(Duration::from_millis(5));
+    let daemon =
+        Daemon::new(instance.clone(), defs.clone()).with_interval(Duration::from_millis(5));
     let shutdown = CancellationToken::new();
     let running = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -72,7 +73,10 @@ async fn run_backfill(instance: &Instance, defs: &Definitions, id: &str) -> Back
         if !backfill.status.is_active() {
             break backfill;
         }
-        assert!(tokio::time::Instant::now() < deadline, "backfill {id} never ended");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backfill {id} never ended"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     shutdown.cancel();
@@ -101,7 +105,12 @@ async fn an_hourly_asset_feeds_a_daily_one() {
         day: Partition,
     ) -> Result<String> {
         let window = ctx.partition_time_window().unwrap();
-        Ok(format!("{} {} {}", *day, *hours, (window.end - window.start).num_hours()))
+        Ok(format!(
+            "{} {} {}",
+            *day,
+            *hours,
+            (window.end - window.start).num_hours()
+        ))
     }
 
     let defs = Definitions::builder()
@@ -115,16 +124,31 @@ async fn an_hourly_asset_feeds_a_daily_one() {
         .await
         .unwrap_err();
     let text = problems(&missing).join("\n");
-    assert!(text.contains("needs 24 partition(s) of `hourly_readings`"), "{text}");
-    assert!(text.contains("2026-11-02-00:00...2026-11-03-00:00"), "{text}");
+    assert!(
+        text.contains("needs 24 partition(s) of `hourly_readings`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2026-11-02-00:00...2026-11-03-00:00"),
+        "{text}"
+    );
     assert!(instance.runs(10).await.unwrap().is_empty(), "nothing ran");
 
-    let backfill = BackfillRequest::new("hourly_readings").range("2026-11-02-00:00", "2026-11-03-00:00");
+    let backfill =
+        BackfillRequest::new("hourly_readings").range("2026-11-02-00:00", "2026-11-03-00:00");
     let backfill = instance.launch_backfill(&defs, backfill).await.unwrap();
-    assert_eq!(backfill.policy, BackfillPolicy::SingleRun, "the asset's own policy");
+    assert_eq!(
+        backfill.policy,
+        BackfillPolicy::SingleRun,
+        "the asset's own policy"
+    );
     let done = run_backfill(&instance, &defs, &backfill.id).await;
     assert_eq!(done.status, BackfillStatus::Completed);
-    assert_eq!(instance.runs(10).await.unwrap().len(), 1, "one run for the range");
+    assert_eq!(
+        instance.runs(10).await.unwrap().len(),
+        1,
+        "one run for the range"
+    );
 
     let result = instance
         .launch(&defs, "daily_summary", day)
@@ -133,7 +157,7 @@ async fn an_hourly_asset_feeds_a_daily_one() {
         .wait()
         .await
         .unwrap();
-    assert!(result.success(), "{:?}", result.steps);
+    assert!(result.success(), "{result}");
     assert_eq!(
         result.output::<daily_summary>().map(String::as_str),
         Some("2026-11-02 24 24")
@@ -144,8 +168,8 @@ async fn an_hourly_asset_feeds_a_daily_one() {
 /// assets and how to map them; explicit mappings that do not fit are refused too.
 #[test]
 fn mismatched_partitions_need_a_mapping() {
-    let keyed = AssetSpec::new("by_region", |_| async { Ok(()) })
-        .partitions(static_keys(["eu", "us"]));
+    let keyed =
+        AssetSpec::new("by_region", |_| async { Ok(()) }).partitions(static_keys(["eu", "us"]));
     let timed = AssetSpec::new("hourly", |_| async { Ok(()) })
         .partitions(hourly("2026-11-01T00:00Z"))
         .dep("by_region");
@@ -154,17 +178,29 @@ fn mismatched_partitions_need_a_mapping() {
         .build()
         .unwrap_err();
     let text = error.to_string();
-    assert!(text.contains("asset `hourly`") && text.contains("`by_region`"), "{text}");
-    assert!(text.contains("mappings(by_region = PartitionMapping::"), "{text}");
+    assert!(
+        text.contains("asset `hourly`") && text.contains("`by_region`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mappings(by_region = PartitionMapping::"),
+        "{text}"
+    );
     let mapped = timed.clone().mapping("by_region", PartitionMapping::All);
-    assert!(Definitions::builder().specs([keyed.clone(), mapped]).build().is_ok());
+    assert!(Definitions::builder()
+        .specs([keyed.clone(), mapped])
+        .build()
+        .is_ok());
     let wrong = timed.mapping("by_region", PartitionMapping::Identity);
     let text = Definitions::builder()
         .specs([keyed, wrong])
         .build()
         .unwrap_err()
         .to_string();
-    assert!(text.contains("`Identity` needs both assets partitioned alike"), "{text}");
+    assert!(
+        text.contains("`Identity` needs both assets partitioned alike"),
+        "{text}"
+    );
 
     let unpartitioned = AssetSpec::new("plain", |scope| async move {
         Ok(scope.context().partition_key().is_some())
@@ -175,9 +211,16 @@ fn mismatched_partitions_need_a_mapping() {
         .build()
         .unwrap_err()
         .to_string();
-    assert!(text.contains("takes a `Partition<String>` but is not partitioned"), "{text}");
+    assert!(
+        text.contains("takes a `Partition<String>` but is not partitioned"),
+        "{text}"
+    );
     let bad = AssetSpec::new("bad", |_| async { Ok(()) }).partitions(hourly("whenever"));
-    let text = Definitions::builder().specs([bad]).build().unwrap_err().to_string();
+    let text = Definitions::builder()
+        .specs([bad])
+        .build()
+        .unwrap_err()
+        .to_string();
     assert!(text.contains("start \"whenever\" is not a date"), "{text}");
 }
 
@@ -192,7 +235,8 @@ async fn three_dimensions() {
             let seen = seen.clone();
             async move {
                 let ctx = scope.context();
-                let dims = ["region", "sensor", "day"].map(|d| ctx.partition_dimension(d).unwrap().to_owned());
+                let dims = ["region", "sensor", "day"]
+                    .map(|d| ctx.partition_dimension(d).unwrap().to_owned());
                 seen.push(dims.join("/"));
                 Ok(())
             }
@@ -206,15 +250,37 @@ async fn three_dimensions() {
     let defs = Definitions::builder().specs([spec]).build().unwrap();
     let instance = Instance::ephemeral();
     let unknown = instance
-        .launch(&defs, "readings", RunOptions::new().partition("eu|s1|2026-11-01"))
+        .launch(
+            &defs,
+            "readings",
+            RunOptions::new().partition("eu|s1|2026-11-01"),
+        )
         .await
         .unwrap_err();
-    assert!(problems(&unknown)[0].contains("`s1` does not exist"), "{unknown}");
+    assert!(
+        problems(&unknown)[0].contains("`s1` does not exist"),
+        "{unknown}"
+    );
     let sensors = ["s1".to_owned(), "s2".to_owned()];
-    assert_eq!(instance.add_dynamic_partitions("sensors", &sensors).await.unwrap().len(), 2);
-    assert!(instance.add_dynamic_partitions("sensors", &sensors).await.unwrap().is_empty());
+    assert_eq!(
+        instance
+            .add_dynamic_partitions("sensors", &sensors)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(instance
+        .add_dynamic_partitions("sensors", &sensors)
+        .await
+        .unwrap()
+        .is_empty());
     let one = instance
-        .launch(&defs, "readings", RunOptions::new().partition("us|s2|2026-11-03"))
+        .launch(
+            &defs,
+            "readings",
+            RunOptions::new().partition("us|s2|2026-11-03"),
+        )
         .await
         .unwrap()
         .wait()
@@ -231,7 +297,11 @@ async fn three_dimensions() {
     assert_eq!(parts.definition.count(&parts.all), 2 * 2 * 3);
     assert_eq!(parts.definition.count(&parts.status.materialized), 12);
     assert!(parts.missing().is_empty());
-    assert_eq!(parts.status.materialized.range_count(), 4, "one range per region × sensor");
+    assert_eq!(
+        parts.status.materialized.range_count(),
+        4,
+        "one range per region × sensor"
+    );
     assert_eq!(seen.counts().len(), 12);
 }
 
@@ -239,20 +309,37 @@ async fn three_dimensions() {
 #[tokio::test]
 async fn bad_partition_input_is_refused_before_anything_runs() {
     let seen = Seen::default();
-    let keyed = AssetSpec::new("by_region", |_| async { Ok(()) }).partitions(static_keys(["eu", "us"]));
+    let keyed =
+        AssetSpec::new("by_region", |_| async { Ok(()) }).partitions(static_keys(["eu", "us"]));
     let defs = Definitions::builder()
-        .specs([hourly_asset("hours", &seen, &[]), keyed, AssetSpec::new("plain", |_| async { Ok(()) })])
+        .specs([
+            hourly_asset("hours", &seen, &[]),
+            keyed,
+            AssetSpec::new("plain", |_| async { Ok(()) }),
+        ])
         .build()
         .unwrap();
     let instance = Instance::ephemeral();
     let cases: [(&str, &str, &str); 7] = [
         ("by_region", "asia", "the keys are `eu`, `us`"),
-        ("hours", "2019-01-01-00:00", "partitions exist from `2026-11-01-00:00`"),
+        (
+            "hours",
+            "2019-01-01-00:00",
+            "partitions exist from `2026-11-01-00:00`",
+        ),
         ("hours", "2026-11-01", "keys look like `2026-11-01-00:00`"),
-        ("hours", "2026-11-01-00:30", "the window holding it is `2026-11-01-00:00`"),
+        (
+            "hours",
+            "2026-11-01-00:30",
+            "the window holding it is `2026-11-01-00:00`",
+        ),
         ("hours", "2026-11-02-00:00...2026-11-01-00:00", "backwards"),
         ("hours", "2126-01-01-00:00", "does not exist"),
-        ("plain", "2026-11-01-00:00", "none of the selected assets is partitioned"),
+        (
+            "plain",
+            "2026-11-01-00:00",
+            "none of the selected assets is partitioned",
+        ),
     ];
     for (asset, target, says) in cases {
         let error = instance
@@ -261,17 +348,34 @@ async fn bad_partition_input_is_refused_before_anything_runs() {
             .unwrap_err();
         let text = error.to_string();
         assert!(text.contains(says), "{asset} {target}: {text}");
-        assert!(matches!(error.problems()[0], Problem::InvalidPartition { .. }));
+        assert!(matches!(
+            error.problems()[0],
+            Problem::InvalidPartition { .. }
+        ));
     }
-    let error = instance.launch(&defs, "hours", RunOptions::new()).await.unwrap_err();
-    assert!(error.to_string().contains("`hours` are partitioned: name a partition"), "{error}");
+    let error = instance
+        .launch(&defs, "hours", RunOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`hours` are partitioned: name a partition"),
+        "{error}"
+    );
     let error = instance
         .launch_backfill(&defs, BackfillRequest::new("hours plain").all())
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("`plain` is not partitioned"), "{error}");
+    assert!(
+        error.to_string().contains("`plain` is not partitioned"),
+        "{error}"
+    );
     let error = instance
-        .launch_backfill(&defs, BackfillRequest::new("hours").range("2026-11-02-00:00", "2026-11-02-00:00"))
+        .launch_backfill(
+            &defs,
+            BackfillRequest::new("hours").range("2026-11-02-00:00", "2026-11-02-00:00"),
+        )
         .await
         .unwrap_err();
     assert!(error.to_string().contains("empty or backwards"), "{error}");
@@ -285,8 +389,16 @@ async fn bad_partition_input_is_refused_before_anything_runs() {
 async fn backfill_policies_cut_partitions_into_runs() {
     for (policy, runs, first) in [
         (BackfillPolicy::RunPerPartition, 24, "2026-11-01-00:00"),
-        (BackfillPolicy::MaxPartitionsPerRun(5), 5, "2026-11-01-00:00...2026-11-01-05:00"),
-        (BackfillPolicy::SingleRun, 1, "2026-11-01-00:00...2026-11-02-00:00"),
+        (
+            BackfillPolicy::MaxPartitionsPerRun(5),
+            5,
+            "2026-11-01-00:00...2026-11-01-05:00",
+        ),
+        (
+            BackfillPolicy::SingleRun,
+            1,
+            "2026-11-01-00:00...2026-11-02-00:00",
+        ),
     ] {
         let seen = Seen::default();
         let defs = Definitions::builder()
@@ -327,8 +439,16 @@ async fn a_resumed_backfill_retries_only_its_failed_partitions() {
     let backfill = instance.launch_backfill(&defs, request).await.unwrap();
     let failed = run_backfill(&instance, &defs, &backfill.id).await;
     assert_eq!(failed.status, BackfillStatus::Failed);
-    let def = instance.asset_partitions(&defs, "hours").await.unwrap().definition;
-    let failed_keys: Vec<String> = def.describe(&failed.failed).into_iter().map(|(r, _)| r.key).collect();
+    let def = instance
+        .asset_partitions(&defs, "hours")
+        .await
+        .unwrap()
+        .definition;
+    let failed_keys: Vec<String> = def
+        .describe(&failed.failed)
+        .into_iter()
+        .map(|(r, _)| r.key)
+        .collect();
     assert_eq!(failed_keys, failing);
     let parts = instance.asset_partitions(&defs, "hours").await.unwrap();
     assert_eq!(def.count(&parts.status.failed), 2);
@@ -340,14 +460,26 @@ async fn a_resumed_backfill_retries_only_its_failed_partitions() {
     let counts = seen.counts();
     assert_eq!(counts.len(), 12);
     for (key, count) in counts {
-        let expected = if failing.contains(&key.as_str()) { 2 } else { 1 };
+        let expected = if failing.contains(&key.as_str()) {
+            2
+        } else {
+            1
+        };
         assert_eq!(count, expected, "{key}");
     }
     let parts = instance.asset_partitions(&defs, "hours").await.unwrap();
-    assert!(parts.status.failed.is_empty(), "a success clears the failure");
+    assert!(
+        parts.status.failed.is_empty(),
+        "a success clears the failure"
+    );
     assert_eq!(def.count(&parts.status.materialized), 12);
     let error = instance.resume_backfill(&backfill.id).await.unwrap_err();
-    assert!(error.to_string().contains("only a failed or cancelled backfill resumes"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("only a failed or cancelled backfill resumes"),
+        "{error}"
+    );
 }
 
 /// Cancelling stops launching and ends the backfill once its runs ended; resuming launches
@@ -373,7 +505,8 @@ async fn a_cancelled_backfill_resumes_where_it_stopped() {
         .range("2026-11-01-00:00", "2026-11-02-00:00")
         .max_in_flight(1);
     let backfill = instance.launch_backfill(&defs, request).await.unwrap();
-    let daemon = Daemon::new(instance.clone(), defs.clone()).with_interval(Duration::from_millis(5));
+    let daemon =
+        Daemon::new(instance.clone(), defs.clone()).with_interval(Duration::from_millis(5));
     let shutdown = CancellationToken::new();
     let running = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -382,10 +515,19 @@ async fn a_cancelled_backfill_resumes_where_it_stopped() {
     while seen.all().len() < 3 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let canceling = instance.cancel_backfill(&backfill.id, "enough for now").await.unwrap();
+    let canceling = instance
+        .cancel_backfill(&backfill.id, "enough for now")
+        .await
+        .unwrap();
     assert_eq!(canceling.status, BackfillStatus::Canceling);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while instance.backfill(&backfill.id).await.unwrap().status.is_active() {
+    while instance
+        .backfill(&backfill.id)
+        .await
+        .unwrap()
+        .status
+        .is_active()
+    {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -403,10 +545,15 @@ async fn a_cancelled_backfill_resumes_where_it_stopped() {
     let counts = seen.counts();
     assert_eq!(counts.len(), 24);
     // Only a run cut off by the cancellation runs twice.
-    assert!(counts.values().filter(|&&n| n > 1).count() <= 1, "{counts:?}");
+    assert!(
+        counts.values().filter(|&&n| n > 1).count() <= 1,
+        "{counts:?}"
+    );
     let runs = instance.runs(100).await.unwrap();
     assert!(runs.iter().all(|r| r.tags.contains_key(PARTITION_TAG)));
-    assert!(runs.iter().any(|r| r.status == RunStatus::Cancelled || r.status == RunStatus::Succeeded));
+    assert!(runs
+        .iter()
+        .any(|r| r.status == RunStatus::Cancelled || r.status == RunStatus::Succeeded));
 }
 
 /// An hourly schedule over a partitioned job fills the hour that just closed.
@@ -416,7 +563,11 @@ async fn a_schedule_fills_the_last_complete_partition() {
     let defs = Definitions::builder()
         .specs([hourly_asset("hours", &seen, &[])])
         .job(AssetJob::new("hourly_job", "hours"))
-        .schedule(Schedule::new("fill_hours", "hourly_job", "5 * * * *").last_partition().running())
+        .schedule(
+            Schedule::new("fill_hours", "hourly_job", "5 * * * *")
+                .last_partition()
+                .running(),
+        )
         .build()
         .unwrap();
     let clock = Arc::new(ManualClock::new("2026-11-02T00:30:00Z".parse().unwrap()));
@@ -438,5 +589,10 @@ async fn a_schedule_fills_the_last_complete_partition() {
         .schedule(Schedule::new("s", "plain_job", "@hourly").last_partition())
         .build()
         .unwrap_err();
-    assert!(unpartitioned.to_string().contains("selects no partitioned asset"), "{unpartitioned}");
+    assert!(
+        unpartitioned
+            .to_string()
+            .contains("selects no partitioned asset"),
+        "{unpartitioned}"
+    );
 }

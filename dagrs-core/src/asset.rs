@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::backfill::BackfillPolicy;
 use crate::hook::Hook;
-use crate::partition::{PartitionMapping, PartitionsDefinition};
 use crate::key::AssetKey;
+use crate::partition::{PartitionMapping, PartitionsDefinition};
 use crate::requirements::Requirements;
 use crate::retry::Retry;
 use crate::scope::{Shared, StepScope};

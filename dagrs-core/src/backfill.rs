@@ -274,8 +274,8 @@ impl Instance {
             Plan::new(defs, storage, Request::new(&request.selection, &options)).await?;
         }
         let at = now();
-        let record = BackfillRecord {
-            id: RunId::new().as_str().chars().take(8).collect(),
+        let mut record = BackfillRecord {
+            id: new_id(),
             status: BackfillStatus::Requested,
             selection: request.selection,
             target,
@@ -294,16 +294,21 @@ impl Instance {
             reason: None,
             version: 0,
         };
-        storage.create_backfill(&record).await?;
-        Ok(record)
+        // Ids are short and random: one taken already is drawn again.
+        loop {
+            match storage.create_backfill(&record).await {
+                Ok(()) => return Ok(record),
+                Err(_) if storage.backfill(&record.id).await?.is_some() => record.id = new_id(),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Backfill `id`.
     pub async fn backfill(&self, id: &str) -> Result<BackfillRecord, Error> {
-        self.storage()
-            .backfill(id)
-            .await?
-            .ok_or_else(|| backfill_error(id, "no backfill has this id; `backfill list` shows them"))
+        self.storage().backfill(id).await?.ok_or_else(|| {
+            backfill_error(id, "no backfill has this id; `backfill list` shows them")
+        })
     }
 
     /// The newest backfills first, at most `limit`.
@@ -461,8 +466,10 @@ impl Instance {
         if !canceling && b.in_flight.len() < b.max_in_flight {
             let def = backfill_definition(defs, &b.selection)?;
             let room = b.max_in_flight - b.in_flight.len();
-            let chunks: Vec<PartitionRange> =
-                def.chunks(&b.remaining(), b.policy.per_run()).take(room).collect();
+            let chunks: Vec<PartitionRange> = def
+                .chunks(&b.remaining(), b.policy.per_run())
+                .take(room)
+                .collect();
             for range in chunks {
                 b.launched = b.launched.union(&range.to_set());
                 let run = BackfillRun {
@@ -578,7 +585,10 @@ pub(crate) fn backfill_definition(
     }
     match crate::partition::shared(specs) {
         Ok(Some(def)) => Ok(def.clone()),
-        Ok(None) => Err(Error::selection(selection, vec!["it selects no asset".into()])),
+        Ok(None) => Err(Error::selection(
+            selection,
+            vec!["it selects no asset".into()],
+        )),
         Err(reason) => Err(invalid(reason)),
     }
 }
@@ -600,6 +610,11 @@ fn default_policy(defs: &Definitions, selection: &str) -> BackfillPolicy {
         .flatten()
         .min_by_key(|p| p.per_run().unwrap_or(u64::MAX))
         .unwrap_or(BackfillPolicy::RunPerPartition)
+}
+
+/// A new backfill id: 12 random hex digits (48 bits).
+fn new_id() -> String {
+    RunId::new().as_str().replace('-', "").chars().take(12).collect()
 }
 
 fn backfill_error(id: &str, reason: &str) -> Error {

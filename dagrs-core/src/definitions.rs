@@ -549,10 +549,14 @@ fn check_automation(
                          asset",
                         job.name
                     )),
-                    Ok(Some(def)) if def.time_windows().is_none() || def.dimension_names().count() > 1 => {
-                        Some("it fills the last partition, but the job's partitions are not \
+                    Ok(Some(def))
+                        if def.time_windows().is_none() || def.dimension_names().count() > 1 =>
+                    {
+                        Some(
+                            "it fills the last partition, but the job's partitions are not \
                               time windows alone"
-                            .into())
+                                .into(),
+                        )
                     }
                     Ok(Some(_)) => None,
                 };

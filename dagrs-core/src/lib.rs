@@ -126,7 +126,8 @@ pub use handler::Handler;
 pub use hook::{Hook, HookContext, HookOn, DEFAULT_HOOK_TIMEOUT};
 pub use instance::{materialize, Cancellation, Instance};
 pub use job::{
-    AssetJob, JOB_TAG, PARTITION_TAG, PRIORITY_TAG, RUN_KEY_TAG, SCHEDULE_TAG, SENSOR_TAG, TICK_TAG};
+    AssetJob, JOB_TAG, PARTITION_TAG, PRIORITY_TAG, RUN_KEY_TAG, SCHEDULE_TAG, SENSOR_TAG, TICK_TAG,
+};
 pub use key::{AssetKey, RunId};
 pub use log::LogRecord;
 pub use param::{AssetParam, Config, FromPartition, Input, Partition, Res};

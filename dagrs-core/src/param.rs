@@ -24,7 +24,7 @@ use crate::scope::StepScope;
     message = "`{Self}` cannot be injected into an asset",
     label = "not an asset parameter",
     note = "asset parameters are `&AssetContext`, `Config<C>` (the asset's config), `Res<R>` (a resource), `Input<A>` (the output of asset `A`), or `Partition<T>` (the partition materialized)",
-    note = "in `Config<C>`, `C` must implement `serde::de::DeserializeOwned` and be `Send + Sync + 'static`; in `Res<R>`, `R` must be `Send + Sync + 'static`"
+    note = "in `Config<C>`, `C` must implement `serde::de::DeserializeOwned` and be `Send + Sync + 'static`; in `Res<R>`, `R` must be `Send + Sync + 'static`; in `Partition<T>`, `T` is `String`, `TimeWindow` or `PartitionRange`"
 )]
 pub trait AssetParam<'a>: Sized {
     /// Records what this parameter needs.

@@ -184,13 +184,16 @@ impl Schedule {
     ) -> Result<String, String> {
         let keys = defs.select(selection).map_err(|e| e.to_string())?;
         let specs = keys.iter().filter_map(|k| defs.asset(k));
-        let def = crate::partition::shared(specs)?
-            .ok_or("the job selects no partitioned asset")?;
-        let windows = def.time_windows().filter(|_| def.dimension_names().count() == 1);
+        let def = crate::partition::shared(specs)?.ok_or("the job selects no partitioned asset")?;
+        let windows = def
+            .time_windows()
+            .filter(|_| def.dimension_names().count() == 1);
         let windows = windows.ok_or(
             "the job's partitions are not time windows alone, so \"the last partition\" is not one",
         )?;
-        let first = windows.first_start().ok_or("the job's partitions are invalid")?;
+        let first = windows
+            .first_start()
+            .ok_or("the job's partitions are invalid")?;
         let end = windows.last_end(tick.timestamp()).unwrap_or(first);
         if end <= first {
             return Err(format!(

@@ -30,8 +30,12 @@ async fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if args.len() == 1 {
         // No arguments: the main job, materialize everything for the hour that just closed.
-        let hour = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap_or_default();
-        let last = (hour - TimeDelta::hours(1)).format("%Y-%m-%d-%H:%M").to_string();
+        let hour = Utc::now()
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap_or_default();
+        let last = (hour - TimeDelta::hours(1))
+            .format("%Y-%m-%d-%H:%M")
+            .to_string();
         args.extend(["asset", "materialize", "--all", "--partition", &last].map(OsString::from));
     }
     dagrs_core::cli::run(defs, args).await

@@ -45,7 +45,11 @@ async fn wait_for(
 ) -> BackfillRecord {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let backfill = store.backfill(id).await.unwrap().expect("the backfill is stored");
+        let backfill = store
+            .backfill(id)
+            .await
+            .unwrap()
+            .expect("the backfill is stored");
         if done(&backfill) {
             return backfill;
         }
@@ -60,13 +64,25 @@ async fn a_backfill_whose_daemon_was_killed_finishes_only_what_was_left() {
     let launched = probe(
         &home,
         &[
-            "backfill", "launch", "--select", "hours", "--partition-range", DAY,
-            "--max-in-flight", "3", "--detach", "--json",
+            "backfill",
+            "launch",
+            "--select",
+            "hours",
+            "--partition-range",
+            DAY,
+            "--max-in-flight",
+            "3",
+            "--detach",
+            "--json",
         ],
     )
     .output()
     .unwrap();
-    assert!(launched.status.success(), "{}", String::from_utf8_lossy(&launched.stderr));
+    assert!(
+        launched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&launched.stderr)
+    );
     let id = json(&launched)["id"].as_str().unwrap().to_owned();
     let store = home.store();
 
@@ -77,16 +93,32 @@ async fn a_backfill_whose_daemon_was_killed_finishes_only_what_was_left() {
     .await;
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
-    let before = store.backfill(&id).await.unwrap().unwrap().succeeded.union(&before.succeeded);
+    let before = store
+        .backfill(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .succeeded
+        .union(&before.succeeded);
     assert!(hours(&before) < 24, "killed before the end");
 
     let mut second = daemon(&home);
-    let ended = wait_for(&store, &id, "the second daemon ended it", |b| !b.status.is_active()).await;
+    let ended = wait_for(&store, &id, "the second daemon ended it", |b| {
+        !b.status.is_active()
+    })
+    .await;
     if ended.status == BackfillStatus::Failed {
         // Runs cut off by the kill failed: resuming retries those partitions only.
         let resumed = probe(&home, &["backfill", "resume", &id]).output().unwrap();
-        assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
-        wait_for(&store, &id, "the resumed backfill ended", |b| !b.status.is_active()).await;
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        wait_for(&store, &id, "the resumed backfill ended", |b| {
+            !b.status.is_active()
+        })
+        .await;
     }
     second.kill().unwrap();
     second.wait().unwrap();
@@ -100,12 +132,17 @@ async fn a_backfill_whose_daemon_was_killed_finishes_only_what_was_left() {
     let mut materialized: BTreeMap<String, usize> = BTreeMap::new();
     for run in store.runs(1000).await.unwrap() {
         assert_eq!(run.tags[BACKFILL_TAG], id);
-        *runs_per_hour.entry(run.tags[PARTITION_TAG].clone()).or_default() += 1;
+        *runs_per_hour
+            .entry(run.tags[PARTITION_TAG].clone())
+            .or_default() += 1;
         if run.status != dagrs_core::RunStatus::Succeeded {
             continue; // cut off by the kill
         }
         for event in store.events(&run.run_id, None).await.unwrap() {
-            if let EventKind::Materialization { partition: Some(p), .. } = event.kind {
+            if let EventKind::Materialization {
+                partition: Some(p), ..
+            } = event.kind
+            {
                 *materialized.entry(p.key).or_default() += 1;
             }
         }
@@ -121,7 +158,12 @@ async fn a_backfill_whose_daemon_was_killed_finishes_only_what_was_left() {
             assert_eq!(runs_per_hour[&key], 1, "{key} had succeeded and ran again");
         }
     }
-    let shown = probe(&home, &["asset", "partitions", "hours"]).output().unwrap();
+    let shown = probe(&home, &["asset", "partitions", "hours"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&shown.stdout);
-    assert!(text.contains("materialized") && text.contains(DAY), "{text}");
+    assert!(
+        text.contains("materialized") && text.contains(DAY),
+        "{text}"
+    );
 }

@@ -204,8 +204,8 @@ pub(super) async fn backfill(
             detach,
             json,
         } => {
-            let mut request = BackfillRequest::new(select.join(" "))
-                .config(super::config_file(config)?);
+            let mut request =
+                BackfillRequest::new(select.join(" ")).config(super::config_file(config)?);
             for target in partition.into_iter().chain(partition_range) {
                 request = request.partition(target);
             }
@@ -236,7 +236,10 @@ pub(super) async fn backfill(
                 if json {
                     show::print_json(&backfill);
                 } else {
-                    say!("the daemon runs it; follow it with `backfill show {}`", backfill.id);
+                    say!(
+                        "the daemon runs it; follow it with `backfill show {}`",
+                        backfill.id
+                    );
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -264,7 +267,15 @@ pub(super) async fn backfill(
                 ]
             });
             show::rows(
-                &["id", "status", "selection", "partitions", "succeeded", "failed", "created"],
+                &[
+                    "id",
+                    "status",
+                    "selection",
+                    "partitions",
+                    "succeeded",
+                    "failed",
+                    "created",
+                ],
                 rows,
             );
             Ok(ExitCode::SUCCESS)
@@ -378,11 +389,13 @@ async fn run_here(
             say!("  failed: {}", range.key);
         }
     }
-    Ok(if ended.status == crate::backfill::BackfillStatus::Completed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if ended.status == crate::backfill::BackfillStatus::Completed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 /// The partitions definition of a stored backfill's selection, in today's definitions.

@@ -74,7 +74,8 @@ impl RunOptions {
     /// Materializes partition `key`, or the range `START...END` (END excluded), of the
     /// selected partitioned assets (tag [`PARTITION_TAG`](crate::PARTITION_TAG)).
     pub fn partition(mut self, key: impl Into<String>) -> Self {
-        self.tags.insert(crate::job::PARTITION_TAG.into(), key.into());
+        self.tags
+            .insert(crate::job::PARTITION_TAG.into(), key.into());
         self
     }
 

@@ -37,7 +37,10 @@ impl<'a> Request<'a> {
             selection,
             config: &options.config,
             job: options.job.as_deref(),
-            partition: options.tags.get(crate::job::PARTITION_TAG).map(String::as_str),
+            partition: options
+                .tags
+                .get(crate::job::PARTITION_TAG)
+                .map(String::as_str),
             known: empty(),
         }
     }

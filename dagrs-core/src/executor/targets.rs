@@ -58,8 +58,7 @@ pub(crate) async fn resolve(
         Ok(None) => {
             problems.push(invalid(
                 text,
-                "none of the selected assets is partitioned; run them without a partition"
-                    .into(),
+                "none of the selected assets is partitioned; run them without a partition".into(),
             ));
             return Ok(None);
         }

@@ -113,9 +113,9 @@ impl PartitionMapping {
                     (Some(k), _, Kind::Static(_), _) => {
                         Some(format!("upstream key `{k}` is not a partition upstream"))
                     }
-                    (_, Some(k), _, Kind::Static(_)) => {
-                        Some(format!("downstream key `{k}` is not a partition of the asset"))
-                    }
+                    (_, Some(k), _, Kind::Static(_)) => Some(format!(
+                        "downstream key `{k}` is not a partition of the asset"
+                    )),
                     _ => None,
                 }
             }
@@ -174,7 +174,7 @@ impl PartitionMapping {
             (PartitionMapping::Static(map), Some((_, range))) => {
                 let mut set = PartitionSet::new();
                 for (up_key, downs) in map {
-                    if downs.iter().any(|d| *d == range.dims) {
+                    if downs.contains(&range.dims) {
                         set.insert(up_key.clone(), RangeSet::span(0, 1));
                     }
                 }
@@ -215,7 +215,9 @@ mod tests {
         assert_eq!(days.describe(&week)[0].0.key, "2026-11-01...2026-11-03");
         let keys = static_keys(["a", "b"]);
         assert!(PartitionMapping::default_for(Some(&keys), &hours).is_err());
-        assert!(PartitionMapping::Identity.problem(Some(&days), &hours).is_some());
+        assert!(PartitionMapping::Identity
+            .problem(Some(&days), &hours)
+            .is_some());
         let pairs = PartitionMapping::static_pairs([("a", "x")]);
         let other = static_keys(["x"]);
         assert_eq!(pairs.problem(Some(&other), &keys), None);

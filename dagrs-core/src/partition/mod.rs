@@ -52,14 +52,14 @@ struct Dimension {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Kind {
-    Time(TimeWindows),
+    Time(Box<TimeWindows>),
     Static(Vec<String>),
     Dynamic(String),
 }
 
 impl From<TimeWindows> for PartitionsDefinition {
     fn from(windows: TimeWindows) -> Self {
-        PartitionsDefinition::single(Kind::Time(windows))
+        PartitionsDefinition::single(Kind::Time(Box::new(windows)))
     }
 }
 
@@ -173,7 +173,7 @@ impl PartitionsDefinition {
     /// Its time dimension, if it has one.
     pub fn time_windows(&self) -> Option<&TimeWindows> {
         self.dims.iter().find_map(|d| match &d.kind {
-            Kind::Time(w) => Some(w),
+            Kind::Time(w) => Some(&**w),
             _ => None,
         })
     }
@@ -474,7 +474,11 @@ impl PartitionsDefinition {
     pub fn chunks(&self, set: &PartitionSet, per_run: Option<u64>) -> Chunks<'_> {
         let ranges = set
             .parts()
-            .flat_map(|(dims, r)| r.ranges().iter().map(move |&(s, e)| (dims.to_owned(), s, e)))
+            .flat_map(|(dims, r)| {
+                r.ranges()
+                    .iter()
+                    .map(move |&(s, e)| (dims.to_owned(), s, e))
+            })
             .collect::<Vec<_>>();
         Chunks {
             def: self,
@@ -497,7 +501,10 @@ impl PartitionsDefinition {
             .iter()
             .map(|d| match &d.kind {
                 Kind::Time(w) => (d.name.clone(), w.key(range.start)),
-                _ => (d.name.clone(), discrete.next().unwrap_or_default().to_owned()),
+                _ => (
+                    d.name.clone(),
+                    discrete.next().unwrap_or_default().to_owned(),
+                ),
             })
             .collect()
     }
@@ -584,7 +591,9 @@ pub(crate) fn shared<'a>(
 ) -> Result<Option<&'a PartitionsDefinition>, String> {
     let mut first: Option<(&str, &PartitionsDefinition)> = None;
     for spec in specs {
-        let Some(def) = &spec.partitions else { continue };
+        let Some(def) = &spec.partitions else {
+            continue;
+        };
         match first {
             None => first = Some((spec.key.as_str(), def)),
             Some((key, d)) if d != def => {
@@ -614,10 +623,12 @@ fn static_problem(keys: &[String]) -> Option<String> {
     }
     let mut sorted: Vec<&String> = keys.iter().collect();
     sorted.sort_unstable();
-    sorted
-        .windows(2)
-        .find(|p| p[0] == p[1])
-        .map(|p| format!("partition key `{}` is listed twice", bounded(p[0], ECHO_LIMIT)))
+    sorted.windows(2).find(|p| p[0] == p[1]).map(|p| {
+        format!(
+            "partition key `{}` is listed twice",
+            bounded(p[0], ECHO_LIMIT)
+        )
+    })
 }
 
 /// Whether `key` can be a static or dynamic partition key.
@@ -643,7 +654,9 @@ mod tests {
 
     fn ctx(now: &str) -> PartitionContext {
         PartitionContext {
-            now: chrono::DateTime::parse_from_rfc3339(now).unwrap().timestamp(),
+            now: chrono::DateTime::parse_from_rfc3339(now)
+                .unwrap()
+                .timestamp(),
             dynamic: BTreeMap::from([("sensors".into(), vec!["s1".into(), "s2".into()])]),
         }
     }
@@ -660,12 +673,19 @@ mod tests {
         let one = def.parse_target("2026-11-01-05:00", &c).unwrap();
         assert_eq!(one.end - one.start, 3600);
         // The end may be the window after the last one.
-        assert!(def.parse_target("2026-11-03-09:00...2026-11-03-10:00", &c).is_ok());
+        assert!(def
+            .parse_target("2026-11-03-09:00...2026-11-03-10:00", &c)
+            .is_ok());
         let err = def.parse_target("2026-11-03-11:00", &c).unwrap_err();
-        assert!(err.contains("does not exist") && err.contains("2026-11-03-09:00"), "{err}");
+        assert!(
+            err.contains("does not exist") && err.contains("2026-11-03-09:00"),
+            "{err}"
+        );
         let err = def.parse_target("2026-10-31-23:00", &c).unwrap_err();
         assert!(err.contains("from `2026-11-01-00:00`"), "{err}");
-        let err = def.parse_target("2026-11-02-00:00...2026-11-01-00:00", &c).unwrap_err();
+        let err = def
+            .parse_target("2026-11-02-00:00...2026-11-01-00:00", &c)
+            .unwrap_err();
         assert!(err.contains("backwards"), "{err}");
         let err = def.parse_target("11/01/2026", &c).unwrap_err();
         assert!(err.contains("keys look like `2026-11-01-00:00`"), "{err}");
@@ -685,15 +705,29 @@ mod tests {
         assert_eq!(def.count(&all), 2 * 2 * 3);
         let p = def.parse_key("us|s2|2026-11-02", &c).unwrap();
         assert_eq!(p.dims, "us|s2");
-        assert_eq!(def.dimension_keys(&p)[2], ("day".into(), "2026-11-02".into()));
+        assert_eq!(
+            def.dimension_keys(&p)[2],
+            ("day".into(), "2026-11-02".into())
+        );
         let err = def.parse_key("us|s3|2026-11-02", &c).unwrap_err();
-        assert!(err.contains("`s3` does not exist") && err.contains("`s1`, `s2`"), "{err}");
-        assert!(def.parse_key("us|2026-11-02", &c).unwrap_err().contains("3 dimension"));
-        let range = def.parse_target("eu|s1|2026-11-01...eu|s1|2026-11-03", &c).unwrap();
+        assert!(
+            err.contains("`s3` does not exist") && err.contains("`s1`, `s2`"),
+            "{err}"
+        );
+        assert!(def
+            .parse_key("us|2026-11-02", &c)
+            .unwrap_err()
+            .contains("3 dimension"));
+        let range = def
+            .parse_target("eu|s1|2026-11-01...eu|s1|2026-11-03", &c)
+            .unwrap();
         assert_eq!(def.count(&range.to_set()), 2);
         let left = all.difference(&range.to_set());
         assert_eq!(def.count(&left), 10);
-        let two_times = multi([("a", daily("2026-01-01").into()), ("b", hourly("2026-01-01").into())]);
+        let two_times = multi([
+            ("a", daily("2026-01-01").into()),
+            ("b", hourly("2026-01-01").into()),
+        ]);
         assert!(two_times.problem().unwrap().contains("at most one"));
     }
 
@@ -710,6 +744,9 @@ mod tests {
         let keys: PartitionsDefinition = static_keys(["a", "b", "c"]);
         assert_eq!(keys.chunks(&keys.all(&c), None).count(), 3);
         assert!(static_keys(["a", "a"]).problem().unwrap().contains("twice"));
-        assert!(static_keys(["a|b"]).problem().unwrap().contains("not valid"));
+        assert!(static_keys(["a|b"])
+            .problem()
+            .unwrap()
+            .contains("not valid"));
     }
 }

@@ -109,9 +109,9 @@ pub fn merged(touching: &[(i64, i64)], start: i64, end: i64) -> (i64, i64) {
 /// For stores that keep one row per range: what is left of the stored ranges overlapping
 /// `[start, end)` once it is cut out.
 pub fn cut(overlapping: &[(i64, i64)], start: i64, end: i64) -> Vec<(i64, i64)> {
-    let stored = overlapping
-        .iter()
-        .fold(RangeSet::new(), |set, &(a, b)| set.union(&RangeSet::span(a, b)));
+    let stored = overlapping.iter().fold(RangeSet::new(), |set, &(a, b)| {
+        set.union(&RangeSet::span(a, b))
+    });
     stored
         .difference(&RangeSet::span(start, end))
         .ranges()

@@ -436,14 +436,19 @@ fn parse_instant(text: &str, tz: Tz) -> Option<i64> {
             return Some(t.timestamp());
         }
     }
-    let local = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d-%H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .or_else(|| {
-            NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-        })?;
+    let local = [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d-%H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })?;
     Some(tz.from_local_datetime(&local).earliest()?.timestamp())
 }
 
@@ -493,11 +498,20 @@ mod tests {
         let first = hours.first_start().unwrap();
         assert_eq!(hours.key(first), "2024-01-01-00:00");
         assert_eq!(hours.parse_key("2024-01-01-05:00"), Ok(first + 5 * 3600));
-        assert!(hours.parse_key("2024-01-01-05:30").unwrap_err().contains("2024-01-01-05:00"));
-        assert!(hours.parse_key("2024-13-01-00:00").unwrap_err().contains("keys look like"));
+        assert!(hours
+            .parse_key("2024-01-01-05:30")
+            .unwrap_err()
+            .contains("2024-01-01-05:00"));
+        assert!(hours
+            .parse_key("2024-13-01-00:00")
+            .unwrap_err()
+            .contains("keys look like"));
         let now = at("2024-01-02T10:30:00Z");
         assert_eq!(hours.last_end(now), Some(at("2024-01-02T10:00:00Z")));
-        assert_eq!(hours.clone().end_offset(1).last_end(now), Some(at("2024-01-02T11:00:00Z")));
+        assert_eq!(
+            hours.clone().end_offset(1).last_end(now),
+            Some(at("2024-01-02T11:00:00Z"))
+        );
         assert_eq!(hours.count(first, at("2024-01-02T00:00:00Z")), 24);
         let ended = hours.end("2024-01-01T12:00Z");
         assert_eq!(ended.last_end(now), Some(at("2024-01-01T12:00:00Z")));
@@ -537,9 +551,13 @@ mod tests {
     fn mistakes_are_problems() {
         let problem = |w: TimeWindows| w.problem().unwrap().to_owned();
         assert!(problem(TimeWindows::hourly("soon")).contains("not a date"));
-        assert!(problem(TimeWindows::daily("2024-01-01").timezone("Mars/Base")).contains("unknown"));
+        assert!(
+            problem(TimeWindows::daily("2024-01-01").timezone("Mars/Base")).contains("unknown")
+        );
         assert!(problem(TimeWindows::cron("61 * * * *", "2024-01-01")).contains("invalid"));
-        assert!(problem(TimeWindows::hourly("2024-01-01").format("%Y-%m-%d")).contains("read back"));
+        assert!(
+            problem(TimeWindows::hourly("2024-01-01").format("%Y-%m-%d")).contains("read back")
+        );
         assert!(problem(TimeWindows::daily("2024-01-01").end("2023-01-01")).contains("not after"));
     }
 }
