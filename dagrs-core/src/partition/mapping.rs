@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Kind, PartitionContext, PartitionRange, PartitionSet, PartitionsDefinition, RangeSet};
+use super::definition::Kind;
+use super::{PartitionContext, PartitionRange, PartitionSet, PartitionsDefinition, RangeSet};
 
 /// Which partitions of a dependency a partition depends on; set per dependency with
 /// `#[asset(mappings(dep = PartitionMapping::...))]` or

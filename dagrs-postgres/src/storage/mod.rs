@@ -341,31 +341,23 @@ impl PgStorage {
         }
     }
 
-    /// Runs a cached prepared statement — again, on a new connection, while the server
-    /// cannot be reached (a restart, a failover), for up to [`RECONNECT_WITHIN`] — and
-    /// returns its rows (or the count of rows it changed), and whether it was tried again.
-    async fn statement(
+    /// Runs `attempt` — again, on a new connection, while the server cannot be reached (a
+    /// restart, a failover), for up to [`RECONNECT_WITHIN`] — and returns what it gave, and
+    /// whether it was tried again.
+    async fn retrying<T, F, Fut>(
         &self,
         operation: &'static str,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-        want_rows: bool,
-    ) -> (CoreResult<Outcome>, bool) {
+        attempt: F,
+    ) -> (CoreResult<T>, bool)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+    {
         let deadline = tokio::time::Instant::now() + RECONNECT_WITHIN;
         let mut pause = Duration::from_millis(50);
         let mut retried = false;
         loop {
-            let attempt = async {
-                let client = self.inner.pg.get().await.map_err(Failure::Pool)?;
-                let statement = client.prepare_cached(sql).await.map_err(Failure::Db)?;
-                if want_rows {
-                    client.query(&statement, params).await.map(Outcome::Rows)
-                } else {
-                    client.execute(&statement, params).await.map(Outcome::Count)
-                }
-                .map_err(Failure::Db)
-            };
-            match attempt.await {
+            match attempt().await {
                 Ok(outcome) => return (Ok(outcome), retried),
                 Err(failure)
                     if failure.is_transient() && tokio::time::Instant::now() < deadline =>
@@ -383,6 +375,29 @@ impl PgStorage {
                 Err(Failure::Db(e)) => return (Err(self.db_error(operation)(e)), retried),
             }
         }
+    }
+
+    /// Runs a cached prepared statement, [`retrying`](Self::retrying) while the server cannot
+    /// be reached, and returns its rows (or the count of rows it changed), and whether it was
+    /// tried again.
+    async fn statement(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        want_rows: bool,
+    ) -> (CoreResult<Outcome>, bool) {
+        self.retrying(operation, || async {
+            let client = self.inner.pg.get().await.map_err(Failure::Pool)?;
+            let statement = client.prepare_cached(sql).await.map_err(Failure::Db)?;
+            if want_rows {
+                client.query(&statement, params).await.map(Outcome::Rows)
+            } else {
+                client.execute(&statement, params).await.map(Outcome::Count)
+            }
+            .map_err(Failure::Db)
+        })
+        .await
     }
 
     /// Runs a cached prepared statement and returns its rows.
@@ -479,31 +494,10 @@ impl PgStorage {
             .collect();
         locks.sort_unstable();
         locks.dedup();
-        let deadline = tokio::time::Instant::now() + RECONNECT_WITHIN;
-        let mut pause = Duration::from_millis(50);
-        let mut retried = false;
-        loop {
-            match self
-                .try_append_with_partitions(params, updates, &locks)
-                .await
-            {
-                Ok(()) => return (Ok(()), retried),
-                Err(failure)
-                    if failure.is_transient() && tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::warn!(
-                        target: "dagrs::storage",
-                        database = %self.inner.pg.masked_url(),
-                        "cannot {OP}, trying again: {failure}"
-                    );
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                    retried = true;
-                }
-                Err(Failure::Pool(e)) => return (Err(storage_error(OP, e)), retried),
-                Err(Failure::Db(e)) => return (Err(self.db_error(OP)(e)), retried),
-            }
-        }
+        self.retrying(OP, || {
+            self.try_append_with_partitions(params, updates, &locks)
+        })
+        .await
     }
 
     async fn try_append_with_partitions(
