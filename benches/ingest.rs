@@ -325,11 +325,7 @@ fn timescale_server() -> Option<(String, Option<TestServer>)> {
     if let Ok(url) = std::env::var("TIMESCALE_URL") {
         return Some((url, None));
     }
-    let settings = [
-        ("shared_preload_libraries", "timescaledb"),
-        ("timescaledb.telemetry_level", "off"),
-    ];
-    let server = std::panic::catch_unwind(|| TestServer::start_with(&settings)).ok()?;
+    let server = std::panic::catch_unwind(TestServer::start_timescaledb).ok()?;
     Some((server.url("postgres"), Some(server)))
 }
 

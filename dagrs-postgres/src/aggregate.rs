@@ -250,73 +250,61 @@ impl BucketAggregate {
         let continuous = timescaledb_in_use(client).await?.is_some()
             && self.source_is_hypertable(client).await?;
         let existing = aggregate_kind(client, &self.view).await?;
-        let report = |kind, created, policy, changes| AggregateReport {
-            view: view.clone(),
-            kind,
-            created,
-            policy,
-            changes,
-        };
-        match (existing, continuous) {
+        let (kind, created, policy, changes) = match (existing, continuous) {
             (None, false) => {
                 client
                     .batch_execute(&self.materialized_statements().join(";\n"))
                     .await
                     .map_err(query_error(format!("creating materialized view {view}")))?;
                 let change = format!("created materialized view {view} (TimescaleDB not used)");
-                tracing::info!("{change}");
-                return Ok(report(
-                    AggregateKind::Materialized,
-                    true,
-                    None,
-                    vec![change],
-                ));
+                (AggregateKind::Materialized, true, None, vec![change])
             }
             (Some(AggregateKind::Materialized), false) => {
-                return Ok(report(AggregateKind::Materialized, false, None, Vec::new()));
+                (AggregateKind::Materialized, false, None, Vec::new())
             }
-            (Some(AggregateKind::Continuous), _)
-            | (None | Some(AggregateKind::Materialized), true) => {}
-        }
-        let policy = self.policy.fitted_to(self.bucket);
-        if policy != self.policy {
-            tracing::info!(view = %view, ?policy, "widened the policy to fit the bucket size");
-        }
-        if existing == Some(AggregateKind::Continuous) {
-            let changes = self.mend_policies(client, &policy).await?;
-            for change in &changes {
-                tracing::info!("{change}");
+            (Some(AggregateKind::Continuous), _) => {
+                let policy = self.fitted_policy();
+                let changes = self.mend_policies(client, &policy).await?;
+                (AggregateKind::Continuous, false, Some(policy), changes)
             }
-            return Ok(report(
-                AggregateKind::Continuous,
-                false,
-                Some(policy),
-                changes,
-            ));
-        }
-        let mut plan = Plan::default();
-        if existing == Some(AggregateKind::Materialized) {
-            plan.statements
-                .push(format!("DROP MATERIALIZED VIEW {view}"));
-            plan.changes.push(format!(
-                "replaced materialized view {view}, left by a run without TimescaleDB, \
-                 with a continuous aggregate"
-            ));
-        }
-        plan.extend(self.continuous_plan(&policy));
-        let changes = plan
-            .apply(client, &format!("creating continuous aggregate {view}"))
-            .await?;
+            (replaced, true) => {
+                let policy = self.fitted_policy();
+                let mut plan = Plan::default();
+                if replaced.is_some() {
+                    plan.statements
+                        .push(format!("DROP MATERIALIZED VIEW {view}"));
+                    plan.changes.push(format!(
+                        "replaced materialized view {view}, left by a run without TimescaleDB, \
+                         with a continuous aggregate"
+                    ));
+                }
+                plan.extend(self.continuous_plan(&policy));
+                let changes = plan
+                    .apply(client, &format!("creating continuous aggregate {view}"))
+                    .await?;
+                refresh_aggregate(client, &self.view).await?;
+                (AggregateKind::Continuous, true, Some(policy), changes)
+            }
+        };
         for change in &changes {
             tracing::info!("{change}");
         }
-        refresh_aggregate(client, &self.view).await?;
-        Ok(report(
-            AggregateKind::Continuous,
-            true,
-            Some(policy),
+        Ok(AggregateReport {
+            view,
+            kind,
+            created,
+            policy,
             changes,
-        ))
+        })
+    }
+
+    /// The policy, widened where TimescaleDB needs it for this bucket size.
+    fn fitted_policy(&self) -> TimescalePolicy {
+        let policy = self.policy.fitted_to(self.bucket);
+        if policy != self.policy {
+            tracing::info!(view = %self.view, ?policy, "widened the policy to fit the bucket size");
+        }
+        policy
     }
 
     /// Brings the aggregate up to date with its source; see [`refresh_aggregate`].

@@ -236,6 +236,16 @@ impl TestServer {
         server
     }
 
+    /// Creates and starts a server that loads TimescaleDB
+    /// (`shared_preload_libraries = 'timescaledb'`, telemetry off); panics, with the
+    /// server's log, when TimescaleDB is not installed for this PostgreSQL.
+    pub fn start_timescaledb() -> Self {
+        Self::start_with(&[
+            ("shared_preload_libraries", "timescaledb"),
+            ("timescaledb.telemetry_level", "off"),
+        ])
+    }
+
     /// The port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port

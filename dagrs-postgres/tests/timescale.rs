@@ -11,7 +11,6 @@
 //! PostgreSQL that `DAGRS_PG_BIN` or `pg_config` names. Without TimescaleDB every test fails,
 //! saying so. Each test creates and drops its own database.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -50,20 +49,14 @@ impl std::ops::Deref for TsDb {
 }
 
 fn preloaded_server() -> TestServer {
-    let settings = [
-        ("shared_preload_libraries", "timescaledb"),
-        ("timescaledb.telemetry_level", "off"),
-    ];
-    std::panic::catch_unwind(AssertUnwindSafe(|| TestServer::start_with(&settings))).unwrap_or_else(
-        |_| {
-            panic!(
-                "these tests need TimescaleDB: a PostgreSQL server with shared_preload_libraries \
-                 = 'timescaledb' did not start (above: why). Install TimescaleDB for this \
-                 PostgreSQL (on the CI machine: ../shared/timescaledb/install.sh), or set \
-                 TIMESCALE_URL to a server that preloads it"
-            )
-        },
-    )
+    std::panic::catch_unwind(TestServer::start_timescaledb).unwrap_or_else(|_| {
+        panic!(
+            "these tests need TimescaleDB: a PostgreSQL server with shared_preload_libraries = \
+             'timescaledb' did not start (above: why). Install TimescaleDB for this PostgreSQL \
+             (on the CI machine: ../shared/timescaledb/install.sh), or set TIMESCALE_URL to a \
+             server that preloads it"
+        )
+    })
 }
 
 /// The admin URL of the TimescaleDB server, and the server when it is the tests' own.
