@@ -14,8 +14,18 @@
 //! not timed. The bench creates its own database on `DAGRS_BENCH_PG`
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`) and drops it at the end.
 //!
+//! The group `ingest_timescale` measures the bulk writes into a TimescaleDB
+//! hypertable beside a plain table on the same server: into an empty table
+//! (the direct `COPY` path), over 1,000,000 stored rows, and over 1,000,000
+//! rows in compressed chunks. Its server is `TIMESCALE_URL` (a URL to any
+//! database on a server with `shared_preload_libraries = 'timescaledb'`), else
+//! a throwaway server of the bench's own (`TestServer`, which needs TimescaleDB
+//! installed for the local PostgreSQL); without either, the group is skipped,
+//! saying so.
+//!
 //! ```text
-//! cargo bench --bench ingest
+//! cargo bench --bench ingest                       # both groups
+//! cargo bench --bench ingest -- ingest_timescale   # the TimescaleDB group only
 //! ```
 
 use std::sync::Arc;
@@ -23,10 +33,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use dagrs_postgres::testing::TestServer;
 use dagrs_postgres::tokio_postgres::binary_copy::BinaryCopyInWriter;
 use dagrs_postgres::tokio_postgres::types::{ToSql, Type};
 use dagrs_postgres::tokio_postgres::{self, Client, NoTls};
-use dagrs_postgres::{CopyRow, QualifiedName, RowWriter, Upsert, WriteMode, WritePath};
+use dagrs_postgres::{
+    compress_hypertable, readings_table_sql, Compression, CopyRow, Ident, PgInterval,
+    QualifiedName, RowWriter, Upsert, WriteMode, WritePath,
+};
 use serde_json::{json, Value};
 
 const BULK_ROWS: i64 = 1_000_000;
@@ -82,6 +96,11 @@ fn table() -> QualifiedName {
     QualifiedName::parse("influx_hist").unwrap()
 }
 
+/// A plain table like `influx_hist`, beside the hypertable on the TimescaleDB server.
+fn plain_table() -> QualifiedName {
+    QualifiedName::parse("influx_plain").unwrap()
+}
+
 async fn connect(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
@@ -98,9 +117,8 @@ struct BenchDb {
 }
 
 impl BenchDb {
-    fn create(rt: &tokio::runtime::Runtime) -> Self {
-        let admin_url =
-            std::env::var("DAGRS_BENCH_PG").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+    /// The bench's database on `admin_url`'s server, with the EcoAnP tables.
+    fn create(rt: &tokio::runtime::Runtime, admin_url: String) -> Self {
         let name = format!("dagrs_bench_ingest_{}", std::process::id());
         let mut config: tokio_postgres::Config = admin_url.parse().expect("a valid URL");
         config.dbname(&name);
@@ -150,17 +168,17 @@ impl Drop for BenchDb {
 }
 
 /// Empties the table and flushes dirty pages, so no iteration pays for the last one's.
-async fn reset(client: &Client) {
+async fn reset(client: &Client, table: &QualifiedName) {
     client
-        .batch_execute("TRUNCATE influx_hist; CHECKPOINT")
+        .batch_execute(&format!("TRUNCATE {table}; CHECKPOINT"))
         .await
         .expect("TRUNCATE");
 }
 
 /// Empties the table and fills it with `rows`, vacuumed and analyzed.
-async fn refill(client: &mut Client, rows: &[Reading]) {
-    reset(client).await;
-    let stats = Upsert::new(table(), &["ts", "tag_name"])
+async fn refill(client: &mut Client, table: &QualifiedName, rows: &[Reading]) {
+    reset(client, table).await;
+    let stats = Upsert::new(table.clone(), &["ts", "tag_name"])
         .unwrap()
         .mode(WriteMode::Direct)
         .execute(client, rows)
@@ -168,7 +186,7 @@ async fn refill(client: &mut Client, rows: &[Reading]) {
         .expect("refill");
     assert_eq!(stats.inserted, rows.len() as u64);
     client
-        .batch_execute("VACUUM ANALYZE influx_hist")
+        .batch_execute(&format!("VACUUM ANALYZE {table}"))
         .await
         .expect("VACUUM");
     client
@@ -182,7 +200,9 @@ fn ingest(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let db = BenchDb::create(&rt);
+    let admin_url =
+        std::env::var("DAGRS_BENCH_PG").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+    let db = BenchDb::create(&rt, admin_url);
     let mut client = rt.block_on(connect(&db.url));
     let small_v1 = readings(ROW_BY_ROW_ROWS, 1);
     let small_v2 = readings(ROW_BY_ROW_ROWS, 2);
@@ -202,7 +222,7 @@ fn ingest(c: &mut Criterion) {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    refill(&mut client, &small_v1).await;
+                    refill(&mut client, &table(), &small_v1).await;
                     let start = Instant::now();
                     let tx = client.transaction().await.unwrap();
                     let statement = tx.prepare(SEED_INSERT).await.unwrap();
@@ -228,7 +248,7 @@ fn ingest(c: &mut Criterion) {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    reset(&client).await;
+                    reset(&client, &table()).await;
                     let start = Instant::now();
                     let stats = writer.execute(&mut client, &bulk_v1).await.unwrap();
                     total += start.elapsed();
@@ -248,7 +268,7 @@ fn ingest(c: &mut Criterion) {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    refill(&mut client, &bulk_v1).await;
+                    refill(&mut client, &table(), &bulk_v1).await;
                     let start = Instant::now();
                     let stats = writer.execute(&mut client, &bulk_v2).await.unwrap();
                     total += start.elapsed();
@@ -274,7 +294,7 @@ fn ingest(c: &mut Criterion) {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    reset(&client).await;
+                    reset(&client, &table()).await;
                     let start = Instant::now();
                     let tx = client.transaction().await.unwrap();
                     let sink = tx.copy_in(COPY_RAW).await.unwrap();
@@ -300,5 +320,144 @@ fn ingest(c: &mut Criterion) {
     drop(db);
 }
 
-criterion_group!(benches, ingest);
+/// The TimescaleDB server: `TIMESCALE_URL`, else a `TestServer` of the bench's own.
+fn timescale_server() -> Option<(String, Option<TestServer>)> {
+    if let Ok(url) = std::env::var("TIMESCALE_URL") {
+        return Some((url, None));
+    }
+    let server = std::panic::catch_unwind(TestServer::start_timescaledb).ok()?;
+    Some((server.url("postgres"), Some(server)))
+}
+
+/// Writes into a hypertable, plain and compressed, beside a plain table on the same server.
+fn ingest_timescale(c: &mut Criterion) {
+    let Some((admin_url, server)) = timescale_server() else {
+        eprintln!(
+            "ingest_timescale skipped: no TimescaleDB (set TIMESCALE_URL, or install TimescaleDB \
+             for the local PostgreSQL)"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = BenchDb::create(&rt, admin_url);
+    let mut client = rt.block_on(connect(&db.url));
+    rt.block_on(async {
+        client
+            .batch_execute(&readings_table_sql(&plain_table()))
+            .await
+            .unwrap();
+        let compression = Compression::after(PgInterval::parse("7 days").unwrap())
+            .segment_by([Ident::new("tag_name").unwrap()]);
+        compress_hypertable(&client, &table(), Some(&compression))
+            .await
+            .expect("influx_hist is a hypertable: TimescaleDB is in use");
+        // The bench compresses chunks itself; the policy must not do it behind its back.
+        client
+            .batch_execute(
+                "SELECT alter_job(job_id, scheduled => FALSE) FROM timescaledb_information.jobs \
+                 WHERE proc_name = 'policy_compression'",
+            )
+            .await
+            .unwrap();
+    });
+    let bulk_v1 = readings(BULK_ROWS, 1);
+    let bulk_v2 = readings(BULK_ROWS, 2);
+
+    let mut group = c.benchmark_group("ingest_timescale");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Elements(BULK_ROWS as u64));
+
+    for (name, target) in [("plain", plain_table()), ("hypertable", table())] {
+        group.bench_function(format!("{name}_bulk_into_empty"), |b| {
+            let writer = Upsert::new(target.clone(), &["ts", "tag_name"])
+                .unwrap()
+                .mode(WriteMode::Auto);
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        reset(&client, &target).await;
+                        let start = Instant::now();
+                        let stats = writer.execute(&mut client, &bulk_v1).await.unwrap();
+                        total += start.elapsed();
+                        assert_eq!(
+                            (stats.path, stats.inserted),
+                            (WritePath::Direct, BULK_ROWS as u64)
+                        );
+                    }
+                    total
+                })
+            })
+        });
+    }
+
+    for (name, target, compressed) in [
+        ("plain", plain_table(), false),
+        ("hypertable", table(), false),
+        ("hypertable_compressed", table(), true),
+    ] {
+        group.bench_function(format!("{name}_upsert_over_existing"), |b| {
+            let writer = Upsert::new(target.clone(), &["ts", "tag_name"]).unwrap();
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        refill(&mut client, &target, &bulk_v1).await;
+                        if compressed {
+                            client
+                                .batch_execute(
+                                    "SELECT compress_chunk(c) FROM show_chunks('influx_hist') c; \
+                                     CHECKPOINT",
+                                )
+                                .await
+                                .expect("compressing every chunk");
+                        }
+                        let compressed_chunks: i64 = client
+                            .query_one(
+                                "SELECT count(*) FROM timescaledb_information.chunks \
+                                 WHERE hypertable_name = $1 AND is_compressed",
+                                &[&target.name().as_str()],
+                            )
+                            .await
+                            .unwrap()
+                            .get(0);
+                        assert_eq!(compressed_chunks > 0, compressed);
+                        let start = Instant::now();
+                        let tx = client.transaction().await.unwrap();
+                        if compressed {
+                            // 1,000,000 rows decompressed: past TimescaleDB's default limit.
+                            tx.batch_execute(
+                                "SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0",
+                            )
+                            .await
+                            .unwrap();
+                        }
+                        let stats = writer.execute_in(&tx, &bulk_v2).await.unwrap();
+                        tx.commit().await.unwrap();
+                        total += start.elapsed();
+                        assert_eq!(
+                            (stats.path, stats.updated),
+                            (WritePath::Staged, BULK_ROWS as u64)
+                        );
+                    }
+                    total
+                })
+            })
+        });
+    }
+
+    group.finish();
+    drop(client);
+    drop(db);
+    drop(server);
+}
+
+criterion_group!(benches, ingest, ingest_timescale);
 criterion_main!(benches);

@@ -502,3 +502,68 @@ async fn a_day_backfilled_is_one_range_and_running_it_again_changes_nothing() {
     assert_eq!(again.step("influx_data").unwrap().metadata["inserted"], 0);
     assert_eq!(rows().await, before, "the same rows");
 }
+
+#[test]
+fn aggregate_policies_are_config_checked_when_it_is_read() {
+    let build = |config: serde_json::Value| {
+        let pg =
+            dagrs_postgres::PostgresResource::from_url("postgres://postgres@127.0.0.1/x").unwrap();
+        Definitions::builder()
+            .specs(assets![influx_tags, influx_data, create_aggregates])
+            .resource(pg)
+            .resource(Source::Simulator(sim()))
+            .config(RunConfig::new().asset("create_aggregates", config))
+            .build()
+    };
+    let bad = [
+        (
+            json!({ "refresh": { "start_offset": "1 minute", "end_offset": "1 hour" } }),
+            "start_offset (1 minute) must be longer ago than end_offset (1 hour)",
+        ),
+        (
+            json!({ "refresh": { "schedule_interval": "5 minutes; DROP TABLE influx_hist" } }),
+            "invalid bucket interval \"5 minutes; DROP TABLE influx_hist\"",
+        ),
+        (
+            json!({ "compression": { "after": "1 month" } }),
+            "months and years have no fixed length",
+        ),
+        (
+            json!({ "compression": { "segment_by": ["qc"] } }),
+            "cannot segment by \"qc\"",
+        ),
+        (
+            json!({ "compression": { "segment_by": ["tag_name", "tag_name"] } }),
+            "tag_name is listed more than once",
+        ),
+        (
+            json!({ "compression": { "segment_by": ["Tag Name"] } }),
+            "invalid SQL identifier \"Tag Name\"",
+        ),
+    ];
+    for (config, expected) in bad {
+        let err = build(config.clone())
+            .err()
+            .unwrap_or_else(|| panic!("{config} was accepted"))
+            .to_string();
+        assert!(err.contains("create_aggregates"), "{err}");
+        assert!(err.contains(expected), "{expected:?} not in: {err}");
+    }
+    // Partial policies keep the seed's other values; `compression: null` turns it off.
+    let config: ecoanp::assets::AggregatesConfig = serde_json::from_value(json!({
+        "refresh": { "schedule_interval": "10 minutes" },
+        "compression": null,
+    }))
+    .unwrap();
+    let policy = config.policy();
+    assert_eq!(policy.refresh_schedule.to_string(), "10 minutes");
+    assert_eq!(policy.refresh_start_offset.to_string(), "1 hour");
+    assert_eq!(policy.compression, None);
+    let seed = ecoanp::assets::AggregatesConfig::default().policy();
+    let compression = seed.compression.unwrap();
+    assert_eq!(compression.after.to_string(), "1 week");
+    assert_eq!(compression.segment_by[0].as_str(), "tag_name");
+    assert!(
+        build(json!({ "compression": null, "refresh": { "end_offset": "2 minutes" } })).is_ok()
+    );
+}

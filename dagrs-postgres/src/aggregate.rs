@@ -1,12 +1,16 @@
 //! Time-bucketed aggregates: TimescaleDB continuous aggregates, or plain
 //! materialized views over `date_bin` when TimescaleDB is missing.
 
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::error::{query_error, Error, Result};
 use crate::ident::{string_literal, Ident, QualifiedName};
 use crate::interval::PgInterval;
-use crate::timescale::timescaledb_available;
+use crate::timescale::{
+    timescaledb_available, timescaledb_in_use, Compressible, Compression, CompressionState, Plan,
+};
 
 /// Buckets start at this instant plus whole multiples of the bucket size: the
 /// origin TimescaleDB's `time_bucket` uses for fixed-length buckets (a Monday,
@@ -25,13 +29,13 @@ pub enum AggregateKind {
 
 /// Refresh and compression policies of a continuous aggregate. The defaults
 /// are the EcoAnP pipeline's: refresh every 5 minutes the window from 1 hour
-/// to 1 minute ago, compress after 7 days.
+/// to 1 minute ago, compress after 7 days (segmented by nothing).
 ///
 /// TimescaleDB rejects a refresh window shorter than two buckets, and before
-/// 2.18.1 a `compress_after` not beyond the refresh window, so
+/// 2.18.1 a compression age not beyond the refresh window, so
 /// [`BucketAggregate::create`] widens them when needed (a 1-hour bucket
 /// refreshes from 2 hours 1 minute ago); the report shows the values used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimescalePolicy {
     /// Start of the refresh window, before now.
     pub refresh_start_offset: PgInterval,
@@ -39,8 +43,9 @@ pub struct TimescalePolicy {
     pub refresh_end_offset: PgInterval,
     /// How often the refresh runs.
     pub refresh_schedule: PgInterval,
-    /// Compress buckets older than this; `None` leaves the aggregate uncompressed.
-    pub compress_after: Option<PgInterval>,
+    /// Compression of old buckets; `None` leaves the aggregate uncompressed. Its
+    /// segment-by columns must be among the aggregate's group columns.
+    pub compression: Option<Compression>,
 }
 
 impl Default for TimescalePolicy {
@@ -50,7 +55,7 @@ impl Default for TimescalePolicy {
             refresh_start_offset: interval(3600),
             refresh_end_offset: interval(60),
             refresh_schedule: interval(300),
-            compress_after: Some(interval(7 * 86_400)),
+            compression: Some(Compression::after(interval(7 * 86_400))),
         }
     }
 }
@@ -58,23 +63,32 @@ impl Default for TimescalePolicy {
 impl TimescalePolicy {
     /// The policy TimescaleDB accepts for `bucket`: the refresh window covers
     /// at least two buckets, and compression starts after the window.
-    fn fitted_to(self, bucket: PgInterval) -> Self {
+    fn fitted_to(&self, bucket: PgInterval) -> Self {
         let shortest_start = self
             .refresh_end_offset
             .saturating_add(bucket.saturating_mul(2));
         let refresh_start_offset = self.refresh_start_offset.max(shortest_start);
-        let compress_after = self.compress_after.map(|after| {
-            if after > refresh_start_offset {
-                after
-            } else {
-                refresh_start_offset.saturating_add(bucket)
+        let compression = self.compression.clone().map(|mut compression| {
+            if compression.after <= refresh_start_offset {
+                compression.after = refresh_start_offset.saturating_add(bucket);
             }
+            compression
         });
         Self {
             refresh_start_offset,
-            compress_after,
-            ..self
+            compression,
+            ..self.clone()
         }
+    }
+
+    /// The refresh window and schedule in seconds: (start offset, end offset, schedule).
+    fn refresh_seconds(&self) -> [Option<i64>; 3] {
+        [
+            self.refresh_start_offset,
+            self.refresh_end_offset,
+            self.refresh_schedule,
+        ]
+        .map(|interval| i64::try_from(interval.as_secs()).ok())
     }
 }
 
@@ -86,10 +100,13 @@ pub struct AggregateReport {
     pub view: String,
     /// The kind of aggregate the view is.
     pub kind: AggregateKind,
-    /// `false` when the view already existed and was left as it was.
+    /// `false` when the view already existed (then only its policies may have changed).
     pub created: bool,
-    /// The policies set on a newly created continuous aggregate.
+    /// The policies of a continuous aggregate, as fitted to its bucket size.
     pub policy: Option<TimescalePolicy>,
+    /// What this call changed, one line each: empty when the aggregate already was
+    /// as asked.
+    pub changes: Vec<String>,
 }
 
 /// An aggregate, listed by [`list_aggregates`].
@@ -204,59 +221,133 @@ impl BucketAggregate {
         self.bucket
     }
 
-    /// Creates the aggregate unless a view of that name exists (then it is
-    /// left as it is), choosing a continuous aggregate when TimescaleDB is
-    /// installed and the source is a hypertable, a materialized view otherwise.
+    /// Creates the aggregate, or brings an existing one in line with its policy:
+    /// a continuous aggregate when TimescaleDB is installed and the source is a
+    /// hypertable, a materialized view otherwise.
     ///
-    /// The materialized view is created and filled in one transaction. The
-    /// continuous aggregate takes several statements, since its refresh cannot
-    /// run inside a transaction; if one fails, what came before stays.
+    /// - Nothing has the view's name: it is created. A materialized view is
+    ///   created and filled in one transaction. A continuous aggregate is created
+    ///   with its refresh and compression policies in one transaction, then
+    ///   refreshed over its whole range (a refresh cannot run inside a
+    ///   transaction; should it fail, the view exists with its policies, and the
+    ///   refresh policy or [`refresh`](Self::refresh) fills it).
+    /// - A continuous aggregate: its policies are compared with
+    ///   [`policy`](Self::policy) and mended where they differ; the view's query
+    ///   is left as it is. A second call with the same policy changes nothing.
+    /// - A materialized view while the continuous path is open (left by a run
+    ///   from before TimescaleDB was installed): it is replaced by a continuous
+    ///   aggregate in one transaction, so a source never has aggregates of both
+    ///   kinds. Views that depend on it make this fail, changing nothing.
+    /// - A materialized view otherwise: left as it is.
+    ///
+    /// Segment-by columns that are not group columns
+    /// ([`Error::InvalidSetting`]) and an installed TimescaleDB older than
+    /// [`TIMESCALEDB_MIN_VERSION`](crate::TIMESCALEDB_MIN_VERSION)
+    /// ([`Error::TimescaleTooOld`]) stop it before anything is changed.
     pub async fn create(&self, client: &Client) -> Result<AggregateReport> {
+        self.check_segment_by()?;
         let view = self.view.to_string();
-        if let Some(kind) = aggregate_kind(client, &self.view).await? {
-            return Ok(AggregateReport {
-                view,
-                kind,
-                created: false,
-                policy: None,
-            });
-        }
-        if timescaledb_available(client).await? && self.source_is_hypertable(client).await? {
-            let policy = self.policy.fitted_to(self.bucket);
-            if policy != self.policy {
-                tracing::info!(view = %view, ?policy, "widened the policy to fit the bucket size");
-            }
-            for statement in self.continuous_statements(&policy) {
+        let continuous = timescaledb_in_use(client).await?.is_some()
+            && self.source_is_hypertable(client).await?;
+        let existing = aggregate_kind(client, &self.view).await?;
+        let (kind, created, policy, changes) = match (existing, continuous) {
+            (None, false) => {
                 client
-                    .batch_execute(&statement)
+                    .batch_execute(&self.materialized_statements().join(";\n"))
                     .await
-                    .map_err(query_error(format!("creating continuous aggregate {view}")))?;
+                    .map_err(query_error(format!("creating materialized view {view}")))?;
+                let change = format!("created materialized view {view} (TimescaleDB not used)");
+                (AggregateKind::Materialized, true, None, vec![change])
             }
-            tracing::info!(view = %view, "created continuous aggregate");
-            Ok(AggregateReport {
-                view,
-                kind: AggregateKind::Continuous,
-                created: true,
-                policy: Some(policy),
-            })
-        } else {
-            client
-                .batch_execute(&self.materialized_statements().join(";\n"))
-                .await
-                .map_err(query_error(format!("creating materialized view {view}")))?;
-            tracing::info!(view = %view, "created materialized view (TimescaleDB not used)");
-            Ok(AggregateReport {
-                view,
-                kind: AggregateKind::Materialized,
-                created: true,
-                policy: None,
-            })
+            (Some(AggregateKind::Materialized), false) => {
+                (AggregateKind::Materialized, false, None, Vec::new())
+            }
+            (Some(AggregateKind::Continuous), _) => {
+                let policy = self.fitted_policy();
+                let changes = self.mend_policies(client, &policy).await?;
+                (AggregateKind::Continuous, false, Some(policy), changes)
+            }
+            (replaced, true) => {
+                let policy = self.fitted_policy();
+                let mut plan = Plan::default();
+                if replaced.is_some() {
+                    plan.statements
+                        .push(format!("DROP MATERIALIZED VIEW {view}"));
+                    plan.changes.push(format!(
+                        "replaced materialized view {view}, left by a run without TimescaleDB, \
+                         with a continuous aggregate"
+                    ));
+                }
+                plan.extend(self.continuous_plan(&policy));
+                let changes = plan
+                    .apply(client, &format!("creating continuous aggregate {view}"))
+                    .await?;
+                refresh_aggregate(client, &self.view).await?;
+                (AggregateKind::Continuous, true, Some(policy), changes)
+            }
+        };
+        for change in &changes {
+            tracing::info!("{change}");
         }
+        Ok(AggregateReport {
+            view,
+            kind,
+            created,
+            policy,
+            changes,
+        })
+    }
+
+    /// The policy, widened where TimescaleDB needs it for this bucket size.
+    fn fitted_policy(&self) -> TimescalePolicy {
+        let policy = self.policy.fitted_to(self.bucket);
+        if policy != self.policy {
+            tracing::info!(view = %self.view, ?policy, "widened the policy to fit the bucket size");
+        }
+        policy
     }
 
     /// Brings the aggregate up to date with its source; see [`refresh_aggregate`].
     pub async fn refresh(&self, client: &Client) -> Result<AggregateKind> {
         refresh_aggregate(client, &self.view).await
+    }
+
+    /// Brings the buckets that hold any instant of `[start, end)` up to date
+    /// with the source: a continuous aggregate with
+    /// `refresh_continuous_aggregate` over that window widened to whole buckets
+    /// (TimescaleDB refreshes only buckets wholly inside the window); a
+    /// materialized view whole, as [`refresh`](Self::refresh) does. An `end`
+    /// not after `start` is an [`Error::InvalidSetting`].
+    pub async fn refresh_window(
+        &self,
+        client: &Client,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<AggregateKind> {
+        if end <= start {
+            return Err(Error::InvalidSetting {
+                setting: "refresh window",
+                value: format!("{start} to {end}"),
+                reason: "the end must be after the start",
+            });
+        }
+        let kind = aggregate_kind(client, &self.view)
+            .await?
+            .ok_or_else(|| not_an_aggregate(&self.view, "it does not exist"))?;
+        if kind == AggregateKind::Materialized {
+            return refresh_aggregate(client, &self.view).await;
+        }
+        let (start, end) = whole_buckets(self.bucket, start, end);
+        let view = &self.view;
+        let statement = format!(
+            "CALL refresh_continuous_aggregate({}, {}::timestamptz, {}::timestamptz)",
+            string_literal(&view.to_string()),
+            string_literal(&start.to_rfc3339()),
+            string_literal(&end.to_rfc3339()),
+        );
+        let action = format!("refreshing {view} from {start} to {end}");
+        run_refresh(client, &statement, action).await?;
+        Ok(kind)
     }
 
     async fn source_is_hypertable(&self, client: &Client) -> Result<bool> {
@@ -288,41 +379,135 @@ impl BucketAggregate {
         )
     }
 
-    /// The statements of the TimescaleDB path, run one by one outside a transaction.
-    fn continuous_statements(&self, policy: &TimescalePolicy) -> Vec<String> {
+    /// Segment-by columns must be group columns: a continuous aggregate has no others
+    /// (besides the bucket, which orders the compressed rows).
+    fn check_segment_by(&self) -> Result<()> {
+        let segment_by = self.policy.compression.iter().flat_map(|c| &c.segment_by);
+        match segment_by
+            .into_iter()
+            .find(|column| !self.group_by.contains(column))
+        {
+            None => Ok(()),
+            Some(column) => Err(Error::InvalidSetting {
+                setting: "segment_by",
+                value: format!("{column} (for {})", self.view),
+                reason: "an aggregate can only be segmented by columns it groups by \
+                         (BucketAggregate::group_by)",
+            }),
+        }
+    }
+
+    fn compressible(&self) -> Compressible {
+        Compressible {
+            alter: format!("ALTER MATERIALIZED VIEW {}", self.view),
+            relation: self.view.to_string(),
+            time_column: Ident::known("bucket"),
+        }
+    }
+
+    /// The statements that create the continuous aggregate with its policies, all
+    /// of which may run in one transaction (the first refresh may not).
+    fn continuous_plan(&self, policy: &TimescalePolicy) -> Plan {
         let (view, source, time) = (&self.view, &self.source, &self.time_column);
         let groups = self.group_list();
-        let regclass = string_literal(&view.to_string());
-        let mut statements = vec![
-            format!(
-                "CREATE MATERIALIZED VIEW {view} WITH (timescaledb.continuous) AS \
+        let mut plan = Plan {
+            statements: vec![format!(
+                "CREATE MATERIALIZED VIEW {view} \
+                 WITH (timescaledb.continuous, timescaledb.materialized_only = TRUE) AS \
                  SELECT time_bucket({bucket}, {time}) AS bucket{groups}, {aggregates} \
                  FROM {source} GROUP BY bucket{groups} WITH NO DATA",
                 bucket = self.bucket.to_sql(),
                 aggregates = self.aggregates(),
-            ),
-            format!(
-                "SELECT add_continuous_aggregate_policy({regclass}, start_offset => {}, \
-                 end_offset => {}, schedule_interval => {}, if_not_exists => TRUE)",
-                policy.refresh_start_offset.to_sql(),
-                policy.refresh_end_offset.to_sql(),
-                policy.refresh_schedule.to_sql(),
-            ),
-        ];
-        if let Some(after) = policy.compress_after {
-            statements.push(format!(
-                "ALTER MATERIALIZED VIEW {view} SET (timescaledb.compress = TRUE)"
-            ));
-            statements.push(format!(
-                "SELECT add_compression_policy({regclass}, compress_after => {}, \
-                 if_not_exists => TRUE)",
-                after.to_sql()
+            )],
+            changes: vec![format!("created continuous aggregate {view}")],
+        };
+        plan.extend(self.refresh_plan(policy, None));
+        plan.extend(
+            self.compressible()
+                .plan(&CompressionState::default(), policy.compression.as_ref()),
+        );
+        plan
+    }
+
+    /// What brings the refresh policy from `current` (start offset, end offset,
+    /// schedule, in seconds; `None` when there is no policy) to `policy`.
+    fn refresh_plan(&self, policy: &TimescalePolicy, current: Option<[Option<i64>; 3]>) -> Plan {
+        let mut plan = Plan::default();
+        if current == Some(policy.refresh_seconds()) {
+            return plan;
+        }
+        let view = &self.view;
+        let regclass = string_literal(&view.to_string());
+        if current.is_some() {
+            plan.statements.push(format!(
+                "SELECT remove_continuous_aggregate_policy({regclass}, if_exists => TRUE)"
             ));
         }
-        statements.push(format!(
-            "CALL refresh_continuous_aggregate({regclass}, NULL, NULL)"
+        plan.statements.push(format!(
+            "SELECT add_continuous_aggregate_policy({regclass}, start_offset => {}, \
+             end_offset => {}, schedule_interval => {}, if_not_exists => TRUE)",
+            policy.refresh_start_offset.to_sql(),
+            policy.refresh_end_offset.to_sql(),
+            policy.refresh_schedule.to_sql(),
         ));
-        statements
+        plan.changes.push(format!(
+            "{} the refresh policy of {view}: every {}, the window from {} to {} ago",
+            if current.is_some() {
+                "replaced"
+            } else {
+                "added"
+            },
+            policy.refresh_schedule,
+            policy.refresh_start_offset,
+            policy.refresh_end_offset,
+        ));
+        plan
+    }
+
+    /// Compares the policies of the existing continuous aggregate with `policy`
+    /// and mends the differences in one transaction.
+    async fn mend_policies(
+        &self,
+        client: &Client,
+        policy: &TimescalePolicy,
+    ) -> Result<Vec<String>> {
+        let view = self.view.to_string();
+        let row = client
+            .query_one(
+                "SELECT c.view_schema::text, c.view_name::text, \
+                        c.materialization_hypertable_schema::text, \
+                        c.materialization_hypertable_name::text, c.compression_enabled \
+                 FROM timescaledb_information.continuous_aggregates c \
+                 WHERE format('%I.%I', c.view_schema, c.view_name)::regclass = to_regclass($1)",
+                &[&view],
+            )
+            .await
+            .map_err(query_error(format!(
+                "looking up continuous aggregate {view}"
+            )))?;
+        let names: [(String, String); 2] = [(row.get(0), row.get(1)), (row.get(2), row.get(3))];
+        let [(schema, name), (ht_schema, ht_name)] = &names;
+        let refresh = client
+            .query_opt(
+                "SELECT extract(epoch FROM (config->>'start_offset')::interval)::bigint, \
+                        extract(epoch FROM (config->>'end_offset')::interval)::bigint, \
+                        extract(epoch FROM schedule_interval)::bigint \
+                 FROM timescaledb_information.jobs \
+                 WHERE proc_name = 'policy_refresh_continuous_aggregate' \
+                   AND ((hypertable_schema::text = $1 AND hypertable_name::text = $2) \
+                     OR (hypertable_schema::text = $3 AND hypertable_name::text = $4)) \
+                 ORDER BY job_id LIMIT 1",
+                &[schema, name, ht_schema, ht_name],
+            )
+            .await
+            .map_err(query_error(format!("reading the refresh policy of {view}")))?
+            .map(|row| [row.get(0), row.get(1), row.get(2)]);
+        let compressible = self.compressible();
+        let compression = compressible.state(client, &names, row.get(4)).await?;
+        let mut plan = self.refresh_plan(policy, refresh);
+        plan.extend(compressible.plan(&compression, policy.compression.as_ref()));
+        plan.apply(client, &format!("updating the policies of {view}"))
+            .await
     }
 
     /// The statements of the plain PostgreSQL path, run as one transaction.
@@ -341,6 +526,25 @@ impl BucketAggregate {
             format!("CREATE UNIQUE INDEX ON {view} (bucket{groups})"),
         ]
     }
+}
+
+/// `[start, end)` widened to the buckets of `bucket` it touches, aligned like
+/// [`BUCKET_ORIGIN`].
+fn whole_buckets(
+    bucket: PgInterval,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let origin = Utc.with_ymd_and_hms(2000, 1, 3, 0, 0, 0).unwrap();
+    let width = i64::try_from(bucket.as_secs())
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000);
+    let micros = |t: DateTime<Utc>| (t - origin).num_microseconds().unwrap_or(i64::MAX);
+    let floor = |t| micros(t).div_euclid(width).saturating_mul(width);
+    let first = floor(start);
+    let last = floor(end - TimeDelta::microseconds(1)).saturating_add(width);
+    let at = |offset| origin + TimeDelta::microseconds(offset);
+    (at(first), at(last))
 }
 
 /// Which kind of aggregate `view` is, or `None` when nothing has that name.
@@ -392,7 +596,9 @@ fn not_an_aggregate(view: &QualifiedName, found: &'static str) -> Error {
 /// CONCURRENTLY` (readers keep reading the old rows meanwhile). A continuous
 /// aggregate is refreshed over its whole range with
 /// `CALL refresh_continuous_aggregate(view, NULL, NULL)`, which cannot run
-/// inside a transaction. Anything else is an [`Error::NotAnAggregate`].
+/// inside a transaction; while a concurrent refresh (such as the refresh
+/// policy's) holds the same buckets, it waits and tries again, for up to about
+/// 30 seconds. Anything else is an [`Error::NotAnAggregate`].
 pub async fn refresh_aggregate(client: &Client, view: &QualifiedName) -> Result<AggregateKind> {
     let kind = aggregate_kind(client, view)
         .await?
@@ -404,11 +610,31 @@ pub async fn refresh_aggregate(client: &Client, view: &QualifiedName) -> Result<
             string_literal(&view.to_string())
         ),
     };
-    client
-        .batch_execute(&statement)
-        .await
-        .map_err(query_error(format!("refreshing {view}")))?;
+    run_refresh(client, &statement, format!("refreshing {view}")).await?;
     Ok(kind)
+}
+
+/// Runs a refresh; while TimescaleDB reports a concurrent refresh of the same
+/// buckets (its refresh policy, or another run), waits for it and tries again,
+/// for up to about 30 seconds.
+async fn run_refresh(client: &Client, statement: &str, action: String) -> Result<()> {
+    let mut wait = std::time::Duration::from_millis(100);
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match client.batch_execute(statement).await {
+            Ok(()) => return Ok(()),
+            Err(err)
+                if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                    && waited < std::time::Duration::from_secs(30) =>
+            {
+                tracing::debug!(%action, ?wait, "a concurrent refresh is running; waiting for it");
+                tokio::time::sleep(wait).await;
+                waited += wait;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(err) => return Err(query_error(action)(err)),
+        }
+    }
 }
 
 /// The aggregates whose names start with `name_prefix` (`""` for all):
@@ -520,11 +746,12 @@ mod tests {
             TimescalePolicy::default(),
             "the seed's policy fits 5-minute buckets"
         );
-        let statements = aggregate.continuous_statements(&policy);
+        let plan = aggregate.continuous_plan(&policy);
         assert_eq!(
-            statements,
+            plan.statements,
             [
-                "CREATE MATERIALIZED VIEW \"influx_agg_5_minutes\" WITH (timescaledb.continuous) AS \
+                "CREATE MATERIALIZED VIEW \"influx_agg_5_minutes\" \
+                 WITH (timescaledb.continuous, timescaledb.materialized_only = TRUE) AS \
                  SELECT time_bucket(INTERVAL '5 minutes', \"ts\") AS bucket, \"tag_name\", \
                  avg(\"value\") AS avg_value, min(\"value\") AS min_value, \
                  max(\"value\") AS max_value, count(*) AS record_count \
@@ -532,28 +759,95 @@ mod tests {
                 "SELECT add_continuous_aggregate_policy('\"influx_agg_5_minutes\"', \
                  start_offset => INTERVAL '1 hour', end_offset => INTERVAL '1 minute', \
                  schedule_interval => INTERVAL '5 minutes', if_not_exists => TRUE)",
-                "ALTER MATERIALIZED VIEW \"influx_agg_5_minutes\" SET (timescaledb.compress = TRUE)",
+                "ALTER MATERIALIZED VIEW \"influx_agg_5_minutes\" SET (timescaledb.compress = TRUE, \
+                 timescaledb.compress_segmentby = '', timescaledb.compress_orderby = '\"bucket\" DESC')",
                 "SELECT add_compression_policy('\"influx_agg_5_minutes\"', \
                  compress_after => INTERVAL '1 week', if_not_exists => TRUE)",
-                "CALL refresh_continuous_aggregate('\"influx_agg_5_minutes\"', NULL, NULL)",
+            ]
+        );
+        assert_eq!(
+            plan.changes,
+            [
+                "created continuous aggregate \"influx_agg_5_minutes\"",
+                "added the refresh policy of \"influx_agg_5_minutes\": every 5 minutes, the \
+                 window from 1 hour to 1 minute ago",
+                "turned on compression of \"influx_agg_5_minutes\", segmented by nothing",
+                "added the compression policy of \"influx_agg_5_minutes\": compress after 1 week",
             ]
         );
         let uncompressed = TimescalePolicy {
-            compress_after: None,
-            ..policy
+            compression: None,
+            ..policy.clone()
         };
-        assert_eq!(aggregate.continuous_statements(&uncompressed).len(), 3);
+        assert_eq!(aggregate.continuous_plan(&uncompressed).statements.len(), 2);
+    }
+
+    #[test]
+    fn refresh_windows_widen_to_whole_buckets() {
+        let at = |h, m, s| Utc.with_ymd_and_hms(2024, 5, 1, h, m, s).unwrap();
+        let hour = interval("1 hour");
+        assert_eq!(
+            whole_buckets(hour, at(11, 30, 0), at(12, 10, 0)),
+            (at(11, 0, 0), at(13, 0, 0))
+        );
+        assert_eq!(
+            whole_buckets(hour, at(11, 0, 0), at(12, 0, 0)),
+            (at(11, 0, 0), at(12, 0, 0)),
+            "an aligned window stays as it is"
+        );
+        // Weeks start on Mondays, like time_bucket's.
+        let (monday, _) = whole_buckets(interval("1 week"), at(11, 0, 0), at(12, 0, 0));
+        assert_eq!(monday, Utc.with_ymd_and_hms(2024, 4, 29, 0, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn refresh_policies_are_replaced_only_when_they_differ() {
+        let aggregate = seed_aggregate("5 minutes");
+        let policy = TimescalePolicy::default();
+        let same = Some([Some(3600), Some(60), Some(300)]);
+        assert_eq!(aggregate.refresh_plan(&policy, same), Plan::default());
+        let other = Some([Some(7200), Some(60), Some(300)]);
+        let plan = aggregate.refresh_plan(&policy, other);
+        assert_eq!(plan.statements.len(), 2);
+        assert_eq!(
+            plan.statements[0],
+            "SELECT remove_continuous_aggregate_policy('\"influx_agg_5_minutes\"', \
+             if_exists => TRUE)"
+        );
+        assert!(plan.changes[0].starts_with("replaced the refresh policy"));
+        let unreadable = Some([None, Some(60), Some(300)]);
+        assert_eq!(
+            aggregate.refresh_plan(&policy, unreadable).statements.len(),
+            2
+        );
+    }
+
+    #[test]
+    fn segment_by_must_be_group_columns() {
+        let week = Compression::after(interval("7 days"));
+        let by_tag = seed_aggregate("1 hour").policy(TimescalePolicy {
+            compression: Some(week.clone().segment_by([Ident::known("tag_name")])),
+            ..TimescalePolicy::default()
+        });
+        assert!(by_tag.check_segment_by().is_ok());
+        let by_qc = seed_aggregate("1 hour").policy(TimescalePolicy {
+            compression: Some(week.segment_by([Ident::known("qc")])),
+            ..TimescalePolicy::default()
+        });
+        let err = by_qc.check_segment_by().unwrap_err().to_string();
+        assert!(err.contains("\"qc\" (for \"influx_agg_1_hour\")"), "{err}");
     }
 
     #[test]
     fn policies_widen_to_fit_large_buckets() {
+        let after = |policy: &TimescalePolicy| policy.compression.as_ref().unwrap().after;
         let hourly = TimescalePolicy::default().fitted_to(interval("1 hour"));
         assert_eq!(hourly.refresh_start_offset.as_secs(), 2 * 3600 + 60);
         assert_eq!(hourly.refresh_end_offset, interval("1 minute"));
-        assert_eq!(hourly.compress_after, Some(interval("7 days")));
+        assert_eq!(after(&hourly), interval("7 days"));
         let weekly = TimescalePolicy::default().fitted_to(interval("2 weeks"));
         assert_eq!(weekly.refresh_start_offset.as_secs(), 28 * 86_400 + 60);
-        assert_eq!(weekly.compress_after.unwrap().as_secs(), 42 * 86_400 + 60);
+        assert_eq!(after(&weekly).as_secs(), 42 * 86_400 + 60);
     }
 
     #[test]

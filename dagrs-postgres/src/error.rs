@@ -218,6 +218,22 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A write into compressed TimescaleDB chunks needed more rows decompressed than
+    /// TimescaleDB allows one transaction.
+    #[error(
+        "writing into {table} stopped at TimescaleDB's limit on rows decompressed per \
+         transaction: {reason}; nothing was written; write fewer rows into compressed time \
+         ranges per call, or raise the limit for the call with SET LOCAL \
+         timescaledb.max_tuples_decompressed_per_dml_transaction = 0 in a transaction \
+         passed to Upsert::execute_in"
+    )]
+    DecompressionLimit {
+        /// The target table.
+        table: String,
+        /// The server's message.
+        reason: String,
+    },
+
     /// A name given as an aggregate is something else, or nothing.
     #[error(
         "{view} is not a materialized view or continuous aggregate: {found}; create it with \
@@ -228,6 +244,34 @@ pub enum Error {
         view: String,
         /// What was found instead.
         found: &'static str,
+    },
+
+    /// The database has a TimescaleDB older than the features this crate uses need;
+    /// nothing was changed.
+    #[error(
+        "TimescaleDB {version} is installed in database {database:?}, but dagrs-postgres needs \
+         {required} or newer (for {needed_for}); nothing was changed; install a newer \
+         TimescaleDB on the server and run ALTER EXTENSION timescaledb UPDATE in the database"
+    )]
+    TimescaleTooOld {
+        /// The installed version.
+        version: String,
+        /// The database.
+        database: String,
+        /// The oldest version accepted ([`TIMESCALEDB_MIN_VERSION`](crate::TIMESCALEDB_MIN_VERSION)).
+        required: &'static str,
+        /// The features that need it.
+        needed_for: &'static str,
+    },
+
+    /// A table that should be a hypertable is a plain table.
+    #[error(
+        "{table} is not a TimescaleDB hypertable, so its chunks cannot be compressed; turn it \
+         into one first (create_hypertable)"
+    )]
+    NotAHypertable {
+        /// The table as given.
+        table: String,
     },
 
     /// A dagrs store was written by a newer dagrs-postgres than this one; it was left as it is.

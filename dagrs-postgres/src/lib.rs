@@ -10,9 +10,11 @@
 //! - [`CopyRow`] and [`Upsert`]: binary `COPY` into a staging table and one
 //!   `INSERT … ON CONFLICT` per chunk, all in one transaction; or straight
 //!   `COPY` when the rows are known to be new.
-//! - [`timescaledb_available`], [`create_hypertable`], [`BucketAggregate`]:
-//!   continuous aggregates with refresh and compression policies on
-//!   TimescaleDB, materialized views over `date_bin` without it.
+//! - [`enable_timescaledb`], [`create_hypertable`], [`compress_hypertable`],
+//!   [`BucketAggregate`]: hypertables, continuous aggregates with refresh and
+//!   compression policies on TimescaleDB (2.11 or newer), materialized views
+//!   over `date_bin` without it; [`TimescaleStatus`] says why TimescaleDB is
+//!   not used when it is not.
 //! - [`PgStorage`]: the run store for shared deployments (runs, event logs,
 //!   materializations, schedule ticks and cursors) in a schema of its own,
 //!   with embedded, versioned migrations.
@@ -43,7 +45,10 @@ pub use ident::{Ident, QualifiedName};
 pub use interval::PgInterval;
 pub use resource::{PoolOptions, PostgresConfig, PostgresResource, DATABASE_URL};
 pub use storage::{PgStorage, DEFAULT_SCHEMA, SCHEMA_VERSION};
-pub use timescale::{create_hypertable, enable_timescaledb, timescaledb_available, TableKind};
+pub use timescale::{
+    compress_hypertable, create_hypertable, enable_timescaledb, timescaledb_available, Compression,
+    TableKind, TimescaleStatus, TIMESCALEDB_MIN_VERSION,
+};
 pub use upsert::{upsert, Upsert, UpsertStats, WriteMode, WritePath};
 
 pub use deadpool_postgres;

@@ -13,8 +13,9 @@
 //!
 //! The server is `DAGRS_TEST_PG` (a URL to any database on it, used for
 //! `CREATE DATABASE` / `DROP DATABASE`), default
-//! `postgres://postgres@127.0.0.1:5432/postgres`. When it is unreachable the
-//! test panics saying so: tests never pass without a server.
+//! `postgres://postgres@127.0.0.1:5432/postgres`, or the one given to
+//! [`TestDatabase::create_on`]. When it is unreachable the test panics saying
+//! so: tests never pass without a server.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,13 +34,21 @@ pub struct TestDatabase {
     pub url: String,
     /// A pool on it.
     pub pg: PostgresResource,
+    /// A URL to another database of the same server, to create and drop it from.
+    admin_url: String,
 }
 
 impl TestDatabase {
-    /// Creates an empty database with a unique name.
+    /// Creates an empty database with a unique name on the `DAGRS_TEST_PG` server.
     pub async fn create() -> Self {
-        let db = Self::reserve();
-        admin_client()
+        Self::create_on(&admin_url()).await
+    }
+
+    /// Creates an empty database with a unique name on the server of `admin_url`
+    /// (a URL to any database there, e.g. a [`TestServer`]'s `url("postgres")`).
+    pub async fn create_on(admin_url: &str) -> Self {
+        let db = Self::reserve_on(admin_url);
+        admin_client(&db.admin_url)
             .await
             .batch_execute(&format!("CREATE DATABASE \"{}\"", db.name))
             .await
@@ -50,6 +59,10 @@ impl TestDatabase {
     /// A unique name, not created yet, that is still dropped at the end
     /// (for tests that create the database themselves).
     pub fn reserve() -> Self {
+        Self::reserve_on(&admin_url())
+    }
+
+    fn reserve_on(admin_url: &str) -> Self {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -59,12 +72,19 @@ impl TestDatabase {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let mut config: Config = admin_url().parse().expect("DAGRS_TEST_PG is a valid URL");
+        let mut config: Config = admin_url
+            .parse()
+            .unwrap_or_else(|e| panic!("the test server's URL {admin_url}: {e}"));
         config.dbname(&name);
         let url = url_of(&config);
         let pg = PostgresResource::from_pg_config(config, Default::default())
             .expect("a pool on the test database");
-        Self { name, url, pg }
+        Self {
+            name,
+            url,
+            pg,
+            admin_url: admin_url.to_owned(),
+        }
     }
 
     /// A pooled client on the database.
@@ -78,7 +98,7 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, admin_url) = (self.name.clone(), self.admin_url.clone());
         // Drop is not async: drop the database from a thread with a runtime of its own.
         let dropped = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
@@ -86,7 +106,7 @@ impl Drop for TestDatabase {
                 .build()
                 .expect("a runtime to drop the test database")
                 .block_on(async {
-                    admin_client()
+                    admin_client(&admin_url)
                         .await
                         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                         .await
@@ -112,9 +132,8 @@ fn admin_url() -> String {
 }
 
 /// A connection for creating and dropping databases; panics when the server is unreachable.
-async fn admin_client() -> Client {
-    let url = admin_url();
-    let (client, connection) = tokio_postgres::connect(&url, NoTls)
+async fn admin_client(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .unwrap_or_else(|e| {
             panic!(
@@ -217,6 +236,16 @@ impl TestServer {
         server
     }
 
+    /// Creates and starts a server that loads TimescaleDB
+    /// (`shared_preload_libraries = 'timescaledb'`, telemetry off); panics, with the
+    /// server's log, when TimescaleDB is not installed for this PostgreSQL.
+    pub fn start_timescaledb() -> Self {
+        Self::start_with(&[
+            ("shared_preload_libraries", "timescaledb"),
+            ("timescaledb.telemetry_level", "off"),
+        ])
+    }
+
     /// The port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
@@ -227,22 +256,18 @@ impl TestServer {
         format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
     }
 
-    /// Starts it (again), waiting until it accepts connections.
+    /// Starts it (again), waiting until it accepts connections; panics with the end of
+    /// the server's log when it does not start.
     pub fn start_again(&self) {
         let log = format!("{}/server.log", self.dir.path().display());
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data_dir(),
-                "-l",
-                &log,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
+        let data = self.data_dir();
+        let args = ["-D", &data, "-l", &log, "-w", "-t", "60", "start"];
+        if let Err(failure) = self.try_run("pg_ctl", &args) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            panic!("{failure}\nthe end of the server's log:\n{tail}");
+        }
     }
 
     /// Stops it at once, as a crash would (`pg_ctl stop -m immediate`).
@@ -264,6 +289,12 @@ impl TestServer {
     }
 
     fn run(&self, program: &str, args: &[&str]) {
+        if let Err(failure) = self.try_run(program, args) {
+            panic!("{failure}");
+        }
+    }
+
+    fn try_run(&self, program: &str, args: &[&str]) -> Result<(), String> {
         let path = self.bin.join(program);
         let mut command = match &self.run_as {
             Some(user) => {
@@ -276,15 +307,17 @@ impl TestServer {
         let output = command
             .args(args)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
-        assert!(
-            output.status.success(),
+            .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "{} {} failed: {}{}",
             path.display(),
             args.join(" "),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
-        );
+        ))
     }
 }
 

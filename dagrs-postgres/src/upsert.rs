@@ -82,6 +82,15 @@ impl UpsertStats {
 /// The key columns must match a unique index or primary key of the table.
 /// Table and column names are quoted as [`Ident`]s.
 ///
+/// A TimescaleDB hypertable works like any table, compressed chunks included
+/// (TimescaleDB 2.11 and newer decompress the rows a write touches). TimescaleDB
+/// stops one transaction from decompressing more than
+/// `timescaledb.max_tuples_decompressed_per_dml_transaction` rows (100,000 by
+/// default): a bigger write into compressed time ranges fails with
+/// [`Error::DecompressionLimit`], writing nothing. Raise the limit for the
+/// write with `SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction
+/// = 0` (no limit) in a transaction passed to [`execute_in`](Self::execute_in).
+///
 /// ```no_run
 /// # use dagrs_postgres::{CopyRow, RowWriter};
 /// # struct Reading { ts: chrono::DateTime<chrono::Utc>, tag_name: String, value: f64 }
@@ -316,9 +325,8 @@ impl Upsert {
                     source: err,
                 })
             }
-            Err(CopyFailure::Server(err)) => {
-                Err(query_error(format!("copying rows into {table}"))(err))
-            }
+            Err(CopyFailure::Server(err)) => Err(decompression_limit(&table, &err)
+                .unwrap_or_else(|| query_error(format!("copying rows into {table}"))(err))),
         }
     }
 
@@ -382,13 +390,14 @@ impl Upsert {
                     "copying rows {first_row}.. into the staging table for {table}"
                 ))(err),
             })?;
-            let counts = tx
-                .query_one(&merge, &[])
-                .await
-                .map_err(query_error(format!(
-                    "upserting rows {first_row}..{} into {table}",
-                    first_row + sent
-                )))?;
+            let counts = tx.query_one(&merge, &[]).await.map_err(|err| {
+                decompression_limit(&table, &err).unwrap_or_else(|| {
+                    query_error(format!(
+                        "upserting rows {first_row}..{} into {table}",
+                        first_row + sent
+                    ))(err)
+                })
+            })?;
             let inserted = u64::try_from(counts.get::<_, i64>(0)).unwrap_or(0);
             let updated = u64::try_from(counts.get::<_, i64>(1)).unwrap_or(0);
             stats.inserted += inserted;
@@ -490,6 +499,17 @@ where
     Upsert::new(table.clone(), key_columns)?
         .execute(client, rows)
         .await
+}
+
+/// TimescaleDB's limit on rows decompressed by one transaction's writes into compressed
+/// chunks, as an [`Error::DecompressionLimit`]; `None` for any other error.
+fn decompression_limit(table: &str, err: &tokio_postgres::Error) -> Option<Error> {
+    let db = err.as_db_error()?;
+    (db.code() == &SqlState::CONFIGURATION_LIMIT_EXCEEDED && db.message().contains("decompression"))
+        .then(|| Error::DecompressionLimit {
+            table: table.to_owned(),
+            reason: describe(err),
+        })
 }
 
 fn join(idents: &[Ident]) -> String {

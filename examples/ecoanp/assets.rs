@@ -7,8 +7,9 @@ use dagrs_core::partitions::TimeWindow;
 use dagrs_core::prelude::*;
 use dagrs_postgres::tokio_postgres::Client;
 use dagrs_postgres::{
-    list_aggregates, AggregateKind, BucketAggregate, CopyRow, Ident, PgInterval, PostgresResource,
-    RowWriter, Upsert, UpsertStats, WriteMode,
+    compress_hypertable, list_aggregates, AggregateKind, BucketAggregate, Compression, CopyRow,
+    Ident, PgInterval, PostgresResource, RowWriter, TimescalePolicy, Upsert, UpsertStats,
+    WriteMode,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -73,7 +74,7 @@ pub async fn influx_tags(
         ctx.log.info(format!("created database {}", pg.dbname()));
     }
     let mut client = pg.get().await?;
-    schema::ensure(&client).await?;
+    schema::ensure(&client).await?.log(ctx);
     let meta = |tag| json!({ "source": source.name(), "original_schema": tag });
     let rows: Vec<_> = schemas.iter().map(|tag| TagRow(tag, meta(tag))).collect();
     let upsert = Upsert::new(schema::tag_table(), &["key"])?;
@@ -217,7 +218,9 @@ pub async fn influx_data(
     })
 }
 
-/// Config of [`create_aggregates()`]; bucket sizes and the prefix are checked when it is read.
+/// Config of [`create_aggregates()`]; bucket sizes, the prefix and the policies are checked when
+/// it is read. The policies apply where TimescaleDB is used; changing them changes the policies
+/// of existing aggregates on the next run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AggregatesConfig {
@@ -225,6 +228,59 @@ pub struct AggregatesConfig {
     pub time_buckets: Vec<PgInterval>,
     /// Prefix of the views' names, `[a-z_][a-z0-9_]*`.
     pub view_prefix: Ident,
+    /// The refresh policy of the continuous aggregates.
+    #[serde(deserialize_with = "refresh_window")]
+    pub refresh: RefreshConfig,
+    /// Compression of old chunks of `influx_hist` and of the aggregates; `null` for none
+    /// (then policies set by earlier runs are removed).
+    pub compression: Option<CompressionConfig>,
+}
+
+/// `refresh` in [`AggregatesConfig`]: every `schedule_interval`, TimescaleDB refreshes the
+/// buckets from `start_offset` to `end_offset` ago. The seed's: every 5 minutes, from 1 hour to
+/// 1 minute ago. A window shorter than two buckets is widened for that bucket size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RefreshConfig {
+    /// Start of the window, before now; longer ago than `end_offset`.
+    pub start_offset: PgInterval,
+    /// End of the window, before now.
+    pub end_offset: PgInterval,
+    /// How often the refresh runs.
+    pub schedule_interval: PgInterval,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        let seed = TimescalePolicy::default();
+        RefreshConfig {
+            start_offset: seed.refresh_start_offset,
+            end_offset: seed.refresh_end_offset,
+            schedule_interval: seed.refresh_schedule,
+        }
+    }
+}
+
+/// `compression` in [`AggregatesConfig`]: chunks older than `after` are compressed, rows of
+/// one `segment_by` value stored together. The seed's: after 7 days, by `tag_name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompressionConfig {
+    /// Compress chunks older than this.
+    pub after: PgInterval,
+    /// `[tag_name]` or `[]`: the only column both `influx_hist` and the aggregates have
+    /// besides time and values.
+    #[serde(deserialize_with = "segment_columns")]
+    pub segment_by: Vec<Ident>,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            after: PgInterval::parse("7 days").expect("a valid interval"),
+            segment_by: vec![Ident::plain("tag_name").expect("a plain name")],
+        }
+    }
 }
 
 impl Default for AggregatesConfig {
@@ -233,8 +289,62 @@ impl Default for AggregatesConfig {
         AggregatesConfig {
             time_buckets: vec![bucket("1 minute"), bucket("5 minutes"), bucket("1 hour")],
             view_prefix: Ident::plain("influx_agg_").expect("a plain name"),
+            refresh: RefreshConfig::default(),
+            compression: Some(CompressionConfig::default()),
         }
     }
+}
+
+impl AggregatesConfig {
+    /// The policies of the aggregates, as dagrs-postgres takes them.
+    pub fn policy(&self) -> TimescalePolicy {
+        let RefreshConfig {
+            start_offset,
+            end_offset,
+            schedule_interval,
+        } = self.refresh;
+        TimescalePolicy {
+            refresh_start_offset: start_offset,
+            refresh_end_offset: end_offset,
+            refresh_schedule: schedule_interval,
+            compression: self
+                .compression
+                .as_ref()
+                .map(|c| Compression::after(c.after).segment_by(c.segment_by.iter().cloned())),
+        }
+    }
+}
+
+/// Reads `refresh`, refusing a window that ends before it starts.
+fn refresh_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RefreshConfig, D::Error> {
+    let refresh = RefreshConfig::deserialize(d)?;
+    if refresh.start_offset <= refresh.end_offset {
+        let (start, end) = (refresh.start_offset, refresh.end_offset);
+        let reason = format!(
+            "start_offset ({start}) must be longer ago than end_offset ({end}): the refresh \
+             window runs from start_offset to end_offset before now"
+        );
+        return Err(serde::de::Error::custom(reason));
+    }
+    Ok(refresh)
+}
+
+/// Reads `segment_by`: `tag_name` at most once, or nothing.
+fn segment_columns<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Ident>, D::Error> {
+    let columns = Vec::<Ident>::deserialize(d)?;
+    if let Some(other) = columns.iter().find(|c| c.as_str() != "tag_name") {
+        let reason = format!(
+            "cannot segment by {other}: influx_hist and the aggregates share only tag_name \
+             besides time and values; use [tag_name] or []"
+        );
+        return Err(serde::de::Error::custom(reason));
+    }
+    if columns.len() > 1 {
+        return Err(serde::de::Error::custom(
+            "tag_name is listed more than once",
+        ));
+    }
+    Ok(columns)
 }
 
 /// What [`create_aggregates()`] produced.
@@ -251,7 +361,8 @@ pub struct AggregatesSummary {
 }
 
 /// Builds avg/min/max/count per tag and time bucket of `influx_hist`: TimescaleDB continuous
-/// aggregates, or materialized views refreshed here; partitioned like [`influx_data()`].
+/// aggregates with refresh and compression policies (and compression of `influx_hist`), or
+/// materialized views refreshed here; partitioned like [`influx_data()`].
 #[asset(
     group = "ecoanp",
     tags(team = "data_engineering", domain = "aggregation"),
@@ -265,25 +376,35 @@ pub async fn create_aggregates(
     pg: Res<PostgresResource>,
 ) -> Result<AggregatesSummary> {
     let prefix = config.view_prefix.as_str();
+    let policy = config.policy();
     let aggregate = |&bucket| BucketAggregate::with_prefix(prefix, schema::hist_table(), bucket);
     let aggregates = config.time_buckets.iter().map(aggregate);
     let aggregates = aggregates.collect::<Result<Vec<_>, _>>()?;
     let collected = data.records;
     ctx.log.info(format!("{collected} readings collected"));
     let client = pg.get().await?;
+    let compression = policy.compression.as_ref();
+    let mut changes = compress_hypertable(&client, &schema::hist_table(), compression).await?;
     let (mut created, mut continuous) = (0, false);
-    for aggregate in &aggregates {
+    for aggregate in aggregates {
+        let aggregate = aggregate.policy(policy.clone());
         let report = aggregate.create(&client).await?;
         continuous |= report.kind == AggregateKind::Continuous;
-        let (view, kind) = (&report.view, report.kind);
+        changes.extend(report.changes);
         if report.created {
             created += 1;
-            ctx.log.info(format!("created {view} ({kind:?})"));
         } else {
-            aggregate.refresh(&client).await?;
-            ctx.log.info(format!("refreshed {view}"));
+            // Only the buckets influx_data wrote (the whole view when it is a materialized one).
+            let (start, end) = (data.window_start, data.window_end);
+            aggregate.refresh_window(&client, start, end).await?;
+            ctx.log
+                .info(format!("refreshed {} for {start} to {end}", report.view));
         }
     }
+    for change in &changes {
+        ctx.log.info(change);
+    }
+    ctx.add_metadata("changes", changes.len());
     let list = list_aggregates(&client, prefix).await?;
     let aggregate_list: Vec<String> = list.into_iter().map(|info| info.name).collect();
     ctx.add_metadata("aggregates", aggregate_list.len());
