@@ -69,7 +69,8 @@ _timescale_main() {
     local share
     share="$("$_timescale_bin/pg_config" --sharedir 2>/dev/null || pg_config --sharedir)"
     if [ ! -f "$share/extension/timescaledb.control" ]; then
-        local shared_build="../shared/timescaledb"
+        # The build beside the checkout; DAGRS_SHARED names another `shared` folder.
+        local shared_build="${DAGRS_SHARED:-../shared}/timescaledb"
         if [ ! -x "$shared_build/install.sh" ]; then
             echo "timescale.sh: TimescaleDB is not installed for the PostgreSQL in $_timescale_bin and $shared_build/install.sh is missing: TimescaleDB tests and runs skipped, not built or counted"
             return 0
