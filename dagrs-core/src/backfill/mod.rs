@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 mod driver;
 
+#[cfg(feature = "cli")]
 pub(crate) use driver::backfill_definition;
 
 use crate::config::RunConfig;
