@@ -21,7 +21,8 @@ fn wait(child: Child) -> std::process::Output {
 }
 
 /// Every run of the store has ended, and its log is whole: seqs 0, 1, 2, … without gaps,
-/// starting with `RunStarted`.
+/// starting with `RunStarted` — or, for a run whose process died between recording it and
+/// writing its first event, with the `RunAbandoned` that ended it.
 async fn assert_every_run_ended_with_a_whole_log(store: &dyn Storage) {
     for run in store.runs(1000).await.unwrap() {
         assert!(
@@ -37,7 +38,18 @@ async fn assert_every_run_ended_with_a_whole_log(store: &dyn Storage) {
             run.run_id
         );
         if let Some(first) = events.first() {
-            assert!(matches!(first.kind, EventKind::RunStarted { .. }));
+            let abandoned = matches!(first.kind, EventKind::RunAbandoned { .. });
+            assert!(
+                matches!(first.kind, EventKind::RunStarted { .. }) || abandoned,
+                "run {} starts with {:?}",
+                run.run_id,
+                first.kind
+            );
+            assert!(
+                !abandoned || events.len() == 1,
+                "run {}: {events:?}",
+                run.run_id
+            );
         }
     }
 }
