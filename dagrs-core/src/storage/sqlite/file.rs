@@ -121,6 +121,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX runs_queued ON runs (started_at) WHERE status = 'queued';
     ",
+    // Version 4: pages of runs (newest first, by status, by job) and of event logs (by step,
+    // and without log lines) read from indexes, for the web UI.
+    r#"
+    CREATE INDEX runs_page ON runs (started_at, run_id);
+    CREATE INDEX runs_page_by_status ON runs (status, started_at, run_id);
+    CREATE INDEX runs_page_by_job ON runs (json_extract(tags, '$."dagrs/job"'), started_at, run_id);
+    CREATE INDEX events_by_asset ON events (run_id, asset, seq);
+    CREATE INDEX events_without_logs ON events (run_id, seq)
+        WHERE json_extract(kind, '$.type') <> 'log';
+    "#,
 ];
 
 /// The schema version this code writes and understands.
