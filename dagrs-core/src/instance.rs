@@ -174,6 +174,20 @@ impl Instance {
         start(&self.settings(), defs, selection, options, plan, None).await
     }
 
+    /// Checks a launch of `selection` with `config` as [`launch`](Self::launch) checks it —
+    /// the selection, every selected asset's config, inputs from unselected assets — without
+    /// starting anything; returns the assets it would run, dependencies first.
+    pub async fn check_launch(
+        &self,
+        defs: &Definitions,
+        selection: &str,
+        config: &RunConfig,
+    ) -> Result<Vec<crate::key::AssetKey>, Error> {
+        let none = HashMap::new();
+        let plan = Plan::new(defs, &*self.0.storage, selection, config, None, &none).await?;
+        Ok(plan.keys)
+    }
+
     /// Starts a run of job `name` in the background: its selection, its config (under what
     /// `options` gives) and tags, and its hooks.
     pub async fn launch_job(
