@@ -49,7 +49,10 @@ async fn post(app: &Router, path: &str, form: &str) -> Page {
 
 /// The CSRF secret written into a page's forms.
 fn csrf_of(page: &str) -> String {
-    let start = page.find("name=\"csrf\" value=\"").expect("a form with the csrf field") + 19;
+    let start = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with the csrf field")
+        + 19;
     page[start..start + page[start..].find('"').unwrap()].to_owned()
 }
 
@@ -81,8 +84,16 @@ async fn the_catalog_lists_assets_and_filters_them() {
         .unwrap();
     let page = get(&app, "/").await;
     assert_eq!(page.status, StatusCode::OK);
-    for asset in ["sensor_tags", "sensor_readings", "daily_report", "sensor_health"] {
-        assert!(page.body.contains(&format!("href=\"/assets/{asset}\"")), "{asset}");
+    for asset in [
+        "sensor_tags",
+        "sensor_readings",
+        "daily_report",
+        "sensor_health",
+    ] {
+        assert!(
+            page.body.contains(&format!("href=\"/assets/{asset}\"")),
+            "{asset}"
+        );
     }
     assert!(page.body.contains("never materialized"), "stale and why");
     let group = get(&app, "/?group=transform").await.body;
@@ -121,17 +132,28 @@ async fn every_page_answers() {
     ] {
         let page = get(&app, path).await;
         assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
-        let csp = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
         assert!(csp.contains("script-src 'self'"), "{path}");
     }
     let asset = get(&app, "/assets/sensor_readings").await.body;
-    assert!(asset.contains("step duration") && asset.contains("<h3>rows</h3>"), "charts");
+    assert!(
+        asset.contains("step duration") && asset.contains("<h3>rows</h3>"),
+        "charts"
+    );
     assert!(asset.contains("simulator"), "metadata");
-    assert_eq!(get(&app, "/assets/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/assets/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(get(&app, "/runs/nope").await.status, StatusCode::NOT_FOUND);
     assert_eq!(get(&app, "/nowhere").await.status, StatusCode::NOT_FOUND);
     let lineage = get(&app, "/lineage?collapse=transform").await.body;
-    assert!(lineage.contains("group transform: 3 assets"), "collapsed group");
+    assert!(
+        lineage.contains("group transform: 3 assets"),
+        "collapsed group"
+    );
 }
 
 #[tokio::test]
@@ -143,7 +165,10 @@ async fn user_text_is_escaped_everywhere() {
         .await
         .unwrap();
     let page = get(&app, &format!("/runs/{}", result.run_id())).await.body;
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the log line as text");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the log line as text"
+    );
     assert!(!page.contains(fixture::SCRIPT_LINE), "never as markup");
     // Filters, run ids and config echo back escaped too.
     let evil = encode("\"><script>alert(2)</script>");
@@ -156,7 +181,11 @@ async fn user_text_is_escaped_everywhere() {
         format!("/launchpad?selection={evil}"),
     ] {
         let page = get(&app, &path).await;
-        assert!(!page.body.contains("<script>alert(2)"), "{path}: {}", page.body);
+        assert!(
+            !page.body.contains("<script>alert(2)"),
+            "{path}: {}",
+            page.body
+        );
     }
     let csrf = csrf_of(&get(&app, "/launchpad").await.body);
     let page = post(
@@ -180,8 +209,17 @@ async fn a_token_guards_every_request() {
     let denied = get(&app, "/").await;
     assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
     assert!(denied.body.contains("needs its token"));
-    for path in ["/runs", "/static/dagrs.js", "/assets/status", "/?token=wrong"] {
-        assert_eq!(get(&app, path).await.status, StatusCode::UNAUTHORIZED, "{path}");
+    for path in [
+        "/runs",
+        "/static/dagrs.js",
+        "/assets/status",
+        "/?token=wrong",
+    ] {
+        assert_eq!(
+            get(&app, path).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
     }
     let bearer = Request::get("/runs")
         .header(header::AUTHORIZATION, "Bearer s3cret-token")
@@ -190,16 +228,29 @@ async fn a_token_guards_every_request() {
     assert_eq!(send(&app, bearer).await.status, StatusCode::OK);
     let first = get(&app, "/runs?token=s3cret-token&status=failed").await;
     assert_eq!(first.status, StatusCode::SEE_OTHER);
-    assert_eq!(first.headers[header::LOCATION], "/runs?status=failed", "the token leaves the address");
-    let cookie = first.headers[header::SET_COOKIE].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert_eq!(
+        first.headers[header::LOCATION],
+        "/runs?status=failed",
+        "the token leaves the address"
+    );
+    let cookie = first.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let with_cookie = Request::get("/runs")
         .header(header::COOKIE, cookie.split(';').next().unwrap())
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&app, with_cookie).await.status, StatusCode::OK);
     // POSTs need the token as well, before anything else.
-    assert_eq!(post(&app, "/launch", "selection=*").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post(&app, "/launch", "selection=*").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -207,8 +258,14 @@ async fn binding_beyond_loopback_needs_a_token_or_no_auth() {
     let open: std::net::SocketAddr = "0.0.0.0:3000".parse().unwrap();
     let local: std::net::SocketAddr = "127.0.0.1:3000".parse().unwrap();
     let err = web::check_bind(open, None, false).unwrap_err().to_string();
-    assert!(err.contains("without a token") && err.contains("--no-auth"), "{err}");
-    assert!(web::check_bind(open, Some(""), false).is_err(), "an empty token is no token");
+    assert!(
+        err.contains("without a token") && err.contains("--no-auth"),
+        "{err}"
+    );
+    assert!(
+        web::check_bind(open, Some(""), false).is_err(),
+        "an empty token is no token"
+    );
     assert!(web::check_bind(open, Some("t"), false).is_ok());
     assert!(web::check_bind(open, None, true).is_ok());
     assert!(web::check_bind(local, None, false).is_ok());
@@ -219,7 +276,10 @@ async fn binding_beyond_loopback_needs_a_token_or_no_auth() {
         ["ui-test", "ui", "--bind", "0.0.0.0:0"],
     )
     .await;
-    assert_eq!(format!("{code:?}"), format!("{:?}", std::process::ExitCode::from(2)));
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::from(2))
+    );
 }
 
 #[tokio::test]
@@ -248,9 +308,14 @@ async fn state_changes_need_a_same_site_post_with_the_csrf_secret() {
         .body(Body::from(form.clone()))
         .unwrap();
     assert_eq!(send(&app, other_origin).await.status, StatusCode::FORBIDDEN);
-    let put = Request::put("/launch").body(Body::from(form.clone())).unwrap();
+    let put = Request::put("/launch")
+        .body(Body::from(form.clone()))
+        .unwrap();
     assert_eq!(send(&app, put).await.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert!(instance.runs(10).await.unwrap().is_empty(), "nothing was launched");
+    assert!(
+        instance.runs(10).await.unwrap().is_empty(),
+        "nothing was launched"
+    );
     let same_origin = Request::post("/launch")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(header::HOST, "127.0.0.1:3000")
@@ -260,9 +325,15 @@ async fn state_changes_need_a_same_site_post_with_the_csrf_secret() {
         .unwrap();
     let launched = send(&app, same_origin).await;
     assert_eq!(launched.status, StatusCode::SEE_OTHER, "{}", launched.body);
-    let run = launched.headers[header::LOCATION].to_str().unwrap().to_owned();
+    let run = launched.headers[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let run_id = RunId::from(run.trim_start_matches("/runs/"));
-    let ended = instance.wait_for_end(&run_id, Duration::from_secs(10)).await.unwrap();
+    let ended = instance
+        .wait_for_end(&run_id, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(ended.status, RunStatus::Succeeded);
 }
 
@@ -279,7 +350,8 @@ async fn runs_are_listed_a_page_at_a_time_with_filters() {
         };
         run.tags = BTreeMap::from([("team".to_owned(), format!("t{}", i % 3))]);
         if i % 2 == 0 {
-            run.tags.insert(JOB_TAG.to_owned(), "sensors_pipeline".to_owned());
+            run.tags
+                .insert(JOB_TAG.to_owned(), "sensors_pipeline".to_owned());
         }
         storage.create_run(&run).await.unwrap();
     }
@@ -291,12 +363,18 @@ async fn runs_are_listed_a_page_at_a_time_with_filters() {
     let older = older[..older.find('"').unwrap()].replace("&amp;", "&");
     let second = get(&app, &older).await.body;
     assert_eq!(rows(&second), web::RUNS_PER_PAGE);
-    assert!(second.contains("href=\"/runs/run-069\"") && !second.contains("href=\"/runs/run-070\""));
+    assert!(
+        second.contains("href=\"/runs/run-069\"") && !second.contains("href=\"/runs/run-070\"")
+    );
     let failed = get(&app, "/runs?status=failed").await.body;
     assert_eq!(rows(&failed), 12);
-    let job = get(&app, "/runs?job=sensors_pipeline&tag=team%3Dt0").await.body;
+    let job = get(&app, "/runs?job=sensors_pipeline&tag=team%3Dt0")
+        .await
+        .body;
     assert_eq!(rows(&job), 20, "even runs of team t0: every sixth of 120");
-    let window = get(&app, "/runs?since=2026-01-01T00:10&until=2026-01-01T00:20").await.body;
+    let window = get(&app, "/runs?since=2026-01-01T00:10&until=2026-01-01T00:20")
+        .await
+        .body;
     assert_eq!(rows(&window), 10);
     let bad = get(&app, "/runs?since=yesterday").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
@@ -320,7 +398,11 @@ async fn the_launchpad_checks_config_as_the_cli_does_then_launches() {
     let page = post(&app, "/launchpad", &submit("*", broken, "validate")).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     let expected = RunConfig::from_yaml(broken).unwrap_err().to_string();
-    assert!(page.body.contains(&escape(&expected)), "{expected}\n{}", page.body);
+    assert!(
+        page.body.contains(&escape(&expected)),
+        "{expected}\n{}",
+        page.body
+    );
     // YAML, but a bad field: the instance's own check, naming asset and field.
     let wrong = "assets:\n  sensor_readings:\n    hours: many\n";
     let page = post(&app, "/launchpad", &submit("*", wrong, "launch")).await;
@@ -330,19 +412,49 @@ async fn the_launchpad_checks_config_as_the_cli_does_then_launches() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(expected.contains("sensor_readings") && expected.contains("hours"), "{expected}");
+    assert!(
+        expected.contains("sensor_readings") && expected.contains("hours"),
+        "{expected}"
+    );
     assert!(page.body.contains(&escape(&expected)), "{}", page.body);
     let page = post(&app, "/launchpad", &submit("sensor_tagz", "", "validate")).await;
-    assert!(page.body.contains("sensor_tags"), "did you mean: {}", page.body);
+    assert!(
+        page.body.contains("sensor_tags"),
+        "did you mean: {}",
+        page.body
+    );
     assert!(instance.runs(10).await.unwrap().is_empty(), "nothing ran");
     // Valid: says what would run, then launches with the config.
     let good = "assets:\n  sensor_readings:\n    hours: 2\n";
-    let page = post(&app, "/launchpad", &submit("sensor_readings+", good, "validate")).await;
-    assert!(page.body.contains("sensor_tags"), "an input never stored: {}", page.body);
-    let page = post(&app, "/launchpad", &submit("sensor_tags+", good, "validate")).await;
+    let page = post(
+        &app,
+        "/launchpad",
+        &submit("sensor_readings+", good, "validate"),
+    )
+    .await;
+    assert!(
+        page.body.contains("sensor_tags"),
+        "an input never stored: {}",
+        page.body
+    );
+    let page = post(
+        &app,
+        "/launchpad",
+        &submit("sensor_tags+", good, "validate"),
+    )
+    .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert!(page.body.contains("Valid: would materialize 7 asset(s)"), "{}", page.body);
-    let page = post(&app, "/launchpad", &submit("sensor_tags sensor_readings", good, "launch")).await;
+    assert!(
+        page.body.contains("Valid: would materialize 7 asset(s)"),
+        "{}",
+        page.body
+    );
+    let page = post(
+        &app,
+        "/launchpad",
+        &submit("sensor_tags sensor_readings", good, "launch"),
+    )
+    .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     let run_id = RunId::from(
         page.headers[header::LOCATION]
@@ -350,7 +462,10 @@ async fn the_launchpad_checks_config_as_the_cli_does_then_launches() {
             .unwrap()
             .trim_start_matches("/runs/"),
     );
-    let run = instance.wait_for_end(&run_id, Duration::from_secs(10)).await.unwrap();
+    let run = instance
+        .wait_for_end(&run_id, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.config, RunConfig::from_yaml(good).unwrap());
 }
@@ -376,10 +491,23 @@ async fn schedules_and_sensors_toggle() {
     .await;
     assert_eq!(toggled.status, StatusCode::SEE_OTHER);
     let states = instance.storage().instigator_states().await.unwrap();
-    assert_eq!(states.get("sensors_nightly"), Some(&InstigatorStatus::Running));
-    let off = post(&app, "/instigators/failure_alert", &format!("csrf={csrf}&status=stopped")).await;
+    assert_eq!(
+        states.get("sensors_nightly"),
+        Some(&InstigatorStatus::Running)
+    );
+    let off = post(
+        &app,
+        "/instigators/failure_alert",
+        &format!("csrf={csrf}&status=stopped"),
+    )
+    .await;
     assert_eq!(off.headers[header::LOCATION], "/sensors");
-    let unknown = post(&app, "/instigators/nope", &format!("csrf={csrf}&status=running")).await;
+    let unknown = post(
+        &app,
+        "/instigators/nope",
+        &format!("csrf={csrf}&status=running"),
+    )
+    .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
 
@@ -407,7 +535,12 @@ async fn reexecute_and_cancel_buttons() {
     )
     .await;
     assert_eq!(nothing.status, StatusCode::CONFLICT, "{}", nothing.body);
-    let ended = post(&app, &format!("/runs/{}/cancel", first.run_id()), &format!("csrf={csrf}")).await;
+    let ended = post(
+        &app,
+        &format!("/runs/{}/cancel", first.run_id()),
+        &format!("csrf={csrf}"),
+    )
+    .await;
     assert_eq!(ended.status, StatusCode::CONFLICT);
     assert!(ended.body.contains("already ended"));
 }
@@ -416,7 +549,8 @@ async fn reexecute_and_cancel_buttons() {
 async fn read_stream(addr: std::net::SocketAddr, path: &str) -> Vec<(String, String)> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut lines = BufReader::new(stream).lines();
     let (mut messages, mut event, mut data) = (Vec::new(), String::new(), String::new());
@@ -435,7 +569,9 @@ async fn read_stream(addr: std::net::SocketAddr, path: &str) -> Vec<(String, Str
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(20), read).await.expect("the stream ends");
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the stream ends");
     messages
 }
 
@@ -455,21 +591,30 @@ async fn a_run_page_follows_the_run_live() {
     let path = format!("/runs/{}/stream", handle.run_id());
     let messages = read_stream(server.addr(), &path).await;
     let kinds: Vec<&str> = messages.iter().map(|(e, _)| e.as_str()).collect();
-    assert!(kinds.contains(&"events") && kinds.contains(&"gantt"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"events") && kinds.contains(&"gantt"),
+        "{kinds:?}"
+    );
     let statuses: Vec<&str> = messages
         .iter()
         .filter(|(e, _)| e == "status")
         .map(|(_, d)| d.as_str())
         .collect();
     assert_eq!(statuses.last(), Some(&"succeeded"), "{statuses:?}");
-    assert_eq!(messages.last().unwrap(), &("end".to_owned(), "succeeded".to_owned()));
+    assert_eq!(
+        messages.last().unwrap(),
+        &("end".to_owned(), "succeeded".to_owned())
+    );
     let rows: String = messages
         .iter()
         .filter(|(e, _)| e == "events")
         .map(|(_, d)| d.as_str())
         .collect();
     assert!(rows.contains("run succeeded"), "the whole log arrives");
-    assert!(rows.contains("&lt;script&gt;") && !rows.contains("<script>"), "escaped live too");
+    assert!(
+        rows.contains("&lt;script&gt;") && !rows.contains("<script>"),
+        "escaped live too"
+    );
     // Resuming after the last event sent: nothing more than the end.
     let events = instance.events(handle.run_id()).await.unwrap();
     let last = events.last().unwrap().seq;

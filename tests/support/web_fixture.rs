@@ -19,6 +19,8 @@ pub struct ReadingsConfig {
     pub hours: u32,
     /// How long the asset takes, in milliseconds (to watch a run live).
     pub delay_ms: u64,
+    /// Fails, as a sensor that does not answer (to show a failed run).
+    pub fail: bool,
 }
 
 impl Default for ReadingsConfig {
@@ -26,12 +28,17 @@ impl Default for ReadingsConfig {
         ReadingsConfig {
             hours: 1,
             delay_ms: 0,
+            fail: false,
         }
     }
 }
 
 /// Tag schemas of the nine sensors.
-#[asset(group = "ingest", tags(team = "data", domain = "influxdb"), code_version = "2")]
+#[asset(
+    group = "ingest",
+    tags(team = "data", domain = "influxdb"),
+    code_version = "2"
+)]
 async fn sensor_tags(ctx: &AssetContext) -> Result<Vec<String>> {
     let tags: Vec<String> = (100..109).map(|i| format!("D{i}")).collect();
     ctx.log.info(format!("{} tags", tags.len()));
@@ -49,6 +56,10 @@ async fn sensor_readings(
     ctx.log.info(SCRIPT_LINE);
     ctx.log.debug(format!("reading {} hours", config.hours));
     tokio::time::sleep(Duration::from_millis(config.delay_ms)).await;
+    if config.fail {
+        ctx.log.error("sensor D104 did not answer");
+        anyhow::bail!("reading D104: connection reset by peer");
+    }
     let rows = tags.len() as u64 * 360 * u64::from(config.hours) + fastrand::u64(0..40);
     ctx.add_metadata("rows", rows);
     ctx.add_metadata("source", "simulator");

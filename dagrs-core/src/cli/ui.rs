@@ -101,7 +101,10 @@ pub(super) async fn serve(
     let signal = show::interrupted().await;
     eprintln!("{signal}: stopping");
     shutdown.cancel();
-    if tokio::time::timeout(CLOSE_WAIT, server.wait()).await.is_err() {
+    if tokio::time::timeout(CLOSE_WAIT, server.wait())
+        .await
+        .is_err()
+    {
         eprintln!("open pages did not close within {CLOSE_WAIT:?}; closing them");
     }
     if let Some(daemon) = daemon {

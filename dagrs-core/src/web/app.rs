@@ -38,7 +38,11 @@ impl App {
         App {
             instance,
             defs,
-            csrf: format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
+            csrf: format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
             token: options.token.filter(|t| !t.is_empty()),
             poll: options.poll,
         }
@@ -66,7 +70,10 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
         .route("/runs/{id}/stream", get(live::stream))
         .route("/runs/{id}/cancel", post(pages::run::cancel))
         .route("/runs/{id}/reexecute", post(pages::run::reexecute))
-        .route("/launchpad", get(pages::launchpad::page).post(pages::launchpad::submit))
+        .route(
+            "/launchpad",
+            get(pages::launchpad::page).post(pages::launchpad::submit),
+        )
         .route("/launch", post(pages::launchpad::launch))
         .route("/schedules", get(pages::automation::schedules))
         .route("/sensors", get(pages::automation::sensors))

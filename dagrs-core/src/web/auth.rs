@@ -40,7 +40,10 @@ pub(crate) async fn guard(State(app): State<Arc<App>>, request: Request, next: N
         Err(response) => response,
     };
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -74,7 +77,9 @@ fn authenticate(token: &str, request: &Request) -> Option<Response> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer.is_some_and(|b| same(b, token)) || cookie(headers, COOKIE).is_some_and(|c| same(c, token)) {
+    if bearer.is_some_and(|b| same(b, token))
+        || cookie(headers, COOKIE).is_some_and(|c| same(c, token))
+    {
         return None;
     }
     let uri = request.uri();
@@ -202,8 +207,7 @@ fn decode(text: &str) -> String {
 /// Compares secrets in time that does not depend on where they differ.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0

@@ -16,14 +16,24 @@ pub(crate) fn line(
     points: &[(DateTime<Utc>, f64)],
     label: impl Fn(f64) -> String,
 ) -> Markup {
-    let mut points: Vec<(DateTime<Utc>, f64)> =
-        points.iter().copied().filter(|(_, v)| v.is_finite()).collect();
+    let mut points: Vec<(DateTime<Utc>, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(_, v)| v.is_finite())
+        .collect();
     points.sort_by_key(|(t, _)| *t);
     let (Some(first), Some(last)) = (points.first(), points.last()) else {
         return html! {};
     };
-    let (t0, t1) = (first.0.timestamp_millis() as f64, last.0.timestamp_millis() as f64);
-    let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min).min(0.0);
+    let (t0, t1) = (
+        first.0.timestamp_millis() as f64,
+        last.0.timestamp_millis() as f64,
+    );
+    let lo = points
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .min(0.0);
     let hi = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
     let hi = if hi <= lo { lo + 1.0 } else { hi };
     let x = |t: DateTime<Utc>| {
@@ -37,7 +47,14 @@ pub(crate) fn line(
     let path: String = points
         .iter()
         .enumerate()
-        .map(|(i, (t, v))| format!("{}{:.1},{:.1}", if i == 0 { "M" } else { " L" }, x(*t), y(*v)))
+        .map(|(i, (t, v))| {
+            format!(
+                "{}{:.1},{:.1}",
+                if i == 0 { "M" } else { " L" },
+                x(*t),
+                y(*v)
+            )
+        })
         .collect();
     html! {
         div.chart {

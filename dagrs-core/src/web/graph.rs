@@ -146,7 +146,10 @@ pub(crate) fn layout(
             }
         };
         let mut keyed: Vec<(f64, usize)> = column.iter().map(|&i| (weight(i), i)).collect();
-        keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| nodes[a.1].id.cmp(&nodes[b.1].id)));
+        keyed.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then_with(|| nodes[a.1].id.cmp(&nodes[b.1].id))
+        });
         *column = keyed.into_iter().map(|(_, i)| i).collect();
         for (r, &i) in column.iter().enumerate() {
             row[i] = r as f64;
@@ -196,7 +199,10 @@ mod tests {
             .unwrap();
         let all = layout(&defs, &BTreeSet::new(), |_| true);
         let layer = |id: &str| all.nodes.iter().find(|n| n.id == id).unwrap().layer;
-        assert_eq!((layer("a"), layer("b"), layer("c"), layer("d")), (0, 1, 2, 0));
+        assert_eq!(
+            (layer("a"), layer("b"), layer("c"), layer("d")),
+            (0, 1, 2, 0)
+        );
         assert_eq!(all.edges.len(), 3);
         let folded = layout(&defs, &BTreeSet::from(["g1".to_owned()]), |_| true);
         let g1 = folded.nodes.iter().find(|n| n.id == "g1").unwrap();

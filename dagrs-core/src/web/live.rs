@@ -90,8 +90,12 @@ impl Follow {
         if let Some(last) = events.last() {
             self.filter.after = Some(last.seq);
             let rows: String = events.iter().map(|e| log_row(e).into_string()).collect();
-            self.pending
-                .push_back(Sse::default().event("events").id(last.seq.to_string()).data(rows));
+            self.pending.push_back(
+                Sse::default()
+                    .event("events")
+                    .id(last.seq.to_string())
+                    .data(rows),
+            );
             let steps = events
                 .iter()
                 .any(|e| !matches!(e.kind, EventKind::Log { .. }));
@@ -101,7 +105,8 @@ impl Follow {
                     step_events(&self.app, &self.run_id).await,
                 ) {
                     let svg = gantt(&run, &steps, Utc::now()).into_string();
-                    self.pending.push_back(Sse::default().event("gantt").data(svg));
+                    self.pending
+                        .push_back(Sse::default().event("gantt").data(svg));
                 }
             }
         }
@@ -117,7 +122,8 @@ impl Follow {
         }
         if run.status.is_final() && events.len() < BATCH {
             if self.closing {
-                self.pending.push_back(Sse::default().event("end").data(run.status.as_str()));
+                self.pending
+                    .push_back(Sse::default().event("end").data(run.status.as_str()));
                 self.ended = true;
             }
             // Read once more: events written just before the run ended.
@@ -129,9 +135,13 @@ impl Follow {
     }
 
     fn fail(&mut self, message: &str) {
+        self.pending.push_back(
+            Sse::default()
+                .event("failure")
+                .data(crate::bounded(message, 400)),
+        );
         self.pending
-            .push_back(Sse::default().event("failure").data(crate::bounded(message, 400)));
-        self.pending.push_back(Sse::default().event("end").data("failure"));
+            .push_back(Sse::default().event("end").data("failure"));
         self.ended = true;
     }
 }

@@ -117,12 +117,17 @@ pub(crate) async fn page(state: State, Path(key): Path<String>) -> PageResult {
 }
 
 /// Every metadata entry that is a number in at least one materialization, as points.
-fn numeric_metadata(history: &[MaterializationRecord]) -> BTreeMap<String, Vec<(DateTime<Utc>, f64)>> {
+fn numeric_metadata(
+    history: &[MaterializationRecord],
+) -> BTreeMap<String, Vec<(DateTime<Utc>, f64)>> {
     let mut series: BTreeMap<String, Vec<(DateTime<Utc>, f64)>> = BTreeMap::new();
     for m in history {
         for (name, value) in &m.metadata {
             if let Some(v) = value.as_f64() {
-                series.entry(name.clone()).or_default().push((m.timestamp, v));
+                series
+                    .entry(name.clone())
+                    .or_default()
+                    .push((m.timestamp, v));
             }
         }
     }

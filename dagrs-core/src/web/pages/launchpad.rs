@@ -51,23 +51,44 @@ pub(crate) async fn submit(state: State, Form(form): Form<LaunchForm>) -> Respon
     };
     let config = match parsed {
         Ok(config) => config,
-        Err(e) => return render(app, &form, Outcome::Invalid(e.to_string()), StatusCode::BAD_REQUEST),
+        Err(e) => {
+            return render(
+                app,
+                &form,
+                Outcome::Invalid(e.to_string()),
+                StatusCode::BAD_REQUEST,
+            )
+        }
     };
     if form.action != "launch" {
-        return match app.instance.check_launch(&app.defs, &selection, &config).await {
+        return match app
+            .instance
+            .check_launch(&app.defs, &selection, &config)
+            .await
+        {
             Ok(keys) => render(
                 app,
                 &form,
                 Outcome::Valid(keys.iter().map(|k| k.to_string()).collect()),
                 StatusCode::OK,
             ),
-            Err(e) => render(app, &form, Outcome::Invalid(e.to_string()), StatusCode::BAD_REQUEST),
+            Err(e) => render(
+                app,
+                &form,
+                Outcome::Invalid(e.to_string()),
+                StatusCode::BAD_REQUEST,
+            ),
         };
     }
     let options = RunOptions::new().config(config).tag("dagrs/source", "web");
     match app.instance.launch(&app.defs, &selection, options).await {
         Ok(handle) => Redirect::to(&format!("/runs/{}", handle.run_id())).into_response(),
-        Err(e) => render(app, &form, Outcome::Invalid(e.to_string()), StatusCode::BAD_REQUEST),
+        Err(e) => render(
+            app,
+            &form,
+            Outcome::Invalid(e.to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
     }
 }
 
@@ -79,7 +100,10 @@ pub(crate) struct QuickLaunch {
 }
 
 /// `POST /launch`: materializes `selection` with the default config and goes to the run.
-pub(crate) async fn launch(state: State, Form(form): Form<QuickLaunch>) -> Result<Response, PageError> {
+pub(crate) async fn launch(
+    state: State,
+    Form(form): Form<QuickLaunch>,
+) -> Result<Response, PageError> {
     let app = &*state.0;
     let selection = selection_of(&form.selection);
     let options = RunOptions::new().tag("dagrs/source", "web");
@@ -130,7 +154,11 @@ fn render(app: &App, form: &LaunchForm, outcome: Outcome, status: StatusCode) ->
             }
         }
     };
-    (status, Html(layout("Launchpad", "/launchpad", &app.csrf, markup).into_string())).into_response()
+    (
+        status,
+        Html(layout("Launchpad", "/launchpad", &app.csrf, markup).into_string()),
+    )
+        .into_response()
 }
 
 /// The config the form starts with: the definitions' defaults, as YAML.

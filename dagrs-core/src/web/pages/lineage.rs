@@ -76,7 +76,9 @@ pub(crate) async fn page(state: State, Query(query): Query<Vec<(String, String)>
             @if !focus.is_empty() { a href="/lineage" { "Show every asset" } }
         }
         p.legend.muted {
-            span { "■ fresh" } span { "■ stale" } span { "■ never materialized" } span { "■ running" }
+            span { i.st-fresh {} "fresh" } span { i.st-stale {} "stale" }
+            span { i.st-never {} "never materialized" } span { i.st-running {} "running" }
+            span { i.group {} "collapsed group (click to expand)" }
         }
         div.graph-wrap { (svg(&drawing, &statuses, &collapsed)) }
     };
@@ -84,7 +86,11 @@ pub(crate) async fn page(state: State, Query(query): Query<Vec<(String, String)>
 }
 
 /// The drawing as SVG, written into one string (thousands of nodes stay fast).
-fn svg(drawing: &Layout, statuses: &HashMap<String, Status>, collapsed: &BTreeSet<String>) -> Markup {
+fn svg(
+    drawing: &Layout,
+    statuses: &HashMap<String, Status>,
+    collapsed: &BTreeSet<String>,
+) -> Markup {
     let mut out = String::with_capacity(drawing.nodes.len() * 400 + drawing.edges.len() * 90);
     let _ = write!(
         out,

@@ -138,12 +138,17 @@ pub(crate) async fn page(
             @if !live { a href={ "/runs/" (run.run_id) "?" (query.query()) } { "Latest events →" } }
         }
         table #log data-stream=[live.then_some(&stream)] {
-            thead { tr { th { "#" } th { "Time" } th { "Step" } th { "Event" } } }
+            thead { tr { th { "#" } th { "Time" } th { "Step" } th { "Level" } th { "Event" } } }
             tbody { @for event in &log { (log_row(event)) } }
         }
         @if log.is_empty() { p #log-empty.muted { "No events yet." } }
     };
-    ok(layout(&format!("Run {}", page::short(run.run_id.as_str())), "/runs", &app.csrf, markup))
+    ok(layout(
+        &format!("Run {}", page::short(run.run_id.as_str())),
+        "/runs",
+        &app.csrf,
+        markup,
+    ))
 }
 
 fn facts(run: &RunRecord) -> Markup {
@@ -183,9 +188,9 @@ pub(crate) async fn step_events(app: &App, run_id: &RunId) -> Result<Vec<Event>,
 pub(crate) fn log_row(event: &Event) -> Markup {
     let (class, what) = match &event.kind {
         EventKind::Log { level, message } => (format!("lvl-{}", level.as_str()), message.clone()),
-        kind @ (EventKind::StepFailed { .. } | EventKind::RunFailed { .. } | EventKind::HookFailed { .. }) => {
-            ("kind-failed".to_owned(), kind.to_string())
-        }
+        kind @ (EventKind::StepFailed { .. }
+        | EventKind::RunFailed { .. }
+        | EventKind::HookFailed { .. }) => ("kind-failed".to_owned(), kind.to_string()),
         kind => (String::new(), kind.to_string()),
     };
     let level = match &event.kind {
@@ -197,7 +202,8 @@ pub(crate) fn log_row(event: &Event) -> Markup {
             td.mono.muted { (event.seq) }
             td.mono { (event.timestamp.format("%H:%M:%S%.3f")) }
             td { @if let Some(a) = &event.asset { (a) } }
-            td { span.muted { (level) " " } pre.msg { (crate::bounded(&what, 8_000)) } }
+            td.muted { (level) }
+            td { pre.msg { (crate::bounded(&what, 8_000)) } }
         }
     }
 }
@@ -223,7 +229,9 @@ pub(crate) fn gantt(run: &RunRecord, events: &[Event], now: DateTime<Utc>) -> Ma
         });
         let (end, outcome) = match &event.kind {
             EventKind::StepSucceeded { .. } => (Some(at), "succeeded"),
-            EventKind::StepFailed { will_retry: false, .. } => (Some(at), "failed"),
+            EventKind::StepFailed {
+                will_retry: false, ..
+            } => (Some(at), "failed"),
             EventKind::StepSkipped { .. } => (Some(at), "skipped"),
             EventKind::StepCancelled { .. } => (Some(at), "cancelled"),
             EventKind::StepStarted { .. } => (None, "running"),
@@ -235,8 +243,18 @@ pub(crate) fn gantt(run: &RunRecord, events: &[Event], now: DateTime<Utc>) -> Ma
     if spans.is_empty() {
         return html! { p.muted { "No step has started yet." } };
     }
-    let order: Vec<&AssetKey> = run.assets.iter().filter(|a| spans.contains_key(a)).collect();
-    let start = run.started_at.min(spans.values().map(|s| s.start).min().unwrap_or(run.started_at));
+    let order: Vec<&AssetKey> = run
+        .assets
+        .iter()
+        .filter(|a| spans.contains_key(a))
+        .collect();
+    let start = run.started_at.min(
+        spans
+            .values()
+            .map(|s| s.start)
+            .min()
+            .unwrap_or(run.started_at),
+    );
     let end = run
         .ended_at
         .unwrap_or(now)
@@ -244,7 +262,9 @@ pub(crate) fn gantt(run: &RunRecord, events: &[Event], now: DateTime<Utc>) -> Ma
     let total = (end - start).num_microseconds().unwrap_or(1).max(1) as f64;
     let (label_w, width, row_h) = (180.0, 900.0, 22.0);
     let x = |t: DateTime<Utc>| {
-        label_w + ((t - start).num_microseconds().unwrap_or(0) as f64 / total) * (width - label_w - 10.0)
+        label_w
+            + ((t - start).num_microseconds().unwrap_or(0) as f64 / total)
+                * (width - label_w - 10.0)
     };
     let height = order.len() as f64 * row_h + 24.0;
     let colour = |outcome: &str| match outcome {
@@ -289,7 +309,11 @@ pub(crate) async fn reexecute(
     Form(form): Form<Reexecute>,
 ) -> Result<Response, PageError> {
     let app = &*state.0;
-    let run = app.instance.run(&RunId::from(id)).await.map_err(|e| app.fail(e))?;
+    let run = app
+        .instance
+        .run(&RunId::from(id))
+        .await
+        .map_err(|e| app.fail(e))?;
     let handle = match form.mode.as_str() {
         "failure" => app
             .instance

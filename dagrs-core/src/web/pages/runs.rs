@@ -196,8 +196,14 @@ mod tests {
         let filter = filters.to_filter().unwrap();
         assert_eq!(filter.status, Some(RunStatus::Failed));
         assert_eq!(filter.tag, Some(("team".into(), "data".into())));
-        assert_eq!(filter.started_after.unwrap().to_rfc3339(), "2026-01-31T00:00:00+00:00");
-        assert_eq!(filter.started_before.unwrap().to_rfc3339(), "2026-02-01T10:30:00+00:00");
+        assert_eq!(
+            filter.started_after.unwrap().to_rfc3339(),
+            "2026-01-31T00:00:00+00:00"
+        );
+        assert_eq!(
+            filter.started_before.unwrap().to_rfc3339(),
+            "2026-02-01T10:30:00+00:00"
+        );
         let bad = Filters {
             since: "yesterday".into(),
             ..Filters::default()

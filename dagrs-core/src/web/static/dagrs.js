@@ -78,8 +78,11 @@ function lineage() {
   }
   var zoom = document.getElementById("zoom");
   if (zoom) {
+    var width = Number(graph.getAttribute("width"));
+    var height = Number(graph.getAttribute("height"));
     var apply = function () {
-      graph.style.transform = "scale(" + zoom.value / 100 + ")";
+      graph.setAttribute("width", Math.round(width * zoom.value / 100));
+      graph.setAttribute("height", Math.round(height * zoom.value / 100));
     };
     zoom.addEventListener("input", apply);
     apply();
