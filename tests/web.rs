@@ -211,8 +211,8 @@ async fn a_token_guards_every_request() {
     assert!(denied.body.contains("needs its token"));
     for path in [
         "/runs",
-        "/static/dagrs.js",
-        "/assets/status",
+        "/lineage/status",
+        "/runs/x/stream",
         "/?token=wrong",
     ] {
         assert_eq!(
@@ -221,6 +221,7 @@ async fn a_token_guards_every_request() {
             "{path}"
         );
     }
+    assert_eq!(get(&app, "/static/dagrs.css").await.status, StatusCode::OK, "public");
     let bearer = Request::get("/runs")
         .header(header::AUTHORIZATION, "Bearer s3cret-token")
         .body(Body::empty())

@@ -129,6 +129,37 @@ async fn text(client: &Client, css: &str) -> String {
     }
 }
 
+/// Ticks of the hourly schedule, as a daemon records them: fired with the stored runs, and
+/// one skipped.
+async fn record_ticks(instance: &Instance) {
+    use dagrs_core::storage::{InstigatorKind, TickRecord, TickStatus};
+    let runs = instance.runs(10).await.unwrap();
+    let now = chrono::Utc::now();
+    let hour = chrono::Duration::hours(1);
+    let mut ticks = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        ticks.push(TickRecord {
+            name: "sensors_hourly".into(),
+            kind: InstigatorKind::Schedule,
+            tick: now - hour * (i as i32 + 1),
+            status: TickStatus::Fired,
+            run_ids: vec![run.run_id.clone()],
+            reason: None,
+        });
+    }
+    ticks.push(TickRecord {
+        name: "sensors_hourly".into(),
+        kind: InstigatorKind::Schedule,
+        tick: now - hour * (runs.len() as i32 + 1),
+        status: TickStatus::Skipped,
+        run_ids: vec![],
+        reason: Some("the previous run was still running".into()),
+    });
+    let storage = instance.storage();
+    assert!(storage.claim_ticks(&ticks).await.unwrap().iter().all(|c| *c));
+    storage.update_ticks(&ticks).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_in_a_real_browser() {
     let driver = start_driver();
@@ -157,6 +188,7 @@ async fn the_ui_in_a_real_browser() {
         .materialize(&defs, "sensor_tags+", RunConfig::new())
         .await
         .unwrap();
+    record_ticks(&instance).await;
     let shutdown = CancellationToken::new();
     let app = web::router(instance.clone(), defs.clone());
     let server = web::serve(SocketAddr::from(([127, 0, 0, 1], 0)), app, shutdown.clone())

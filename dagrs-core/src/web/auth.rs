@@ -1,7 +1,7 @@
 //! Who may use the UI, and protection of state-changing requests against other sites.
 //!
 //! One middleware, [`guard`], in front of every route:
-//! - with a token, a request must carry it: `Authorization: Bearer <token>`, or the cookie
+//! - with a token, a request must carry it (all but the script and the style sheet): `Authorization: Bearer <token>`, or the cookie
 //!   [`COOKIE`], which opening any page with `?token=<token>` sets (`HttpOnly`,
 //!   `SameSite=Strict`) before redirecting to the page without the token in its address;
 //! - a `POST` must not come from another site (`Sec-Fetch-Site` other than `same-origin` or
@@ -57,7 +57,9 @@ pub(crate) async fn guard(State(app): State<Arc<App>>, request: Request, next: N
 }
 
 async fn check(app: &App, request: Request) -> Result<Request, Response> {
-    if let Some(token) = &app.token {
+    // The script and the style sheet hold nothing secret, and the sign-in page uses them.
+    let public = request.uri().path().starts_with("/static/");
+    if let (Some(token), false) = (&app.token, public) {
         if let Some(response) = authenticate(token, &request) {
             return Err(response);
         }

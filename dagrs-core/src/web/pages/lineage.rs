@@ -94,7 +94,7 @@ fn svg(
     let mut out = String::with_capacity(drawing.nodes.len() * 400 + drawing.edges.len() * 90);
     let _ = write!(
         out,
-        r#"<svg class="graph" data-status="/assets/status" xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}">"#,
+        r#"<svg class="graph" data-status="/lineage/status" xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}">"#,
         w = drawing.width.max(200.0),
         h = drawing.height.max(60.0)
     );
@@ -148,7 +148,7 @@ fn svg(
     PreEscaped(out)
 }
 
-/// `GET /assets/status`: one line per asset, `<key> <status>`, for the live colours.
+/// `GET /lineage/status`: one line per asset, `<key> <status>`, for the live colours.
 pub(crate) async fn statuses(state: State) -> axum::response::Response {
     let app = &*state.0;
     match states(app).await {
