@@ -221,7 +221,11 @@ async fn a_token_guards_every_request() {
             "{path}"
         );
     }
-    assert_eq!(get(&app, "/static/dagrs.css").await.status, StatusCode::OK, "public");
+    assert_eq!(
+        get(&app, "/static/dagrs.css").await.status,
+        StatusCode::OK,
+        "public"
+    );
     let bearer = Request::get("/runs")
         .header(header::AUTHORIZATION, "Bearer s3cret-token")
         .body(Body::empty())

@@ -156,7 +156,12 @@ async fn record_ticks(instance: &Instance) {
         reason: Some("the previous run was still running".into()),
     });
     let storage = instance.storage();
-    assert!(storage.claim_ticks(&ticks).await.unwrap().iter().all(|c| *c));
+    assert!(storage
+        .claim_ticks(&ticks)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| *c));
     storage.update_ticks(&ticks).await.unwrap();
 }
 

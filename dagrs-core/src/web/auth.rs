@@ -37,7 +37,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
 pub(crate) async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let mut response = match check(&app, request).await {
         Ok(request) => next.run(request).await,
-        Err(response) => response,
+        Err(response) => *response,
     };
     let headers = response.headers_mut();
     headers.insert(
@@ -56,18 +56,23 @@ pub(crate) async fn guard(State(app): State<Arc<App>>, request: Request, next: N
     response
 }
 
-async fn check(app: &App, request: Request) -> Result<Request, Response> {
+/// A request let through, or the response that refuses it (boxed: a response is large).
+type Checked = Result<Request, Box<Response>>;
+
+async fn check(app: &App, request: Request) -> Checked {
     // The script and the style sheet hold nothing secret, and the sign-in page uses them.
     let public = request.uri().path().starts_with("/static/");
     if let (Some(token), false) = (&app.token, public) {
         if let Some(response) = authenticate(token, &request) {
-            return Err(response);
+            return Err(Box::new(response));
         }
     }
     match *request.method() {
         Method::GET | Method::HEAD => Ok(request),
         Method::POST => check_post(app, request).await,
-        _ => Err((StatusCode::METHOD_NOT_ALLOWED, "only GET and POST").into_response()),
+        _ => Err(Box::new(
+            (StatusCode::METHOD_NOT_ALLOWED, "only GET and POST").into_response(),
+        )),
     }
 }
 
@@ -122,13 +127,15 @@ fn authenticate(token: &str, request: &Request) -> Option<Response> {
 
 /// Checks a `POST`: same site, and the CSRF secret in its form; gives the request back with
 /// its body read.
-async fn check_post(app: &App, request: Request) -> Result<Request, Response> {
+async fn check_post(app: &App, request: Request) -> Checked {
     let forbidden = |why: &str| {
         let body = page::bare(
             "Forbidden",
             html! { h1 { "Refused" } p.error { (why) } p { a href="/" { "Back to the UI" } } },
         );
-        Err((StatusCode::FORBIDDEN, Html(body.into_string())).into_response())
+        Err(Box::new(
+            (StatusCode::FORBIDDEN, Html(body.into_string())).into_response(),
+        ))
     };
     let headers = request.headers();
     if let Some(site) = headers.get("sec-fetch-site") {

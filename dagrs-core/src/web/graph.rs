@@ -179,7 +179,7 @@ mod tests {
     use crate::asset::AssetSpec;
 
     fn spec(key: &str, deps: &[&str], group: &str) -> AssetSpec {
-        let mut spec = AssetSpec::new(key, || async { Ok(()) }).group(group);
+        let mut spec = AssetSpec::new(key, |_| async { Ok(()) }).group(group);
         for d in deps {
             spec = spec.dep(*d);
         }
