@@ -1019,7 +1019,8 @@ pub async fn event_pages(storage: &dyn Storage) {
             },
             _ => EventKind::Log {
                 level: levels[(seq % 4) as usize],
-                message: format!("line {seq}"),
+                // A NUL, which PostgreSQL's jsonb and `->>` refuse: filters must not trip.
+                message: format!("line {seq} \0 \"level\":\"error\""),
             },
         };
         events.push(event("ev", seq, Some(asset), kind));

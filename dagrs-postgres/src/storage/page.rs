@@ -87,7 +87,7 @@ pub(super) fn runs(schema: &Ident, filter: &RunFilter, size: usize) -> (String, 
 
 /// The statement and parameters of a page of run `run_id`'s events (newest first when
 /// `filter.newest`: the caller puts them back in order). Without log lines, the term is the
-/// predicate of the partial index `events_without_logs`.
+/// predicate of the partial index `events_without_logs`, word for word.
 pub(super) fn events(
     schema: &Ident,
     run_id: &RunId,
@@ -106,8 +106,11 @@ pub(super) fn events(
     if let Some(asset) = &filter.asset {
         w.and("asset = $", vec![Box::new(asset.to_string())]);
     }
+    // On the kind's text (serde_json writes the tag first, then a log line's level), never
+    // its parsed JSON: `->>` fails on a log line that holds "\u0000".
+    const NOT_LOG: &str = r#"NOT starts_with(kind::text, '{"type":"log",')"#;
     if filter.skip_logs {
-        w.and("(kind ->> 'type') <> 'log'", vec![]);
+        w.and(NOT_LOG, vec![]);
     } else if filter.min_level.is_some() {
         let levels: Vec<String> = filter
             .levels()
@@ -115,7 +118,9 @@ pub(super) fn events(
             .map(|l| l.as_str().to_owned())
             .collect();
         w.and(
-            "((kind ->> 'type') <> 'log' OR (kind ->> 'level') = ANY ($))",
+            &format!(
+                r#"({NOT_LOG} OR split_part(split_part(kind::text, '"level":"', 2), '"', 1) = ANY ($))"#
+            ),
             vec![Box::new(levels)],
         );
     }

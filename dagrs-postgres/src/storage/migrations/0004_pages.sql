@@ -8,4 +8,8 @@ CREATE INDEX runs_page_by_job ON runs ((tags ->> 'dagrs/job'), started_at DESC, 
 CREATE INDEX runs_by_tags ON runs USING gin (tags jsonb_path_ops);
 
 CREATE INDEX events_by_asset ON events (run_id, asset, seq);
-CREATE INDEX events_without_logs ON events (run_id, seq) WHERE (kind ->> 'type') <> 'log';
+-- On the kind's text, not its parsed JSON: `kind` is json so that log lines may hold
+-- "\u0000", which `->>` refuses to turn into text (and an index on it would refuse the row).
+-- serde_json writes an event kind's tag first: {"type":"log","level":...}.
+CREATE INDEX events_without_logs ON events (run_id, seq)
+    WHERE NOT starts_with(kind::text, '{"type":"log",');
