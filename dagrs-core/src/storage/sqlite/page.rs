@@ -56,7 +56,7 @@ pub(super) fn runs(
     }
     if let Some(job) = &filter.job {
         w.and(
-            r#"json_extract(tags, '$."dagrs/job"') = ?"#,
+            r#"(CASE WHEN json_valid(tags) THEN json_extract(tags, '$."dagrs/job"') END) = ?"#,
             [job.clone().into()],
         );
     }
@@ -112,22 +112,24 @@ pub(super) fn events(
     if let Some(asset) = &filter.asset {
         w.and("asset = ?", [asset.to_string().into()]);
     }
+    // On the kind's text (serde_json writes the tag first, then a log line's level).
+    const NOT_LOG: &str = r#"substr(kind, 1, 14) <> '{"type":"log",'"#;
     if filter.skip_logs {
-        w.and("json_extract(kind, '$.type') <> 'log'", []);
+        w.and(NOT_LOG, []);
     } else if filter.min_level.is_some() {
         let levels = filter
             .levels()
             .iter()
-            .map(|l| format!("'{}'", l.as_str()))
+            .map(|l| {
+                format!(
+                    r#"substr(kind, 1, {}) = '{{"type":"log","level":"{}"'"#,
+                    24 + l.as_str().len(),
+                    l.as_str()
+                )
+            })
             .collect::<Vec<_>>()
-            .join(", ");
-        w.and(
-            &format!(
-                "(json_extract(kind, '$.type') <> 'log' \
-                 OR json_extract(kind, '$.level') IN ({levels}))"
-            ),
-            [],
-        );
+            .join(" OR ");
+        w.and(&format!("({NOT_LOG} OR {levels})"), []);
     }
     let order = if filter.newest { "DESC" } else { "ASC" };
     let sql = format!(
