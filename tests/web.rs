@@ -597,7 +597,7 @@ async fn a_run_page_follows_the_run_live() {
     let messages = read_stream(server.addr(), &path).await;
     let kinds: Vec<&str> = messages.iter().map(|(e, _)| e.as_str()).collect();
     assert!(
-        kinds.contains(&"events") && kinds.contains(&"gantt"),
+        kinds.contains(&"events") && kinds.contains(&"gantt") && kinds.contains(&"facts"),
         "{kinds:?}"
     );
     let statuses: Vec<&str> = messages

@@ -289,6 +289,10 @@ async fn the_ui_in_a_real_browser() {
         || async { text(&client, "#run-status").await == "succeeded" },
     )
     .await;
+    until(Duration::from_secs(10), "the run's end time", || async {
+        text(&client, "#facts").await.contains("took")
+    })
+    .await;
     let marker = client
         .execute("return window.dagrsMarker;", vec![])
         .await

@@ -3,7 +3,8 @@
 //! open page within a poll and a render.
 //!
 //! Messages: `events` (rendered, escaped `<tr>` rows; its id is the last seq, so a browser
-//! that reconnects resumes after it), `status` (the run's status when it changes), `gantt`
+//! that reconnects resumes after it), `status` (the run's status when it changes) with
+//! `facts` (its facts: end time, failure), `gantt`
 //! (the timeline, after step events), and `end` once the run has ended and its log was sent.
 
 use std::collections::VecDeque;
@@ -18,7 +19,7 @@ use chrono::Utc;
 use futures_util::stream;
 
 use super::app::{App, PageError, State};
-use super::pages::run::{gantt, log_row, step_events, LogQuery};
+use super::pages::run::{facts, gantt, log_row, step_events, LogQuery};
 use crate::event::{EventKind, RunStatus};
 use crate::key::RunId;
 use crate::storage::EventFilter;
@@ -119,6 +120,11 @@ impl Follow {
             self.status = Some(run.status);
             self.pending
                 .push_back(Sse::default().event("status").data(run.status.as_str()));
+            self.pending.push_back(
+                Sse::default()
+                    .event("facts")
+                    .data(facts(&run).into_string()),
+            );
         }
         if run.status.is_final() && events.len() < BATCH {
             if self.closing {

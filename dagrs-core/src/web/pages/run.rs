@@ -151,9 +151,10 @@ pub(crate) async fn page(
     ))
 }
 
-fn facts(run: &RunRecord) -> Markup {
+/// The run's facts (re-sent live when its status changes).
+pub(crate) fn facts(run: &RunRecord) -> Markup {
     html! {
-        dl.facts {
+        dl #facts.facts {
             dt { "Selection" } dd.mono { (run.selection) }
             dt { "Assets" } dd { @for a in &run.assets { (page::asset_link(a.as_str())) " " } }
             @if let Some(job) = run.tags.get(JOB_TAG) { dt { "Job" } dd { (job) } }

@@ -37,6 +37,10 @@ function liveRun() {
       el.hidden = !final;
     });
   });
+  source.addEventListener("facts", function (e) {
+    var facts = document.getElementById("facts");
+    if (facts) facts.outerHTML = e.data;
+  });
   source.addEventListener("gantt", function (e) {
     var gantt = document.getElementById("gantt");
     if (gantt) gantt.innerHTML = e.data;
