@@ -180,6 +180,20 @@ impl Instance {
         start(&self.settings(), defs, selection, options, plan, None).await
     }
 
+    /// Checks a launch of `selection` with `options` as [`launch`](Self::launch) checks it —
+    /// the selection, every selected asset's config, inputs from unselected assets, the
+    /// partition — without starting anything; returns the assets it would run, dependencies
+    /// first.
+    pub async fn check_launch(
+        &self,
+        defs: &Definitions,
+        selection: &str,
+        options: &RunOptions,
+    ) -> Result<Vec<crate::key::AssetKey>, Error> {
+        let plan = Plan::new(defs, &*self.0.storage, Request::new(selection, options)).await?;
+        Ok(plan.keys)
+    }
+
     /// Starts a run of job `name` in the background: its selection, its config (under what
     /// `options` gives) and tags, and its hooks.
     pub async fn launch_job(

@@ -68,6 +68,8 @@
 //! - `sqlite` (default): the embedded SQLite run store (bundled SQLite).
 //! - `testing`: the storage contract suite, `storage::contract`, for backends' tests.
 //! - `slack`: `SlackResource` and the `slack_on_failure` hook (HTTPS through ureq and rustls).
+//! - `web`: the web UI, `web` (an axum router: asset catalog, lineage graph, runs with live
+//!   logs, launchpad, schedules and sensors); with `cli`, the `ui` and `dev` verbs.
 //!
 //! A service that embeds only the executor and PostgreSQL builds with
 //! `default-features = false` and compiles none of them.
@@ -107,6 +109,8 @@ mod state;
 pub mod storage;
 mod test_context;
 mod text;
+#[cfg(feature = "web")]
+pub mod web;
 
 pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult};
 pub use backfill::{

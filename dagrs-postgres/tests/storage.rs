@@ -663,10 +663,13 @@ async fn a_version_3_store_gains_partitions_and_keeps_its_data() {
     assert_eq!(storage.schema_version().await.unwrap(), Some(3));
     assert_eq!(
         storage.migrate().await.unwrap(),
-        1,
-        "only migration 4 applies"
+        2,
+        "only migrations 4 and 5 apply"
     );
-    assert_eq!(storage.schema_version().await.unwrap(), Some(4));
+    assert_eq!(
+        storage.schema_version().await.unwrap(),
+        Some(SCHEMA_VERSION)
+    );
     let kept = storage
         .latest_materialization(&"a".into())
         .await

@@ -13,7 +13,8 @@
 //! `sensor list|start|stop|preview NAME`, `tick list [--schedule|--sensor NAME]`, `daemon`,
 //! `asset partitions X`, `backfill launch|list|show|cancel|resume`,
 //! `partitions add|list|delete NAME`; `asset materialize` takes `--partition KEY` or
-//! `--partition-range START...END`. Every verb works through an [`Instance`]: the one given to [`run_with`],
+//! `--partition-range START...END`; and with feature `web`: `ui [--bind ADDR] [--token T |
+//! --no-auth]` (the web UI) and `dev` (the daemon and the UI in one process). Every verb works through an [`Instance`]: the one given to [`run_with`],
 //! else one on the embedded SQLite store (`$DAGRS_HOME/dagrs.db`, or `./.dagrs/dagrs.db`).
 //!
 //! Exit codes: 0 success, 1 a run that failed or was cancelled, 2 bad input or an error
@@ -22,6 +23,8 @@
 mod automation;
 mod partitions;
 mod show;
+#[cfg(feature = "web")]
+mod ui;
 
 use self::show::say;
 
@@ -88,6 +91,17 @@ enum Command {
         /// Seconds runs get to finish after a stop before they are cancelled.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         grace_s: u64,
+    },
+    /// Serves the web UI (127.0.0.1:3000 by default) until Ctrl-C or SIGTERM.
+    #[cfg(feature = "web")]
+    Ui(ui::UiArgs),
+    /// Runs the daemon and the web UI in one process, until Ctrl-C or SIGTERM.
+    #[cfg(feature = "web")]
+    Dev {
+        #[command(flatten)]
+        ui: ui::UiArgs,
+        #[command(flatten)]
+        daemon: ui::DaemonArgs,
     },
 }
 
@@ -242,6 +256,8 @@ fn default_instance(command: &Command) -> Result<Instance, Error> {
                     | partitions::PartitionsCommand::Delete { .. }
             )
     );
+    #[cfg(feature = "web")]
+    let writes = writes || matches!(command, Command::Ui(_) | Command::Dev { .. });
     if writes {
         return Instance::sqlite(path);
     }
@@ -370,6 +386,10 @@ async fn execute(
             interval_ms,
             grace_s,
         } => automation::daemon(defs, instance, interval_ms, grace_s).await,
+        #[cfg(feature = "web")]
+        Command::Ui(args) => ui::serve(defs, instance, args, None).await,
+        #[cfg(feature = "web")]
+        Command::Dev { ui, daemon } => ui::serve(defs, instance, ui, Some(daemon)).await,
         Command::Storage(StorageCommand::Prune {
             max_age_days,
             max_runs,

@@ -24,7 +24,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
 use super::{
-    InstigatorKind, InstigatorStatus, Retention, RunRecord, Storage, TickRecord, TickStatus,
+    EventFilter, InstigatorKind, InstigatorStatus, Retention, RunCursor, RunFilter, RunRecord,
+    Storage, TickRecord, TickStatus,
 };
 use crate::backfill::{BackfillPolicy, BackfillRecord, BackfillRun, BackfillStatus};
 use crate::config::RunConfig;
@@ -43,7 +44,7 @@ macro_rules! storage_contract_tests {
             runs, events, every_event_kind_round_trips, materializations,
             finishing_and_heartbeats, retention, ticks_and_cursors, run_queue, concurrent_writers,
             partition_status, partition_materializations, many_partition_ranges,
-            dynamic_partitions, backfills);
+            dynamic_partitions, backfills, run_pages, event_pages);
     };
     (@each $make:expr; $($part:ident),*) => {
         $(
@@ -1703,4 +1704,193 @@ pub async fn backfills(storage: &dyn Storage) {
         "updating an unknown backfill fails"
     );
     assert_eq!(storage.backfill("ghost").await.unwrap(), None);
+}
+
+/// Pages of runs: newest first by start time then run id, every filter (status, job, tag,
+/// time window) and the cursor of the previous page, as [`RunFilter::matches`] says.
+pub async fn run_pages(storage: &dyn Storage) {
+    // Twelve runs; two start at the same instant, so the run id breaks the tie.
+    let mut all = Vec::new();
+    for i in 0..12 {
+        let mut run = run_record(&format!("p{i:02}"), i64::from(i / 2 * 2) + 100);
+        run.status = if i % 3 == 0 {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        run.tags = BTreeMap::from([("team".to_owned(), format!("t{}", i % 2))]);
+        if i % 4 == 0 {
+            run.tags
+                .insert(crate::job::JOB_TAG.to_owned(), "nightly".to_owned());
+        }
+        storage.create_run(&run).await.unwrap();
+        all.push(run);
+    }
+    let ids = |runs: &[RunRecord]| {
+        runs.iter()
+            .map(|r| r.run_id.to_string())
+            .collect::<Vec<_>>()
+    };
+    let expect = |filter: &RunFilter| {
+        let mut runs: Vec<RunRecord> = all.iter().filter(|r| filter.matches(r)).cloned().collect();
+        RunFilter::sort(&mut runs);
+        ids(&runs)
+    };
+    let page = storage.runs_page(&RunFilter::default(), 100).await.unwrap();
+    assert_eq!(
+        ids(&page),
+        ["p11", "p10", "p09", "p08", "p07", "p06", "p05", "p04", "p03", "p02", "p01", "p00"],
+        "a page lists runs newest first, the larger id first among runs started together"
+    );
+    assert_eq!(page[0], all[11], "a run in a page comes back as stored");
+    // Walking the pages three by three visits every run once, in order.
+    let mut walked = Vec::new();
+    let mut filter = RunFilter::default();
+    loop {
+        let page = storage.runs_page(&filter, 3).await.unwrap();
+        assert!(page.len() <= 3, "a page respects its limit");
+        let Some(last) = page.last() else { break };
+        filter.after = Some(RunCursor::of(last));
+        walked.extend(ids(&page));
+    }
+    assert_eq!(
+        walked,
+        ids(&page),
+        "pages follow one another without gaps or repeats"
+    );
+    let filters = [
+        RunFilter {
+            status: Some(RunStatus::Failed),
+            ..RunFilter::default()
+        },
+        RunFilter {
+            job: Some("nightly".into()),
+            ..RunFilter::default()
+        },
+        RunFilter {
+            tag: Some(("team".into(), "t1".into())),
+            ..RunFilter::default()
+        },
+        RunFilter {
+            tag: Some(("team".into(), "nobody".into())),
+            ..RunFilter::default()
+        },
+        RunFilter {
+            started_after: Some(at(104)),
+            started_before: Some(at(108)),
+            ..RunFilter::default()
+        },
+        RunFilter {
+            status: Some(RunStatus::Succeeded),
+            tag: Some(("team".into(), "t0".into())),
+            after: Some(RunCursor::of(&all[8])),
+            ..RunFilter::default()
+        },
+    ];
+    for filter in filters {
+        let page = storage.runs_page(&filter, 100).await.unwrap();
+        assert_eq!(ids(&page), expect(&filter), "the page of {filter:?}");
+    }
+}
+
+/// Pages of a run's events: after and before a seq, of one step, above a log level, without
+/// log lines, and the newest ones, always in seq order.
+pub async fn event_pages(storage: &dyn Storage) {
+    storage.create_run(&run_record("ev", 0)).await.unwrap();
+    storage.create_run(&run_record("other", 0)).await.unwrap();
+    let levels = [
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+    ];
+    let mut events = Vec::new();
+    for seq in 0..40u64 {
+        let asset = ["a", "b"][(seq % 2) as usize];
+        let kind = match seq % 5 {
+            0 => EventKind::StepStarted { attempt: 1 },
+            1 => EventKind::StepSucceeded {
+                attempt: 1,
+                duration: Duration::from_millis(seq),
+            },
+            _ => EventKind::Log {
+                level: levels[(seq % 4) as usize],
+                // A NUL, which PostgreSQL's jsonb and `->>` refuse: filters must not trip.
+                message: format!("line {seq} \0 \"level\":\"error\""),
+            },
+        };
+        events.push(event("ev", seq, Some(asset), kind));
+    }
+    storage.append_events(&events).await.unwrap();
+    storage
+        .append_events(&[event("other", 0, Some("a"), EventKind::RunSucceeded)])
+        .await
+        .unwrap();
+    let seqs = |events: &[Event]| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let run = RunId::from("ev");
+    let filters = [
+        EventFilter::default(),
+        EventFilter {
+            after: Some(7),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            after: Some(3),
+            before: Some(20),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            asset: Some(AssetKey::from("b")),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            min_level: Some(LogLevel::Warn),
+            ..EventFilter::default()
+        },
+        EventFilter {
+            skip_logs: true,
+            ..EventFilter::default()
+        },
+        EventFilter {
+            skip_logs: true,
+            asset: Some(AssetKey::from("a")),
+            after: Some(4),
+            ..EventFilter::default()
+        },
+    ];
+    for filter in filters {
+        let expected: Vec<u64> = events
+            .iter()
+            .filter(|e| filter.matches(e))
+            .map(|e| e.seq)
+            .collect();
+        let page = storage.events_page(&run, &filter, 1000).await.unwrap();
+        assert_eq!(seqs(&page), expected, "the events of {filter:?}");
+        let first = storage.events_page(&run, &filter, 3).await.unwrap();
+        assert_eq!(
+            seqs(&first),
+            expected[..expected.len().min(3)],
+            "the first 3 of {filter:?}"
+        );
+        let newest = EventFilter {
+            newest: true,
+            ..filter.clone()
+        };
+        let tail = storage.events_page(&run, &newest, 3).await.unwrap();
+        assert_eq!(
+            seqs(&tail),
+            expected[expected.len().saturating_sub(3)..],
+            "the last 3 of {filter:?}, in seq order"
+        );
+    }
+    let page = storage
+        .events_page(&run, &EventFilter::default(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(page, events, "events in a page come back as stored");
+    assert!(storage
+        .events_page(&RunId::from("nope"), &EventFilter::default(), 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

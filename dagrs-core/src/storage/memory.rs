@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    runs_to_prune, InstigatorStatus, MaterializationRecord, PruneReport, Retention, RunRecord,
-    Storage, TickRecord,
+    runs_to_prune, EventFilter, InstigatorStatus, MaterializationRecord, PruneReport, Retention,
+    RunFilter, RunRecord, Storage, TickRecord,
 };
 use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::error::Error;
@@ -207,6 +207,19 @@ impl Storage for InMemoryStorage {
         Ok(runs)
     }
 
+    async fn runs_page(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunRecord>, Error> {
+        let mut runs: Vec<RunRecord> = self
+            .lock()
+            .runs
+            .iter()
+            .filter(|r| filter.matches(r))
+            .cloned()
+            .collect();
+        RunFilter::sort(&mut runs);
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
     async fn running_runs(&self) -> Result<Vec<RunRecord>, Error> {
         Ok(self
             .lock()
@@ -226,6 +239,26 @@ impl Storage for InMemoryStorage {
         Ok(match after {
             Some(u64::MAX) => Vec::new(),
             _ => log.range(from..).map(|(_, e)| e.clone()).collect(),
+        })
+    }
+
+    async fn events_page(
+        &self,
+        run_id: &RunId,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, Error> {
+        let inner = self.lock();
+        let Some(log) = inner.events.get(run_id) else {
+            return Ok(Vec::new());
+        };
+        let matching = log.values().filter(|e| filter.matches(e));
+        Ok(if filter.newest {
+            let mut tail: Vec<Event> = matching.rev().take(limit).cloned().collect();
+            tail.reverse();
+            tail
+        } else {
+            matching.take(limit).cloned().collect()
         })
     }
 

@@ -8,11 +8,13 @@
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 mod memory;
+mod page;
 pub(crate) mod recovery;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::InMemoryStorage;
+pub use page::{EventFilter, RunCursor, RunFilter};
 pub use recovery::{recover_abandoned_runs, LEASE};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStorage;
@@ -257,11 +259,25 @@ pub trait Storage: Send + Sync + 'static {
     /// The newest runs first (by start time), at most `limit`.
     async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error>;
 
+    /// One page of runs: those matching `filter`, newest first (by start time, then by run
+    /// id, both descending), at most `limit`. The next page is the same filter with
+    /// [`after`](RunFilter::after) set to the last run of this one.
+    async fn runs_page(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunRecord>, Error>;
+
     /// The active runs: those whose status is `Running` or `Canceling`.
     async fn running_runs(&self) -> Result<Vec<RunRecord>, Error>;
 
     /// A run's events with `seq > after` (all when `after` is `None`), in order.
     async fn events(&self, run_id: &RunId, after: Option<u64>) -> Result<Vec<Event>, Error>;
+
+    /// One page of run `run_id`'s events: those matching `filter`, in `seq` order, at most
+    /// `limit` (the first ones, or the last ones with [`newest`](EventFilter::newest)).
+    async fn events_page(
+        &self,
+        run_id: &RunId,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, Error>;
 
     /// The latest materialization of `asset`, if any.
     async fn latest_materialization(

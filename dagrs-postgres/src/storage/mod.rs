@@ -14,8 +14,8 @@ use dagrs_core::partitions::{
     cut, merged, outcomes, PartitionOutcome, PartitionRange, PartitionSet, PartitionStatus,
 };
 use dagrs_core::storage::{
-    runs_to_prune, tick_cutoff, InstigatorStatus, MaterializationRecord, PruneReport, Retention,
-    RunRecord, Storage, TickRecord,
+    runs_to_prune, tick_cutoff, EventFilter, InstigatorStatus, MaterializationRecord, PruneReport,
+    Retention, RunFilter, RunRecord, Storage, TickRecord,
 };
 use dagrs_core::{AssetKey, BackfillRecord, BackfillStatus, Event, Metadata, RunId, RunStatus};
 use tokio_postgres::error::SqlState;
@@ -26,6 +26,7 @@ use crate::error::{describe, query_error, Error, Result};
 use crate::ident::Ident;
 use crate::resource::PostgresResource;
 
+mod page;
 mod rows;
 mod sql;
 
@@ -67,6 +68,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "partitions of materializations, partition status, dynamic partitions, backfills",
         sql: include_str!("migrations/0004_partitions_backfills.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "indexes for pages of runs and of event logs",
+        sql: include_str!("migrations/0005_pages.sql"),
     },
 ];
 
@@ -832,6 +838,13 @@ impl Storage for PgStorage {
             .await
     }
 
+    async fn runs_page(&self, filter: &RunFilter, limit: usize) -> CoreResult<Vec<RunRecord>> {
+        let (sql, params) = page::runs(&self.inner.schema, filter, limit);
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| &**p as _).collect();
+        self.runs_where("list a page of runs", &sql, &params).await
+    }
+
     async fn running_runs(&self) -> CoreResult<Vec<RunRecord>> {
         self.runs_where("list running runs", &self.inner.sql.running_runs, &[])
             .await
@@ -850,6 +863,28 @@ impl Storage for PgStorage {
             .iter()
             .map(|row| event_from_row(run_id, row).map_err(|e| storage_error(OP, e)))
             .collect()
+    }
+
+    async fn events_page(
+        &self,
+        run_id: &RunId,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> CoreResult<Vec<Event>> {
+        const OP: &str = "read a page of events";
+        let (sql, params) = page::events(&self.inner.schema, run_id, filter, limit);
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| &**p as _).collect();
+        let mut events = self
+            .query(OP, &sql, &params)
+            .await?
+            .iter()
+            .map(|row| event_from_row(run_id, row).map_err(|e| storage_error(OP, e)))
+            .collect::<CoreResult<Vec<_>>>()?;
+        if filter.newest {
+            events.reverse();
+        }
+        Ok(events)
     }
 
     async fn latest_materialization(

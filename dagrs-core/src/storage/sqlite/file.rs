@@ -163,6 +163,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX backfills_newest ON backfills (created_at, id);
     ",
+    // Version 5: pages of runs (newest first, by status, by job) and of event logs (by step,
+    // and without log lines) read from indexes, for the web UI. The expressions never fail,
+    // whatever a row holds (`json_valid` first; a text prefix for event kinds, whose tag
+    // serde_json writes first), so a damaged row can still be written and found.
+    r#"
+    CREATE INDEX runs_page ON runs (started_at, run_id);
+    CREATE INDEX runs_page_by_status ON runs (status, started_at, run_id);
+    CREATE INDEX runs_page_by_job ON runs (
+        (CASE WHEN json_valid(tags) THEN json_extract(tags, '$."dagrs/job"') END),
+        started_at, run_id);
+    CREATE INDEX events_by_asset ON events (run_id, asset, seq);
+    CREATE INDEX events_without_logs ON events (run_id, seq)
+        WHERE substr(kind, 1, 14) <> '{"type":"log",';
+    "#,
 ];
 
 /// The schema version this code writes and understands.

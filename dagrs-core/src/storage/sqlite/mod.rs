@@ -7,6 +7,7 @@
 //! operation (over 400 lines for that reason); the file, its rows and its writer live beside it.
 
 mod file;
+mod page;
 mod partitions;
 mod rows;
 #[cfg(test)]
@@ -34,7 +35,8 @@ use self::rows::{
 };
 use self::writer::{lock, registry, Shared};
 use super::{
-    InstigatorStatus, MaterializationRecord, PruneReport, Retention, RunRecord, Storage, TickRecord,
+    EventFilter, InstigatorStatus, MaterializationRecord, PruneReport, Retention, RunFilter,
+    RunRecord, Storage, TickRecord,
 };
 use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::error::Error;
@@ -355,6 +357,13 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn runs_page(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunRecord>, Error> {
+        const OP: &str = "list a page of runs";
+        let filter = filter.clone();
+        self.read(OP, move |conn| page::runs(conn, &filter, limit, OP))
+            .await
+    }
+
     async fn running_runs(&self) -> Result<Vec<RunRecord>, Error> {
         const OP: &str = "list running runs";
         self.read(OP, move |conn| {
@@ -407,6 +416,20 @@ impl Storage for SqliteStorage {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn events_page(
+        &self,
+        run_id: &RunId,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, Error> {
+        const OP: &str = "read a page of events";
+        let (run_id, filter) = (run_id.clone(), filter.clone());
+        self.read(OP, move |conn| {
+            page::events(conn, &run_id, &filter, limit, OP)
         })
         .await
     }

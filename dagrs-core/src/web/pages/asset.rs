@@ -1,0 +1,145 @@
+//! One asset: what it is, where it sits in the graph, its materializations with metadata,
+//! and charts of its step duration and of each numeric metadata over time.
+
+use std::collections::BTreeMap;
+
+use axum::extract::Path;
+use chrono::{DateTime, Utc};
+use maud::html;
+
+use crate::event::EventKind;
+use crate::storage::{EventFilter, MaterializationRecord};
+use crate::web::app::{ok, PageError, PageResult, State};
+use crate::web::chart;
+use crate::web::page::{self, badge, csrf_field, layout};
+
+/// How many materializations the page lists and plots.
+const HISTORY: usize = 50;
+
+/// `GET /assets/{key}`.
+pub(crate) async fn page(state: State, Path(key): Path<String>) -> PageResult {
+    let app = &*state.0;
+    let spec = app.defs.asset(&key).ok_or_else(|| {
+        app.fail(PageError::NotFound(format!(
+            "no asset `{}` in these definitions",
+            crate::bounded(&key, 120)
+        )))
+    })?;
+    let states = super::catalog::states(app).await.map_err(|e| app.fail(e))?;
+    let (current, status) = states
+        .iter()
+        .find(|(s, _)| s.key == *spec.key())
+        .map(|(s, st)| (s.clone(), *st))
+        .ok_or_else(|| app.fail(PageError::NotFound("asset state missing".into())))?;
+    let storage = app.instance.storage();
+    let history = storage
+        .materializations(spec.key(), HISTORY)
+        .await
+        .map_err(|e| app.fail(e))?;
+    // The step duration of each materialization, from its run's step events.
+    let mut durations: Vec<(DateTime<Utc>, f64)> = Vec::new();
+    for m in &history {
+        let filter = EventFilter {
+            asset: Some(spec.key().clone()),
+            skip_logs: true,
+            ..EventFilter::default()
+        };
+        let events = storage
+            .events_page(&m.run_id, &filter, 64)
+            .await
+            .map_err(|e| app.fail(e))?;
+        if let Some(d) = events.iter().rev().find_map(|e| match &e.kind {
+            EventKind::StepSucceeded { duration, .. } => Some(*duration),
+            _ => None,
+        }) {
+            durations.push((m.timestamp, d.as_secs_f64()));
+        }
+    }
+    let numeric = numeric_metadata(&history);
+    let dependents = app.defs.dependents(&key);
+    let markup = html! {
+        h1 { (spec.key()) " " (badge(status.as_str())) }
+        @if let Some(d) = spec.description_text() { p { (d) } }
+        dl.facts {
+            dt { "Group" } dd { (spec.group_name().unwrap_or("—")) }
+            dt { "Tags" } dd.tags { @for (k, v) in spec.tags() { span { (k) "=" (v) } } }
+            dt { "Code version" } dd.mono { (spec.code_version_text().unwrap_or("—")) }
+            dt { "Output type" } dd.mono { (spec.output_type_name()) }
+            dt { "Upstream" } dd {
+                @for dep in spec.deps() { (page::asset_link(dep.as_str())) " " }
+                @if spec.deps().is_empty() { span.muted { "none" } }
+            }
+            dt { "Downstream" } dd {
+                @for dep in &dependents { (page::asset_link(dep.as_str())) " " }
+                @if dependents.is_empty() { span.muted { "none" } }
+            }
+            dt { "Stale" } dd {
+                @match &current.stale { Some(why) => (why.to_string()), None => "no" }
+            }
+        }
+        div.actions {
+            form.inline method="post" action="/launch" {
+                (csrf_field(&app.csrf))
+                input type="hidden" name="selection" value=(spec.key());
+                button type="submit" { "Materialize" }
+            }
+            form.inline method="post" action="/launch" {
+                (csrf_field(&app.csrf))
+                input type="hidden" name="selection" value={ (spec.key()) "+" };
+                button.secondary type="submit" { "Materialize with downstream" }
+            }
+            a href={ "/launchpad?selection=" (spec.key()) } { "Launchpad…" }
+            a href={ "/lineage?focus=" (spec.key()) } { "Lineage" }
+        }
+        h2 { "Over time" }
+        div.charts {
+            (chart::line("step duration (s)", &durations, chart::number))
+            @for (name, points) in &numeric { (chart::line(name, points, chart::number)) }
+            @if durations.is_empty() && numeric.is_empty() { p.muted { "Nothing to plot yet." } }
+        }
+        h2 { "Materializations " span.muted { "(latest " (history.len()) ")" } }
+        table {
+            thead { tr { th { "When" } th { "Run" } th { "Metadata" } th { "Code version" } } }
+            tbody {
+                @for m in &history {
+                    tr {
+                        td { (page::time(m.timestamp)) }
+                        td { (page::run_link(m.run_id.as_str())) }
+                        td.mono { @for (k, v) in &m.metadata { div { (k) ": " (metadata_text(v)) } } }
+                        td.mono { (m.code_version.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+        @if history.is_empty() { p.muted { "Never materialized." } }
+    };
+    ok(layout(spec.key().as_str(), "/", &app.csrf, markup))
+}
+
+/// Every metadata entry that is a number in at least one materialization, as points.
+fn numeric_metadata(
+    history: &[MaterializationRecord],
+) -> BTreeMap<String, Vec<(DateTime<Utc>, f64)>> {
+    let mut series: BTreeMap<String, Vec<(DateTime<Utc>, f64)>> = BTreeMap::new();
+    for m in history {
+        for (name, value) in &m.metadata {
+            if let Some(v) = value.as_f64() {
+                series
+                    .entry(name.clone())
+                    .or_default()
+                    .push((m.timestamp, v));
+            }
+        }
+    }
+    series
+}
+
+/// A metadata value as text: strings without quotes, anything else as JSON, at most 400
+/// characters.
+fn metadata_text(value: &serde_json::Value) -> String {
+    let text = match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    crate::bounded(&text, 400).into_owned()
+}
