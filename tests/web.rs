@@ -1,10 +1,13 @@
 //! The web UI over plain HTTP (no browser): pages, auth, cross-site protection, escaping,
-//! pagination, the launchpad's checks, toggles and the live event stream.
+//! pagination, the launchpad's checks, toggles, the live event stream, partition status
+//! bars and health, and backfills (list, detail, launch, cancel, resume).
 
 #[path = "support/web_fixture.rs"]
 mod fixture;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -12,7 +15,10 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use dagrs_core::storage::{contract, InstigatorStatus, RunRecord};
 use dagrs_core::web::{self, UiOptions};
-use dagrs_core::{Instance, RunConfig, RunId, RunOptions, RunStatus, JOB_TAG};
+use dagrs_core::{
+    BackfillPolicy, BackfillRequest, BackfillStatus, Definitions, Instance, RunConfig, RunId,
+    RunOptions, RunStatus, JOB_TAG,
+};
 use tower::ServiceExt;
 
 /// A response's status, headers and body text.
@@ -125,6 +131,7 @@ async fn every_page_answers() {
         "/runs",
         run.as_str(),
         "/launchpad?selection=sensor_tags%2B",
+        "/backfills",
         "/schedules",
         "/sensors",
         "/static/dagrs.js",
@@ -149,6 +156,11 @@ async fn every_page_answers() {
     );
     assert_eq!(get(&app, "/runs/nope").await.status, StatusCode::NOT_FOUND);
     assert_eq!(get(&app, "/nowhere").await.status, StatusCode::NOT_FOUND);
+    let nav = get(&app, "/").await.body;
+    assert!(
+        nav.contains("<a href=\"/backfills\">Backfills</a>"),
+        "in the navigation"
+    );
     let lineage = get(&app, "/lineage?collapse=transform").await.body;
     assert!(
         lineage.contains("group transform: 3 assets"),
@@ -635,4 +647,312 @@ async fn a_run_page_follows_the_run_live() {
     assert!(rows.contains("two sensors reported gaps") && !rows.contains("reading 1 hours"));
     shutdown.cancel();
     server.wait().await.unwrap();
+}
+
+/// The partitioned fixture: its instance, definitions, router, and the switch that holds
+/// `hourly_sensor`'s 07:00 partitions.
+fn partitioned() -> (Instance, Definitions, Router, Arc<AtomicBool>) {
+    let hold = Arc::new(AtomicBool::new(false));
+    let defs = fixture::partitioned_definitions(hold.clone());
+    let instance = Instance::ephemeral();
+    let app = web::router(instance.clone(), defs.clone());
+    (instance, defs, app, hold)
+}
+
+/// Materializes partition (or range) `partition` of `selection`; how the run ended.
+async fn materialize_partition(
+    instance: &Instance,
+    defs: &Definitions,
+    selection: &str,
+    partition: &str,
+) -> RunStatus {
+    let handle = instance
+        .launch(defs, selection, RunOptions::new().partition(partition))
+        .await
+        .unwrap();
+    let run = instance
+        .wait_for_end(handle.run_id(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    run.status
+}
+
+/// The part of `page` from `start` to the next `end`.
+fn section<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
+    let from = page
+        .find(start)
+        .unwrap_or_else(|| panic!("`{start}` in the page:\n{page}"));
+    let rest = &page[from..];
+    &rest[..rest.find(end).map_or(rest.len(), |at| at + end.len())]
+}
+
+#[tokio::test]
+async fn a_partitioned_asset_shows_its_partitions_and_the_catalog_their_health() {
+    let (instance, defs, app, _) = partitioned();
+    let (h, day) = (fixture::hour_key, fixture::partitions_start());
+    // 4 + 18 hours materialized, 05:00 of the first day failed.
+    let first = format!("{}...{}", h(0, 0), h(0, 4));
+    let rest = format!("{}...{}", h(0, 6), h(1, 0));
+    for (key, expected) in [
+        (h(0, 5), RunStatus::Failed),
+        (first.clone(), RunStatus::Succeeded),
+        (rest, RunStatus::Succeeded),
+    ] {
+        let status = materialize_partition(&instance, &defs, "hourly_sensor", &key).await;
+        assert_eq!(status, expected, "{key}");
+    }
+    let eu = format!("eu|{}", day.format("%Y-%m-%d"));
+    let status = materialize_partition(&instance, &defs, "region_daily", &eu).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let parts = instance
+        .asset_partitions(&defs, "hourly_sensor")
+        .await
+        .unwrap();
+    let total = parts.definition.count(&parts.all);
+    assert!(total >= 48, "two whole days and today's hours: {total}");
+
+    let page = get(&app, "/assets/hourly_sensor").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let summary = section(&page.body, "id=\"partition-summary\"", "</p>");
+    let expected = format!(
+        "{total} partitions exist: 22 materialized, 1 failed, 0 in progress, {} missing",
+        total - 23
+    );
+    assert!(summary.contains(&expected), "{summary}");
+    let bar = section(&page.body, "<svg class=\"pbar\"", "</svg>");
+    assert_eq!(bar.matches("class=\"p-failed\"").count(), 1, "{bar}");
+    assert!(bar.contains(&format!("failed: {}", h(0, 5))), "{bar}");
+    assert!(bar.contains(&format!("materialized: {first}")), "{bar}");
+    assert!(
+        bar.contains(&h(0, 0)),
+        "the axis starts at the first partition"
+    );
+    assert!(
+        page.body.contains("Backfill…"),
+        "a partitioned asset links to backfills"
+    );
+    let ranges = section(&page.body, "<table class=\"ranges\">", "</table>");
+    assert!(
+        ranges.contains(&format!("<td>4</td><td class=\"mono\">{first}</td>")),
+        "{ranges}"
+    );
+
+    // Three regions, one bar each; the region that looks like markup is text.
+    let page = get(&app, "/assets/region_daily").await.body;
+    let bar = section(&page, "<svg class=\"pbar\"", "</svg>");
+    assert_eq!(bar.matches("<text x=\"4\"").count(), 3, "{bar}");
+    assert!(bar.contains("&lt;i&gt;ap&lt;/i&gt;"), "{bar}");
+    assert!(!page.contains("<i>ap</i>"), "never as markup");
+    assert!(bar.contains(&format!("materialized: {eu}")), "{bar}");
+    let days = instance
+        .asset_partitions(&defs, "region_daily")
+        .await
+        .unwrap();
+    let days = days.definition.count(&days.all);
+
+    // The catalog: health of the partitioned assets, nothing for the others.
+    let catalog = get(&app, "/").await.body;
+    let row = section(&catalog, "<tr data-key=\"hourly_sensor\">", "</tr>");
+    assert!(
+        row.contains(&format!("22/{total} materialized, 1 failed")),
+        "{row}"
+    );
+    let row = section(&catalog, "<tr data-key=\"region_daily\">", "</tr>");
+    assert!(row.contains(&format!("1/{days} materialized<")), "{row}");
+    let row = section(&catalog, "<tr data-key=\"sensor_tags\">", "</tr>");
+    assert!(row.contains("<td class=\"partitions\"></td>"), "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfills_are_listed_shown_resumed_and_cancelled() {
+    let (instance, defs, app, hold) = partitioned();
+    let h = fixture::hour_key;
+    let request = BackfillRequest::new("hourly_sensor")
+        .range(&h(1, 0), &h(1, 6))
+        .policy(BackfillPolicy::RunPerPartition);
+    let backfill = instance.launch_backfill(&defs, request).await.unwrap();
+    let id = backfill.id.clone();
+    let ended = instance.run_backfill(&defs, &id, |_| {}).await.unwrap();
+    assert_eq!(ended.status, BackfillStatus::Failed, "05:00 fails");
+
+    let list = get(&app, "/backfills").await;
+    assert_eq!(list.status, StatusCode::OK);
+    let row = section(&list.body, &format!("<tr data-id=\"{id}\">"), "</tr>");
+    assert!(row.contains(&format!("href=\"/backfills/{id}\"")), "{row}");
+    assert!(row.contains("badge s-failed"), "{row}");
+    assert!(row.contains("hourly_sensor"), "{row}");
+    assert!(
+        row.contains("<td>6</td><td>5</td><td>1</td><td>0 "),
+        "partitions, succeeded, failed, in flight: {row}"
+    );
+    assert!(row.contains("<svg class=\"progress\""), "{row}");
+
+    let path = format!("/backfills/{id}");
+    let page = get(&app, &path).await.body;
+    assert!(
+        page.contains("5 of 6 partitions succeeded, 1 failed, 0 in flight, 0 not launched"),
+        "{page}"
+    );
+    assert!(page.contains(&format!("failed: {}", h(1, 5))), "the bar");
+    assert!(page.contains("id=\"resume-backfill\"") && !page.contains("id=\"cancel-backfill\""));
+    let csrf = csrf_of(&page);
+
+    // Resume, then cancel: each changes the stored backfill.
+    let resumed = post(&app, &format!("{path}/resume"), &format!("csrf={csrf}")).await;
+    assert_eq!(resumed.status, StatusCode::SEE_OTHER, "{}", resumed.body);
+    assert_eq!(resumed.headers[header::LOCATION], path.as_str());
+    assert_eq!(
+        instance.backfill(&id).await.unwrap().status,
+        BackfillStatus::Requested
+    );
+    let page = get(&app, &path).await.body;
+    assert!(page.contains("id=\"cancel-backfill\"") && page.contains("data-refresh"));
+    let cancelled = post(&app, &format!("{path}/cancel"), &format!("csrf={csrf}")).await;
+    assert_eq!(
+        cancelled.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        cancelled.body
+    );
+    let stored = instance.backfill(&id).await.unwrap();
+    assert_eq!(stored.status, BackfillStatus::Canceling);
+    assert_eq!(stored.reason.as_deref(), Some("cancelled from the web UI"));
+    let again = post(&app, &format!("{path}/cancel"), &format!("csrf={csrf}")).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert!(again.body.contains("nothing to cancel"), "{}", again.body);
+    let early = post(&app, &format!("{path}/resume"), &format!("csrf={csrf}")).await;
+    assert_eq!(early.status, StatusCode::CONFLICT);
+    let forged = post(&app, &format!("{path}/resume"), "csrf=wrong").await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    // Unknown backfills.
+    let missing = get(&app, "/backfills/nope").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("no backfill has the id `nope`"));
+    let missing = post(&app, "/backfills/nope/cancel", &format!("csrf={csrf}")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // A backfill with a run in flight links to it.
+    hold.store(true, Ordering::SeqCst);
+    let request = BackfillRequest::new("hourly_sensor").partition(h(1, 7));
+    let held = instance.launch_backfill(&defs, request).await.unwrap();
+    let running = tokio::spawn({
+        let (instance, defs, id) = (instance.clone(), defs.clone(), held.id.clone());
+        async move { instance.run_backfill(&defs, &id, |_| {}).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let run_id = loop {
+        let b = instance.backfill(&held.id).await.unwrap();
+        if let Some(run) = b.in_flight.first() {
+            if instance.storage().run(&run.run_id).await.unwrap().is_some() {
+                break run.run_id.clone();
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no run in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let page = get(&app, &format!("/backfills/{}", held.id)).await.body;
+    let flying = section(&page, "<table id=\"in-flight\">", "</table>");
+    assert!(
+        flying.contains(&format!("href=\"/runs/{run_id}\"")),
+        "{flying}"
+    );
+    assert!(flying.contains(&h(1, 7)), "{flying}");
+    assert!(
+        page.contains("0 of 1 partitions succeeded, 0 failed, 1 in flight"),
+        "{page}"
+    );
+    let run_page = get(&app, &format!("/runs/{run_id}")).await.body;
+    assert!(
+        run_page.contains(&format!("href=\"/backfills/{}\"", held.id)),
+        "the run links back to its backfill"
+    );
+    hold.store(false, Ordering::SeqCst);
+    let done = running.await.unwrap().unwrap();
+    assert_eq!(done.status, BackfillStatus::Completed);
+}
+
+#[tokio::test]
+async fn the_backfill_form_launches_and_echoes_only_escaped_text() {
+    let (instance, _, app, _) = partitioned();
+    let h = fixture::hour_key;
+    let page = get(&app, "/backfills?selection=hourly_sensor").await.body;
+    assert!(page.contains("value=\"hourly_sensor\""), "prefilled");
+    let csrf = csrf_of(&page);
+    let submit = |selection: &str, partitions: &str, extra: &str| {
+        format!(
+            "csrf={csrf}&selection={}&partitions={}{extra}",
+            encode(selection),
+            encode(partitions)
+        )
+    };
+    let range = format!("{}...{}, {}", h(1, 0), h(1, 2), h(1, 10));
+    let launched = post(
+        &app,
+        "/backfills",
+        &submit(
+            "hourly_sensor",
+            &range,
+            "&policy=single_run&max_in_flight=2",
+        ),
+    )
+    .await;
+    assert_eq!(launched.status, StatusCode::SEE_OTHER, "{}", launched.body);
+    let location = launched.headers[header::LOCATION].to_str().unwrap();
+    let id = location.trim_start_matches("/backfills/");
+    let stored = instance.backfill(id).await.unwrap();
+    assert_eq!(stored.policy, BackfillPolicy::SingleRun);
+    assert_eq!(stored.max_in_flight, 2);
+    assert_eq!(
+        stored.target.range_count(),
+        2,
+        "two ranges: {:?}",
+        stored.target
+    );
+    assert_eq!(
+        stored.tags.get("dagrs/source").map(String::as_str),
+        Some("web")
+    );
+    let page = get(&app, location).await.body;
+    assert!(page.contains("0 of 3 partitions succeeded"), "{page}");
+
+    // Refused: what launch_backfill refuses, and what the form itself checks.
+    let evil = "\"><script>alert(2)</script>";
+    for (form, says) in [
+        (submit(evil, &h(1, 0), ""), "alert(2)"),
+        (submit("hourly_sensor", evil, ""), "is not a key"),
+        (submit("sensor_tags", &h(1, 0), ""), "is not partitioned"),
+        (submit("hourly_sensor", "", ""), "names no partition"),
+        (
+            submit("hourly_sensor", &h(1, 0), "&policy=max&per_run=0"),
+            "not a whole number",
+        ),
+    ] {
+        let page = post(&app, "/backfills", &form).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{form}: {}",
+            page.body
+        );
+        let result = section(&page.body, "id=\"backfill-result\"", "</div>");
+        assert!(result.contains(says), "{form}: {result}");
+        assert!(!page.body.contains("<script>alert(2)"), "{}", page.body);
+    }
+    let echoed = get(
+        &app,
+        &format!(
+            "/backfills?selection={}&partitions={}",
+            encode(evil),
+            encode(evil)
+        ),
+    )
+    .await
+    .body;
+    assert!(!echoed.contains("<script>alert(2)"), "{echoed}");
+    assert_eq!(
+        instance.backfills(10).await.unwrap().len(),
+        1,
+        "one launched"
+    );
 }

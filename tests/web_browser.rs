@@ -1,14 +1,15 @@
 //! The web UI in a real browser: Debian's Chromium, driven over WebDriver (chromedriver)
 //! from this test. It opens the catalog and the lineage graph, launches a materialization
 //! from the launchpad and watches its run page reach "succeeded" live, checks that a log
-//! line `<script>alert(1)</script>` shows as text, and toggles a schedule; it saves a
+//! line `<script>alert(1)</script>` shows as text, toggles a schedule, and opens a
+//! partitioned asset's status bar and a backfill from the backfills page; it saves a
 //! screenshot of each page under its temp dir and prints the paths.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (`apt-get install chromium
 //! chromium-driver`; `.ci/run` installs them), or `CHROMIUM` and `CHROMEDRIVER` naming
 //! others. Without them it fails, saying so: it never passes without a browser.
-//! With `DAGRS_SCREENSHOTS=<dir>`, the catalog, lineage, run and schedules screenshots are
-//! also copied there (how `docs/screenshots/` is made).
+//! With `DAGRS_SCREENSHOTS=<dir>`, the catalog, lineage, run, schedules and partitions
+//! screenshots are also copied there (how `docs/screenshots/` is made).
 
 #[path = "support/web_fixture.rs"]
 mod fixture;
@@ -163,6 +164,44 @@ async fn record_ticks(instance: &Instance) {
         .iter()
         .all(|c| *c));
     storage.update_ticks(&ticks).await.unwrap();
+}
+
+/// A UI over partitioned assets: the first day of `hourly_sensor` with a partition failed
+/// and a few missing, and a backfill of its second day, one run per partition (05:00
+/// fails).
+/// Returns its address and the backfill's id.
+async fn partitioned_ui(dir: &Path, shutdown: CancellationToken) -> (String, String) {
+    use dagrs_core::{BackfillPolicy, BackfillRequest, RunOptions};
+    let instance = Instance::sqlite(dir.join("partitions.db")).unwrap();
+    let defs = fixture::partitioned_definitions(Default::default());
+    let h = fixture::hour_key;
+    for key in [
+        h(0, 5),
+        format!("{}...{}", h(0, 0), h(0, 4)),
+        format!("{}...{}", h(0, 6), h(0, 20)),
+    ] {
+        let handle = instance
+            .launch(&defs, "hourly_sensor", RunOptions::new().partition(key))
+            .await
+            .unwrap();
+        instance
+            .wait_for_end(handle.run_id(), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let request = BackfillRequest::new("hourly_sensor")
+        .range(&h(1, 0), &h(2, 0))
+        .policy(BackfillPolicy::RunPerPartition);
+    let backfill = instance.launch_backfill(&defs, request).await.unwrap();
+    instance
+        .run_backfill(&defs, &backfill.id, |_| {})
+        .await
+        .unwrap();
+    let app = web::router(instance, defs);
+    let server = web::serve(SocketAddr::from(([127, 0, 0, 1], 0)), app, shutdown)
+        .await
+        .unwrap();
+    (format!("http://{}", server.addr()), backfill.id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,6 +393,50 @@ async fn the_ui_in_a_real_browser() {
     docs.push(("schedules", shot(&client, &dir, "schedules").await));
     client.goto(&format!("{base}/sensors")).await.unwrap();
     shot(&client, &dir, "sensors").await;
+
+    // Partitions and backfills, on a store of their own with partitioned assets.
+    let (partitions_base, backfill) = partitioned_ui(&dir, shutdown.clone()).await;
+    client
+        .goto(&format!("{partitions_base}/assets/hourly_sensor"))
+        .await
+        .unwrap();
+    let summary = text(&client, "#partition-summary").await;
+    assert!(summary.contains("2 failed"), "{summary}");
+    assert_eq!(
+        client
+            .find_all(Locator::Css("#partitions svg.pbar rect.p-failed"))
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "05:00 of each day"
+    );
+    docs.push(("partitions", shot(&client, &dir, "partitions").await));
+    client
+        .goto(&format!("{partitions_base}/backfills"))
+        .await
+        .unwrap();
+    let row = format!("#backfills tr[data-id='{backfill}']");
+    assert!(
+        text(&client, &row).await.contains("failed"),
+        "the backfill's row"
+    );
+    shot(&client, &dir, "backfills").await;
+    client
+        .find(Locator::Css(&format!("{row} a")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(Duration::from_secs(10), "the backfill's page", || async {
+        text(&client, "#backfill-summary")
+            .await
+            .contains("23 of 24 partitions succeeded, 1 failed")
+    })
+    .await;
+    assert!(client.find(Locator::Id("resume-backfill")).await.is_ok());
+    shot(&client, &dir, "backfill").await;
 
     if let Some(out) = std::env::var_os("DAGRS_SCREENSHOTS") {
         let out = PathBuf::from(out);

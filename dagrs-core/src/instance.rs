@@ -447,30 +447,54 @@ impl Instance {
             let hint = crate::error::Hint::closest(asset, defs.assets().map(|a| a.key.as_str()));
             Error::selection(asset, vec![format!("no asset has this key{hint}")])
         })?;
-        let Some(def) = spec.partitions.clone() else {
+        if spec.partitions.is_none() {
             return Err(Error::from(Problem::InvalidPartitions {
                 asset: spec.key.to_string(),
                 reason: "it is not partitioned".into(),
             }));
-        };
+        }
+        let mut all = self.partitions_of(&[spec]).await?;
+        Ok(all.remove(0))
+    }
+
+    /// The partitions of each of `specs` (partitioned assets; others are left out) as
+    /// [`asset_partitions`](Self::asset_partitions) gives them, reading the active runs and
+    /// the stored dynamic keys once for all of them: what the web UI's catalog shows.
+    pub(crate) async fn partitions_of(
+        &self,
+        specs: &[&crate::AssetSpec],
+    ) -> Result<Vec<AssetPartitions>, Error> {
+        let specs: Vec<(&crate::AssetSpec, &crate::partition::PartitionsDefinition)> = specs
+            .iter()
+            .filter_map(|s| s.partitions.as_ref().map(|d| (*s, d)))
+            .collect();
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
         self.recover_before_reading().await;
         let storage = &*self.0.storage;
-        let ctx = PartitionContext::load(storage, [&def], now().timestamp()).await?;
-        let mut status = storage.partition_status(&spec.key).await?;
+        let defs: Vec<&crate::partition::PartitionsDefinition> =
+            specs.iter().map(|&(_, d)| d).collect();
+        let ctx = PartitionContext::load(storage, defs, now().timestamp()).await?;
         let mut active = storage.running_runs().await?;
         active.extend(storage.queued_runs().await?);
-        for run in active.iter().filter(|r| r.assets.contains(&spec.key)) {
-            let target = run.tags.get(crate::job::PARTITION_TAG);
-            if let Some(Ok(range)) = target.map(|t| def.parse_target(t, &ctx)) {
-                status.in_progress = status.in_progress.union(&range.to_set());
+        let mut out = Vec::with_capacity(specs.len());
+        for (spec, def) in specs {
+            let mut status = storage.partition_status(&spec.key).await?;
+            for run in active.iter().filter(|r| r.assets.contains(&spec.key)) {
+                let target = run.tags.get(crate::job::PARTITION_TAG);
+                if let Some(Ok(range)) = target.map(|t| def.parse_target(t, &ctx)) {
+                    status.in_progress = status.in_progress.union(&range.to_set());
+                }
             }
+            out.push(AssetPartitions {
+                asset: spec.key.clone(),
+                all: def.all(&ctx),
+                definition: def.clone(),
+                status,
+            });
         }
-        Ok(AssetPartitions {
-            asset: spec.key.clone(),
-            all: def.all(&ctx),
-            definition: def,
-            status,
-        })
+        Ok(out)
     }
 
     /// Adds keys to dynamic partitions definition `name` (kept in storage, in order);

@@ -159,3 +159,58 @@ pub fn large_definitions(n: usize, width: usize) -> Definitions {
         .build()
         .expect("generated definitions are valid")
 }
+
+/// The first day of [`partitioned_definitions`]' partitions: two days before today (UTC),
+/// so two whole days of hourly partitions exist, and today's hours so far.
+pub fn partitions_start() -> chrono::NaiveDate {
+    (chrono::Utc::now() - chrono::Duration::days(2)).date_naive()
+}
+
+/// The hourly key of `hour` o'clock on the `day`-th day (0, 1 or 2) of
+/// [`partitions_start`]: `2026-11-28-05:00`.
+pub fn hour_key(day: u64, hour: u32) -> String {
+    let date = partitions_start() + chrono::Days::new(day);
+    format!("{}-{hour:02}:00", date.format("%Y-%m-%d"))
+}
+
+/// Partitioned assets for the pages of partitions and backfills, with one unpartitioned
+/// asset: `hourly_sensor` (hourly, from [`partitions_start`]; a partition at 05:00 fails,
+/// one at 07:00 waits while `hold` is set), and `region_daily` (daily by region, one of the
+/// regions a key that looks like markup).
+pub fn partitioned_definitions(hold: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Definitions {
+    use dagrs_core::partitions::{daily, hourly, multi, static_keys};
+    let start = partitions_start();
+    let hourly_sensor = AssetSpec::new("hourly_sensor", move |scope| {
+        let hold = hold.clone();
+        async move {
+            let key = scope
+                .context()
+                .partition_key()
+                .unwrap_or_default()
+                .to_owned();
+            if key.ends_with("-05:00") {
+                anyhow::bail!("sensor offline at {key}");
+            }
+            if key.ends_with("-07:00") {
+                while hold.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Ok(key)
+        }
+    })
+    .group("partitioned")
+    .description("hourly readings of one sensor")
+    .partitions(hourly(&format!("{}T00:00Z", start.format("%Y-%m-%d"))));
+    let region_daily = AssetSpec::new("region_daily", |_| async { Ok(1u32) })
+        .group("partitioned")
+        .partitions(multi([
+            ("region", static_keys(["eu", "us", "<i>ap</i>"])),
+            ("day", daily(&start.format("%Y-%m-%d").to_string()).into()),
+        ]));
+    Definitions::builder()
+        .specs(assets![sensor_tags])
+        .specs([hourly_sensor, region_daily])
+        .build()
+        .expect("the partitioned fixture's definitions are valid")
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 mod driver;
 
-#[cfg(feature = "cli")]
+#[cfg(any(feature = "cli", feature = "web"))]
 pub(crate) use driver::backfill_definition;
 
 use crate::config::RunConfig;

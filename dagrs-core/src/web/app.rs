@@ -57,7 +57,7 @@ impl App {
 /// Shared state of the handlers.
 pub(crate) type State = axum::extract::State<Arc<App>>;
 
-/// Every route; partitions and backfills get theirs in `pages` beside the others.
+/// Every route.
 pub(crate) fn routes(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(pages::catalog::page))
@@ -70,6 +70,13 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
         .route("/runs/{id}/stream", get(live::stream))
         .route("/runs/{id}/cancel", post(pages::run::cancel))
         .route("/runs/{id}/reexecute", post(pages::run::reexecute))
+        .route(
+            "/backfills",
+            get(pages::backfills::list).post(pages::backfills::launch),
+        )
+        .route("/backfills/{id}", get(pages::backfills::detail))
+        .route("/backfills/{id}/cancel", post(pages::backfills::cancel))
+        .route("/backfills/{id}/resume", post(pages::backfills::resume))
         .route(
             "/launchpad",
             get(pages::launchpad::page).post(pages::launchpad::submit),

@@ -13,10 +13,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Pages: the asset catalog (`/`), an asset (`/assets/<key>`), the lineage graph
-//! (`/lineage`), runs (`/runs`) and a run with its live event log (`/runs/<id>`), the
-//! launchpad (`/launchpad`), schedules and sensors with their ticks (`/schedules`,
-//! `/sensors`). HTML is rendered with maud, which escapes every value it writes; the
+//! Pages: the asset catalog (`/`, with partition health), an asset (`/assets/<key>`, with
+//! a partition status bar when it is partitioned), the lineage graph (`/lineage`), runs
+//! (`/runs`) and a run with its live event log (`/runs/<id>`), backfills with their progress
+//! (`/backfills`, `/backfills/<id>`), the launchpad (`/launchpad`), schedules and sensors
+//! with their ticks (`/schedules`, `/sensors`). HTML is rendered with maud, which escapes every value it writes; the
 //! script (`/static/dagrs.js`, a few hundred lines) and the style sheet are compiled in.
 //!
 //! Security: [`router`] serves anyone who can reach it, so bind it to `127.0.0.1`, or give a
@@ -34,6 +35,7 @@ mod graph;
 mod live;
 mod page;
 mod pages;
+mod partition_bar;
 mod static_files;
 
 use std::net::SocketAddr;

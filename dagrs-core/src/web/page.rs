@@ -6,11 +6,12 @@ use maud::{html, Markup, DOCTYPE};
 
 use crate::event::RunStatus;
 
-/// The navigation, in order: `(path, label)`. Partitions and backfills join here.
+/// The navigation, in order: `(path, label)`.
 const NAV: &[(&str, &str)] = &[
     ("/", "Assets"),
     ("/lineage", "Lineage"),
     ("/runs", "Runs"),
+    ("/backfills", "Backfills"),
     ("/launchpad", "Launchpad"),
     ("/schedules", "Schedules"),
     ("/sensors", "Sensors"),

@@ -8,10 +8,13 @@ use chrono::{DateTime, Utc};
 use maud::html;
 
 use crate::event::EventKind;
+use crate::partition::AssetPartitions;
 use crate::storage::{EventFilter, MaterializationRecord};
 use crate::web::app::{ok, PageError, PageResult, State};
 use crate::web::chart;
 use crate::web::page::{self, badge, csrf_field, layout};
+use crate::web::pages::runs::encode;
+use crate::web::partition_bar::{self, Layer};
 
 /// How many materializations the page lists and plots.
 const HISTORY: usize = 50;
@@ -56,6 +59,15 @@ pub(crate) async fn page(state: State, Path(key): Path<String>) -> PageResult {
         }
     }
     let numeric = numeric_metadata(&history);
+    let partitions = match spec.partitions {
+        Some(_) => Some(
+            app.instance
+                .asset_partitions(&app.defs, &key)
+                .await
+                .map_err(|e| app.fail(e))?,
+        ),
+        None => None,
+    };
     let dependents = app.defs.dependents(&key);
     let markup = html! {
         h1 { (spec.key()) " " (badge(status.as_str())) }
@@ -88,9 +100,13 @@ pub(crate) async fn page(state: State, Path(key): Path<String>) -> PageResult {
                 input type="hidden" name="selection" value={ (spec.key()) "+" };
                 button.secondary type="submit" { "Materialize with downstream" }
             }
-            a href={ "/launchpad?selection=" (spec.key()) } { "Launchpad…" }
-            a href={ "/lineage?focus=" (spec.key()) } { "Lineage" }
+            a href={ "/launchpad?selection=" (encode(spec.key().as_str())) } { "Launchpad…" }
+            @if partitions.is_some() {
+                a href={ "/backfills?selection=" (encode(spec.key().as_str())) } { "Backfill…" }
+            }
+            a href={ "/lineage?focus=" (encode(spec.key().as_str())) } { "Lineage" }
         }
+        @if let Some(parts) = &partitions { (partitions_section(parts)) }
         h2 { "Over time" }
         div.charts {
             (chart::line("step duration (s)", &durations, chart::number))
@@ -114,6 +130,54 @@ pub(crate) async fn page(state: State, Path(key): Path<String>) -> PageResult {
         @if history.is_empty() { p.muted { "Never materialized." } }
     };
     ok(layout(spec.key().as_str(), "/", &app.csrf, markup))
+}
+
+/// A partitioned asset's partitions: counts by status, the status bar, the ranges.
+fn partitions_section(parts: &AssetPartitions) -> maud::Markup {
+    let def = &parts.definition;
+    let status = &parts.status;
+    let materialized = status.materialized.intersection(&parts.all);
+    let failed = status.failed.intersection(&parts.all);
+    let in_progress = status.in_progress.intersection(&parts.all);
+    let missing = parts.missing();
+    let counts = [
+        ("materialized", "materialized", def.count(&materialized)),
+        ("failed", "failed", def.count(&failed)),
+        ("progress", "in progress", def.count(&in_progress)),
+        ("missing", "missing", def.count(&missing)),
+    ];
+    html! {
+        h2 { "Partitions" }
+        p #partition-summary {
+            (def.count(&parts.all)) " partitions exist: "
+            @for (i, (_, label, count)) in counts.iter().enumerate() {
+                @if i > 0 { ", " }
+                (count) " " (label)
+            }
+        }
+        div #partitions {
+            (partition_bar::legend(&counts))
+            (partition_bar::bars(
+                def,
+                &parts.all,
+                Layer::new("missing", "missing", &missing),
+                &[
+                    Layer::new("materialized", "materialized", &materialized),
+                    Layer::new("failed", "failed", &failed),
+                    Layer::new("progress", "in progress", &in_progress),
+                ],
+            ))
+        }
+        details.ranges open[materialized.range_count() + failed.range_count() + missing.range_count() <= 12] {
+            summary { "Ranges by status" }
+            (partition_bar::ranges_table(def, &[
+                ("materialized", &materialized),
+                ("failed", &failed),
+                ("in progress", &in_progress),
+                ("missing", &missing),
+            ]))
+        }
+    }
 }
 
 /// Every metadata entry that is a number in at least one materialization, as points.

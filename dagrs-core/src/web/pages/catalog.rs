@@ -1,7 +1,7 @@
 //! The asset catalog: every asset with its status, last materialization and staleness;
 //! search, group, tag and status filters.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use axum::extract::Query;
 use maud::html;
@@ -109,6 +109,12 @@ pub(crate) async fn page(state: State, Query(filters): Query<Filters>) -> PageRe
         })
         .collect();
     let total = shown.len();
+    let health = health(
+        app,
+        shown.iter().take(MAX_CATALOG_ROWS).map(|(s, _)| &s.key),
+    )
+    .await
+    .map_err(|e| app.fail(e))?;
     let markup = html! {
         h1 { "Assets " span.muted { "(" (total) " of " (all.len()) ")" } }
         form.filters method="get" action="/" data-auto {
@@ -133,7 +139,7 @@ pub(crate) async fn page(state: State, Query(filters): Query<Filters>) -> PageRe
         table #catalog {
             thead { tr {
                 th { "Asset" } th { "Group" } th { "Status" } th { "Last materialization" }
-                th { "Stale because" } th { "Description" }
+                th { "Partitions" } th { "Stale because" } th { "Description" }
             } }
             tbody {
                 @for (state, status) in shown.iter().take(MAX_CATALOG_ROWS) {
@@ -154,6 +160,11 @@ pub(crate) async fn page(state: State, Query(filters): Query<Filters>) -> PageRe
                                 (page::time(m.timestamp)) " · " (page::run_link(m.run_id.as_str()))
                             } @else { span.muted { "never" } }
                         }
+                        td.partitions {
+                            @if let Some((text, failed)) = health.get(&state.key) {
+                                span class=[failed.then_some("p-has-failed")] { (text) }
+                            }
+                        }
                         td { @if let Some(why) = &state.stale { (why.to_string()) } }
                         td.muted { (spec.and_then(|s| s.description_text()).map(first_line).unwrap_or("")) }
                     }
@@ -165,6 +176,38 @@ pub(crate) async fn page(state: State, Query(filters): Query<Filters>) -> PageRe
         }
     };
     ok(layout("Assets", "/", &app.csrf, markup))
+}
+
+/// The partition health of the partitioned assets among `keys`: "720/744 materialized, 2
+/// failed, 1 in progress", and whether any failed. Unpartitioned assets cost nothing.
+async fn health<'a>(
+    app: &App,
+    keys: impl Iterator<Item = &'a AssetKey>,
+) -> Result<HashMap<AssetKey, (String, bool)>, Error> {
+    let specs: Vec<&crate::AssetSpec> = keys
+        .filter_map(|k| app.defs.asset(k.as_str()))
+        .filter(|s| s.partitions.is_some())
+        .collect();
+    let mut out = HashMap::with_capacity(specs.len());
+    for parts in app.instance.partitions_of(&specs).await? {
+        let def = &parts.definition;
+        let count = |set: &crate::partition::PartitionSet| def.count(&set.intersection(&parts.all));
+        let failed = count(&parts.status.failed);
+        let in_progress = count(&parts.status.in_progress);
+        let mut text = format!(
+            "{}/{} materialized",
+            count(&parts.status.materialized),
+            def.count(&parts.all)
+        );
+        if failed > 0 {
+            text.push_str(&format!(", {failed} failed"));
+        }
+        if in_progress > 0 {
+            text.push_str(&format!(", {in_progress} in progress"));
+        }
+        out.insert(parts.asset, (text, failed > 0));
+    }
+    Ok(out)
 }
 
 /// The first line of a text, at most 160 characters.

@@ -1,8 +1,9 @@
-//! One module per page (or family of pages). Partitions and backfills get modules of their
-//! own here, a route in `app::routes` and an entry in `page::NAV`.
+//! One module per page (or family of pages), each with its routes in `app::routes` and,
+//! for a top-level page, an entry in `page::NAV`.
 
 pub(crate) mod asset;
 pub(crate) mod automation;
+pub(crate) mod backfills;
 pub(crate) mod catalog;
 pub(crate) mod launchpad;
 pub(crate) mod lineage;

@@ -158,6 +158,9 @@ pub(crate) fn facts(run: &RunRecord) -> Markup {
             dt { "Selection" } dd.mono { (run.selection) }
             dt { "Assets" } dd { @for a in &run.assets { (page::asset_link(a.as_str())) " " } }
             @if let Some(job) = run.tags.get(JOB_TAG) { dt { "Job" } dd { (job) } }
+            @if let Some(b) = run.tags.get(crate::backfill::BACKFILL_TAG) {
+                dt { "Backfill" } dd { a.mono href={ "/backfills/" (encode(b)) } { (b) } }
+            }
             dt { "Tags" } dd.tags { @for (k, v) in &run.tags { span { (k) "=" (v) } } }
             dt { "Started" } dd { (page::time(run.started_at)) }
             dt { "Ended" } dd {

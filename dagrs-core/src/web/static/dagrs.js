@@ -7,7 +7,17 @@ document.addEventListener("DOMContentLoaded", function () {
   lineage();
   confirmations();
   autoSubmit();
+  refresh();
 });
+
+// A page of something still going on (an active backfill) reloads itself now and then.
+function refresh() {
+  var el = document.querySelector("[data-refresh]");
+  if (!el) return;
+  setTimeout(function () {
+    location.reload();
+  }, Number(el.dataset.refresh) || 3000);
+}
 
 // A run page: its event log, status and timeline follow the run over server-sent events.
 function liveRun() {
