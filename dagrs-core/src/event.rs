@@ -126,6 +126,36 @@ pub enum EventKind {
         /// Why.
         error: ErrorInfo,
     },
+    /// An asset check was evaluated: a `#[asset_check]` after its asset's materialization, or
+    /// a result the asset reported itself with `ctx.report_check`.
+    CheckEvaluated {
+        /// The check's name.
+        check: String,
+        /// Whether it passed.
+        passed: bool,
+        /// How bad a failure is.
+        severity: crate::check::CheckSeverity,
+        /// Whether a failure (of severity `error`) stops the assets downstream.
+        blocking: bool,
+        /// What it found.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        /// Numbers and facts it attached.
+        #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+        metadata: Metadata,
+    },
+    /// A source asset was observed: its data version as the observation function saw it.
+    /// A version that differs from the last one recorded counts as an update of the asset
+    /// (a materialization record), so what depends on it becomes stale.
+    Observation {
+        /// The data version (a JSON string).
+        data_version: serde_json::Value,
+        /// Metadata the observation attached.
+        #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+        metadata: Metadata,
+        /// Whether the version differs from the last one recorded.
+        changed: bool,
+    },
     /// A log line from `ctx.log`.
     Log {
         /// Its level.
@@ -194,6 +224,41 @@ impl std::fmt::Display for EventKind {
             EventKind::StepCancelled { .. } => f.write_str("cancelled"),
             EventKind::HookCompleted { hook } => write!(f, "hook `{hook}` ran"),
             EventKind::HookFailed { hook, error } => write!(f, "hook `{hook}` failed: {error}"),
+            EventKind::CheckEvaluated {
+                check,
+                passed,
+                severity,
+                blocking,
+                description,
+                metadata,
+            } => {
+                let verdict = if *passed { "passed" } else { "failed" };
+                write!(f, "check `{check}` {verdict}")?;
+                if !passed {
+                    let blocking = if *blocking { ", blocking" } else { "" };
+                    write!(f, " ({}{blocking})", severity.as_str())?;
+                }
+                if let Some(description) = description {
+                    write!(f, ": {description}")?;
+                }
+                for (k, v) in metadata {
+                    write!(f, " {k}={v}")?;
+                }
+                Ok(())
+            }
+            EventKind::Observation {
+                data_version,
+                changed,
+                metadata,
+            } => {
+                let version = data_version.as_str().map_or_else(|| data_version.to_string(), str::to_owned);
+                let changed = if *changed { "new" } else { "unchanged" };
+                write!(f, "observed data version {version} ({changed})")?;
+                for (k, v) in metadata {
+                    write!(f, " {k}={v}")?;
+                }
+                Ok(())
+            }
             EventKind::Log { level, message } => {
                 write!(f, "{}: {message}", level.as_str())
             }
@@ -327,7 +392,8 @@ pub struct MaterializationRef<'a> {
 
 impl Event {
     /// The materialization this event records, if it is one: what every store keeps as a
-    /// materialization record.
+    /// materialization record. An observation of a source asset with a new data version is
+    /// one too (its value is the version): it is when the asset's data changed.
     pub fn materialization(&self) -> Option<MaterializationRef<'_>> {
         match (&self.asset, &self.kind) {
             (
@@ -344,6 +410,20 @@ impl Event {
                 value,
                 code_version: code_version.as_deref(),
                 partition: partition.as_ref(),
+            }),
+            (
+                Some(asset),
+                EventKind::Observation {
+                    data_version,
+                    metadata,
+                    changed: true,
+                },
+            ) => Some(MaterializationRef {
+                asset,
+                metadata,
+                value: data_version,
+                code_version: None,
+                partition: None,
             }),
             _ => None,
         }

@@ -76,6 +76,7 @@
 
 mod asset;
 mod backfill;
+mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod clock;
@@ -116,6 +117,7 @@ pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult};
 pub use backfill::{
     BackfillPolicy, BackfillRecord, BackfillRequest, BackfillRun, BackfillStatus, BACKFILL_TAG,
 };
+pub use check::{AssetCheck, CheckResult, CheckSeverity, CheckSpec, IntoCheckResult};
 pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
 pub use config::{ConfigFormat, RunConfig, MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH};
 pub use context::{AssetContext, Logger};

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::config::RunConfig;
 use crate::error::Error;
-use crate::event::{Event, Metadata, RunStatus};
+use crate::event::{Event, EventKind, Metadata, RunStatus};
 use crate::key::{AssetKey, RunId};
 use crate::partition::{PartitionRange, PartitionStatus};
 use crate::text::named;
@@ -99,6 +99,76 @@ impl MaterializationRecord {
             partition: m.partition.cloned(),
         })
     }
+}
+
+/// One evaluation of an asset check: every `CheckEvaluated` event appended becomes one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    /// The asset checked.
+    pub asset: AssetKey,
+    /// The check's name.
+    pub check: String,
+    /// The run it was evaluated in.
+    pub run_id: RunId,
+    /// The event's position in that run's log.
+    pub seq: u64,
+    /// When.
+    pub timestamp: DateTime<Utc>,
+    /// Whether it passed.
+    pub passed: bool,
+    /// How bad a failure is.
+    pub severity: crate::check::CheckSeverity,
+    /// Whether a failure stops what lies downstream.
+    pub blocking: bool,
+    /// What it found.
+    pub description: Option<String>,
+    /// Facts it attached.
+    pub metadata: Metadata,
+}
+
+impl CheckRecord {
+    /// The record of a check evaluation event; `None` for other events.
+    pub fn of(event: &Event) -> Option<CheckRecord> {
+        let (Some(asset), EventKind::CheckEvaluated {
+            check,
+            passed,
+            severity,
+            blocking,
+            description,
+            metadata,
+        }) = (&event.asset, &event.kind)
+        else {
+            return None;
+        };
+        Some(CheckRecord {
+            asset: asset.clone(),
+            check: check.clone(),
+            run_id: event.run_id.clone(),
+            seq: event.seq,
+            timestamp: event.timestamp,
+            passed: *passed,
+            severity: *severity,
+            blocking: *blocking,
+            description: description.clone(),
+            metadata: metadata.clone(),
+        })
+    }
+}
+
+/// One evaluation of an asset's automation condition, as the daemon records it: whenever it
+/// requested a run, and whenever its result or reason changed since the last record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutomationRecord {
+    /// The asset.
+    pub asset: AssetKey,
+    /// When the daemon evaluated it.
+    pub evaluated_at: DateTime<Utc>,
+    /// Whether the condition held, so a run was requested.
+    pub requested: bool,
+    /// Why it held or did not, e.g. "upstream `influx_data` updated; nothing in progress".
+    pub reason: String,
+    /// The runs requested for it (several for partitioned assets).
+    pub run_ids: Vec<RunId>,
 }
 
 /// What kind of thing ticks: a schedule or a sensor.
@@ -196,8 +266,10 @@ pub struct PruneReport {
 ///
 /// The contract (checked by the `contract` suite, feature `testing`): `append_events` is
 /// atomic, rejects a `(run_id, seq)` pair it already holds and events of a run it does not
-/// know ([`Error::RunNotFound`]); events come back in `seq` order; every `Materialization`
-/// event appended becomes a [`MaterializationRecord`]; `finish_run` only moves a run out of
+/// know ([`Error::RunNotFound`]); events come back in `seq` order; every event with a
+/// [`Event::materialization`] (a `Materialization`, or an `Observation` with a new data
+/// version) becomes a [`MaterializationRecord`] and every `CheckEvaluated` event a
+/// [`CheckRecord`], in the same write; `finish_run` only moves a run out of
 /// an active status (running or canceling), once; `request_cancel` moves a running run to
 /// canceling and ends a queued one; `start_run` moves a queued run to running, once; `prune`
 /// never removes an active or queued run nor the latest materialization of an asset;
@@ -295,9 +367,34 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<MaterializationRecord>, Error>;
 
-    /// Removes finished runs outside `keep` (as of `now`) with their events and
-    /// materialization records, except each asset's latest materialization; and schedule and
-    /// sensor ticks older than `keep.max_age` (see [`tick_cutoff`]).
+    /// The materializations whose timestamp is at or after `since`, oldest first (ties in
+    /// the order they were appended), at most `limit`: how the daemon follows what changed.
+    /// A materialization appended late (its run's writer lagged) is found by reading again
+    /// from a little earlier.
+    async fn materializations_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MaterializationRecord>, Error>;
+
+    /// The evaluations of `asset`'s checks, newest first, at most `limit`.
+    async fn check_records(&self, asset: &AssetKey, limit: usize)
+        -> Result<Vec<CheckRecord>, Error>;
+
+    /// Records automation evaluations (in one write).
+    async fn record_automation(&self, records: &[AutomationRecord]) -> Result<(), Error>;
+
+    /// Automation evaluations of `asset` (of every asset when `None`), newest first, at most
+    /// `limit`.
+    async fn automation_records(
+        &self,
+        asset: Option<&AssetKey>,
+        limit: usize,
+    ) -> Result<Vec<AutomationRecord>, Error>;
+
+    /// Removes finished runs outside `keep` (as of `now`) with their events, materialization
+    /// and check records, except each asset's latest materialization; and schedule and
+    /// sensor ticks and automation records older than `keep.max_age` (see [`tick_cutoff`]).
     async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> Result<PruneReport, Error>;
 
     /// Claims ticks of schedules or sensors (`name`, `tick`) by recording them, all in one
