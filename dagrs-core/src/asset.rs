@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::automation::AutomationCondition;
 use crate::backfill::BackfillPolicy;
 use crate::hook::Hook;
 use crate::key::AssetKey;
@@ -19,6 +20,7 @@ use crate::partition::{PartitionMapping, PartitionsDefinition};
 use crate::requirements::Requirements;
 use crate::retry::Retry;
 use crate::scope::{Shared, StepScope};
+use crate::source::{AssetKind, DataVersion};
 
 /// An asset defined with `#[asset]`: the macro emits a marker type named like the function
 /// and implements this trait for it, so the asset can be named in `deps = [...]`,
@@ -120,6 +122,8 @@ pub struct AssetSpec {
     pub(crate) mappings: Vec<(AssetKey, PartitionMapping)>,
     pub(crate) backfill_policy: Option<BackfillPolicy>,
     pub(crate) needs: Requirements,
+    pub(crate) kind: AssetKind,
+    pub(crate) automation: Option<AutomationCondition>,
     pub(crate) compute: Compute,
     pub(crate) output_type: (TypeId, &'static str),
     pub(crate) decode_output: fn(serde_json::Value) -> Result<Shared, String>,
@@ -164,10 +168,67 @@ impl AssetSpec {
             mappings: Vec::new(),
             backfill_policy: None,
             needs: Requirements::default(),
+            kind: AssetKind::Materializable,
+            automation: None,
             compute,
             output_type: (TypeId::of::<T>(), std::any::type_name::<T>()),
             decode_output: decode::<T>,
         }
+    }
+
+    /// An external asset named `key`: written by something else, declared so that assets can
+    /// depend on it and lineage starts at the real source. dagrs never selects or runs it.
+    ///
+    /// ```
+    /// use dagrs_core::{AssetSpec, Definitions};
+    ///
+    /// let defs = Definitions::builder()
+    ///     .spec(AssetSpec::external("influx/readings").description("InfluxDB measurement"))
+    ///     .spec(AssetSpec::new("copied", |_scope| async { Ok(1) }).dep("influx/readings"))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(defs.select("*").unwrap(), ["copied"]);
+    /// ```
+    pub fn external(key: impl Into<AssetKey>) -> Self {
+        let key = key.into();
+        let message = format!("`{key}` is an external asset: dagrs never materializes it");
+        let mut spec = AssetSpec::new(key, move |_scope| {
+            let message = message.clone();
+            async move { Err::<(), _>(anyhow::anyhow!(message)) }
+        });
+        spec.kind = AssetKind::External;
+        spec
+    }
+
+    /// An observable source asset named `key`: written by something else; when selected,
+    /// `observe` reads its [`DataVersion`], and a version that differs from the last one
+    /// recorded counts as an update, so what depends on it becomes stale (and `eager`
+    /// automation runs it). `#[observable_source_asset]` builds one from a function.
+    pub fn observable<F, Fut>(key: impl Into<AssetKey>, observe: F) -> Self
+    where
+        F: Fn(StepScope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<DataVersion>> + Send + 'static,
+    {
+        let mut spec = AssetSpec::new(key, observe);
+        spec.kind = AssetKind::Observable;
+        spec
+    }
+
+    /// Lets the daemon materialize the asset when `condition` holds (see
+    /// [`automation`](crate::automation)).
+    pub fn automation(mut self, condition: AutomationCondition) -> Self {
+        self.automation = Some(condition);
+        self
+    }
+
+    /// Its kind: materializable, external or observable.
+    pub fn kind(&self) -> AssetKind {
+        self.kind
+    }
+
+    /// Its automation condition, if any.
+    pub fn automation_condition(&self) -> Option<&AutomationCondition> {
+        self.automation.as_ref()
     }
 
     /// Adds a dependency on the asset with key `key`.
@@ -323,6 +384,8 @@ impl fmt::Debug for AssetSpec {
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
             .field("partitions", &self.partitions)
+            .field("kind", &self.kind)
+            .field("automation", &self.automation)
             .field("output", &self.output_type.1)
             .finish_non_exhaustive()
     }

@@ -101,6 +101,18 @@ impl CheckResult {
     pub(crate) fn blocks(&self) -> bool {
         !self.passed && self.severity == CheckSeverity::Error
     }
+
+    /// The event recording this result of check `name`.
+    pub(crate) fn into_event(self, name: &str, blocking: bool) -> crate::event::EventKind {
+        crate::event::EventKind::CheckEvaluated {
+            check: name.to_owned(),
+            passed: self.passed,
+            severity: self.severity,
+            blocking,
+            description: self.description.map(|d| crate::text::mask_secrets(&d)),
+            metadata: self.metadata,
+        }
+    }
 }
 
 /// What a check function may return: a [`CheckResult`], or `Result<CheckResult, E>` (an

@@ -158,6 +158,17 @@ impl AssetContext {
         lock(&self.metadata).insert(key.into(), value);
     }
 
+    /// Records the result of check `name` that the asset computed itself (Dagster's
+    /// `AssetCheckResult` yielded by an asset). It is recorded like a `#[asset_check]`'s
+    /// result, but never blocking: to stop what lies downstream, return an error, or declare
+    /// a blocking `#[asset_check]`.
+    pub fn report_check(&self, name: impl Into<String>, result: crate::check::CheckResult) {
+        let name = name.into();
+        self.log
+            .sink
+            .send(Some(&self.asset), result.into_event(&name, false));
+    }
+
     /// The metadata attached so far.
     pub fn metadata(&self) -> Metadata {
         lock(&self.metadata).clone()

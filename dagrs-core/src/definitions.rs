@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use crate::asset::{Asset, AssetSpec};
+use crate::check::CheckSpec;
+use crate::source::AssetKind;
 use crate::config::RunConfig;
 use crate::error::{DefinitionsError, Error, Hint, Problem, Provider};
 use crate::graph::{selection, AssetGraph, Graph};
@@ -50,6 +52,10 @@ pub(crate) struct Inner {
     pub(crate) sensors: Vec<Sensor>,
     /// Hooks of every asset.
     pub(crate) hooks: Vec<Hook>,
+    /// The asset checks.
+    pub(crate) checks: Vec<CheckSpec>,
+    /// Per asset index: its checks (indices into `checks`).
+    pub(crate) checks_by_asset: Vec<Vec<usize>>,
 }
 
 impl Definitions {
@@ -63,6 +69,7 @@ impl Definitions {
             schedules: Vec::new(),
             sensors: Vec::new(),
             hooks: Vec::new(),
+            checks: Vec::new(),
         }
     }
 
@@ -147,6 +154,17 @@ impl Definitions {
     pub fn hooks(&self) -> &[Hook] {
         &self.0.hooks
     }
+
+    /// The asset checks.
+    pub fn checks(&self) -> &[CheckSpec] {
+        &self.0.checks
+    }
+
+    /// The checks of asset `key`.
+    pub fn checks_of(&self, key: &str) -> impl Iterator<Item = &CheckSpec> + '_ {
+        let of = self.0.graph.index.get(key).map(|&i| &self.0.checks_by_asset[i]);
+        of.into_iter().flatten().map(|&c| &self.0.checks[c])
+    }
 }
 
 impl std::fmt::Debug for Definitions {
@@ -168,6 +186,7 @@ pub struct DefinitionsBuilder {
     schedules: Vec<Schedule>,
     sensors: Vec<Sensor>,
     hooks: Vec<Hook>,
+    checks: Vec<CheckSpec>,
 }
 
 impl DefinitionsBuilder {
@@ -180,6 +199,24 @@ impl DefinitionsBuilder {
     /// Adds assets given as specs, e.g. from [`assets!`](crate::assets) or built by hand.
     pub fn specs(mut self, specs: impl IntoIterator<Item = AssetSpec>) -> Self {
         self.assets.extend(specs);
+        self
+    }
+
+    /// Adds one asset given as a spec (built by hand, e.g. [`AssetSpec::external`]).
+    pub fn spec(mut self, spec: AssetSpec) -> Self {
+        self.assets.push(spec);
+        self
+    }
+
+    /// Adds an asset check (see [`CheckSpec`]).
+    pub fn check(mut self, check: CheckSpec) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// Adds asset checks, e.g. from [`checks!`](crate::checks).
+    pub fn checks(mut self, checks: impl IntoIterator<Item = CheckSpec>) -> Self {
+        self.checks.extend(checks);
         self
     }
 
@@ -325,6 +362,8 @@ impl DefinitionsBuilder {
             edges,
         };
         let mut problems = check_partitions(&graph);
+        let checks_by_asset = check_checks(&graph, &self.checks, &self.resources, &mut problems);
+        problems.extend(check_sources(&graph));
         problems.extend(check_automation(
             &graph,
             &self.resources,
@@ -343,8 +382,115 @@ impl DefinitionsBuilder {
             schedules: self.schedules,
             sensors: self.sensors,
             hooks: self.hooks,
+            checks: self.checks,
+            checks_by_asset,
         })))
     }
+}
+
+/// Checks asset checks: each on a known asset that runs, named once per asset, taking no
+/// input but its asset's output and no config, with every resource it needs. Returns each
+/// asset's checks.
+fn check_checks(
+    graph: &AssetGraph,
+    checks: &[CheckSpec],
+    resources: &Resources,
+    problems: &mut Vec<Problem>,
+) -> Vec<Vec<usize>> {
+    let mut by_asset = vec![Vec::new(); graph.assets.len()];
+    for (c, check) in checks.iter().enumerate() {
+        let invalid = |reason: String| Problem::InvalidCheck {
+            asset: crate::text::bounded(&check.asset, crate::text::ECHO_LIMIT).into_owned(),
+            check: crate::text::bounded(&check.name, crate::text::ECHO_LIMIT).into_owned(),
+            reason,
+        };
+        let Some(&i) = graph.index.get(&check.asset) else {
+            problems.push(invalid(format!(
+                "there is no such asset{}",
+                Hint::closest(&check.asset, graph.keys())
+            )));
+            continue;
+        };
+        let spec = &graph.assets[i];
+        if check.name.is_empty() || !AssetKey::is_valid(&check.name) {
+            problems.push(invalid(
+                "check names are non-empty and use only letters, digits, `_`, `-`, `.` and `/`"
+                    .into(),
+            ));
+        }
+        if spec.kind == AssetKind::External {
+            problems.push(invalid(
+                "the asset is external: checks run after a materialization or observation, \
+                 and dagrs never runs it"
+                    .into(),
+            ));
+        }
+        if by_asset[i].iter().any(|&o: &usize| checks[o].name == check.name) {
+            problems.push(invalid("the asset has another check of this name".into()));
+            continue;
+        }
+        for input in &check.needs.inputs {
+            if input.key != spec.key {
+                problems.push(invalid(format!(
+                    "it takes the output of `{}`; a check takes only the output of the asset \
+                     it checks",
+                    input.key
+                )));
+            }
+        }
+        if check.needs.config.is_some() {
+            problems.push(invalid(
+                "it takes a `Config<C>`; checks take no config (read settings from a \
+                 resource)"
+                    .into(),
+            ));
+        }
+        let output = |_: &AssetKey| Supply::Present(spec.output_type.0, spec.output_type.1);
+        let provided = Provided {
+            by: Provider::Definitions,
+            resources: Some(resources),
+            inputs: &output,
+            config: ConfigSupply::Unchecked,
+        };
+        if let Err(found) = check.needs.check(&spec.key, &provided) {
+            problems.extend(found.into_iter().map(|p| invalid(p.to_string())));
+        }
+        by_asset[i].push(c);
+    }
+    by_asset
+}
+
+/// Checks source assets and automation conditions: no inputs from an external asset, no
+/// automation on a source asset, every condition's cron valid.
+fn check_sources(graph: &AssetGraph) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for spec in &graph.assets {
+        let invalid = |reason: String| Problem::InvalidAsset {
+            asset: spec.key.to_string(),
+            reason,
+        };
+        if let Some(condition) = &spec.automation {
+            if spec.kind.is_source() {
+                problems.push(invalid(format!(
+                    "it is an {} source asset, so it cannot have an automation condition: \
+                     dagrs does not materialize it; put the condition on what depends on it",
+                    spec.kind
+                )));
+            } else if let Some(reason) = condition.problem() {
+                problems.push(invalid(format!("its automation condition is invalid: {reason}")));
+            }
+        }
+        for input in &spec.needs.inputs {
+            if graph.get(&input.key).is_some_and(|up| up.kind == AssetKind::External) {
+                problems.push(invalid(format!(
+                    "it takes the output of `{}`, an external asset that has none; depend on \
+                     it with `deps = [...]` instead",
+                    input.key
+                )));
+            }
+        }
+    }
+    problems
 }
 
 /// Checks partitions: every definition valid, `Partition<T>` taken only by partitioned

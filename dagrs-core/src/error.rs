@@ -205,6 +205,28 @@ pub enum Problem {
         missing: String,
     },
 
+    /// An asset check is wrong: on an unknown or external asset, named twice, taking inputs
+    /// other than its asset's output, or needing what is not provided.
+    #[error("asset check `{check}` of `{asset}`: {reason}")]
+    InvalidCheck {
+        /// The asset it checks.
+        asset: String,
+        /// The check's name.
+        check: String,
+        /// What is wrong, and how to fix it.
+        reason: String,
+    },
+
+    /// An asset's kind does not allow what it is given (an automation condition on a source
+    /// asset, an input from an external one), or its automation condition is invalid.
+    #[error("asset `{asset}`: {reason}")]
+    InvalidAsset {
+        /// The asset.
+        asset: String,
+        /// What is wrong, and how to fix it.
+        reason: String,
+    },
+
     /// A hook needs a resource that was not provided.
     #[error("hook `{hook}` needs resource `{resource}`, which was not provided; add it with `Definitions::builder().resource(...)`")]
     HookResource {

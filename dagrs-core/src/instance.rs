@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::asset::AssetSpec;
 use crate::config::RunConfig;
 use crate::definitions::Definitions;
 use crate::error::{Error, Problem};
@@ -17,6 +18,7 @@ use crate::result::{outcomes_from_events, RunResult};
 use crate::state::AssetState;
 use crate::storage::recovery::this_process;
 use crate::storage::{
+    AutomationRecord, CheckRecord,
     recover_abandoned_runs, InMemoryStorage, InstigatorStatus, PruneReport, Retention, RunRecord,
     Storage, LEASE,
 };
@@ -443,10 +445,7 @@ impl Instance {
         defs: &Definitions,
         asset: &str,
     ) -> Result<AssetPartitions, Error> {
-        let spec = defs.asset(asset).ok_or_else(|| {
-            let hint = crate::error::Hint::closest(asset, defs.assets().map(|a| a.key.as_str()));
-            Error::selection(asset, vec![format!("no asset has this key{hint}")])
-        })?;
+        let spec = known_asset(defs, asset)?;
         if spec.partitions.is_none() {
             return Err(Error::from(Problem::InvalidPartitions {
                 asset: spec.key.to_string(),
@@ -455,6 +454,33 @@ impl Instance {
         }
         let mut all = self.partitions_of(&[spec]).await?;
         Ok(all.remove(0))
+    }
+
+    /// The evaluations of asset `asset`'s checks, newest first, at most `limit` (`asset checks`
+    /// on the command line). The checks it has are [`Definitions::checks_of`].
+    pub async fn check_records(
+        &self,
+        defs: &Definitions,
+        asset: &str,
+        limit: usize,
+    ) -> Result<Vec<CheckRecord>, Error> {
+        let spec = known_asset(defs, asset)?;
+        self.0.storage.check_records(&spec.key, limit).await
+    }
+
+    /// The automation evaluations of asset `asset` the daemon recorded, newest first, at
+    /// most `limit` (`asset automation` on the command line).
+    pub async fn automation_records(
+        &self,
+        defs: &Definitions,
+        asset: &str,
+        limit: usize,
+    ) -> Result<Vec<AutomationRecord>, Error> {
+        let spec = known_asset(defs, asset)?;
+        self.0
+            .storage
+            .automation_records(Some(&spec.key), limit)
+            .await
     }
 
     /// The partitions of each of `specs` (partitioned assets; others are left out) as
@@ -601,4 +627,12 @@ pub async fn materialize(
     Instance::ephemeral()
         .materialize(defs, selection, config)
         .await
+}
+
+/// The asset with key `name`, or an error suggesting the closest keys.
+fn known_asset<'a>(defs: &'a Definitions, name: &str) -> Result<&'a AssetSpec, Error> {
+    defs.asset(name).ok_or_else(|| {
+        let hint = crate::error::Hint::closest(name, defs.assets().map(|a| a.key.as_str()));
+        Error::selection(name, vec![format!("no asset has this key{hint}")])
+    })
 }

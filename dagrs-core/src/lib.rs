@@ -75,6 +75,7 @@
 //! `default-features = false` and compiles none of them.
 
 mod asset;
+pub mod automation;
 mod backfill;
 mod check;
 #[cfg(feature = "cli")]
@@ -106,6 +107,7 @@ mod scope;
 mod sensor;
 #[cfg(feature = "slack")]
 mod slack;
+mod source;
 mod state;
 pub mod storage;
 mod test_context;
@@ -149,6 +151,7 @@ pub use sensor::{
 };
 #[cfg(feature = "slack")]
 pub use slack::{slack_on_failure, SlackError, SlackResource, SLACK_API};
+pub use source::{AssetKind, DataVersion};
 pub use state::{AssetState, Staleness};
 pub use test_context::{build_asset_context, AssetContextBuilder};
 pub use text::{bounded, mask_secrets};
@@ -168,12 +171,69 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 /// `timeout = <Duration>`, `code_version = "..."`, `key = "..."` (default: the function name),
 /// `hooks = [<Hook>, ...]`, `partitions = <PartitionsDefinition>` (e.g. `hourly("2026-01-01")`),
 /// `mappings(dep = <PartitionMapping>, ...)` and `backfill = <BackfillPolicy>`; the last three
-/// see [`partitions`]`::*` without an import.
+/// see [`partitions`]`::*` without an import. `automation = <AutomationCondition>` lets the
+/// daemon materialize it (e.g. `automation = eager()`; it sees [`automation`]`::*`).
 ///
 /// The macro keeps the function as written, so it stays callable from tests, and adds a
 /// marker type of the same name that implements [`Asset`]: name it in `deps`, in
 /// [`Input<A>`], in [`DefinitionsBuilder::asset`] and in [`RunResult::output`].
 pub use dagrs_macros::asset;
+
+/// Marks a function as an asset check of `asset`, run right after each of its
+/// materializations, in the same step.
+///
+/// Keys: `asset = path` (or `"string/key"`; a path is checked by the compiler), `name = "..."`
+/// (default: the function name), `blocking = true` (a failure of severity `error` fails the
+/// step after the materialization is recorded, so nothing downstream runs) and
+/// `description = "..."` (default: the doc comment). Parameters are injected as for
+/// [`asset`]: `&AssetContext`, `Res<R>` and `Input<A>` of the checked asset `A`. The function
+/// returns a [`CheckResult`] or `Result<CheckResult>` (an error is a failure of severity
+/// `error`). Register checks with [`DefinitionsBuilder::checks`] and [`checks!`].
+///
+/// ```
+/// use dagrs_core::prelude::*;
+/// use dagrs_core::{asset_check, checks, CheckResult};
+///
+/// #[asset]
+/// async fn readings() -> Result<Vec<f64>> { Ok(vec![20.5, 21.0]) }
+///
+/// /// Every reading is a plausible temperature.
+/// #[asset_check(asset = readings, blocking = true)]
+/// async fn in_range(readings: Input<readings>) -> CheckResult {
+///     let bad = readings.iter().filter(|v| !(-40.0..=60.0).contains(*v)).count();
+///     CheckResult::new(bad == 0).metadata("out_of_range", bad)
+/// }
+///
+/// let defs = Definitions::builder()
+///     .specs(assets![readings])
+///     .checks(checks![in_range])
+///     .build()
+///     .unwrap();
+/// assert_eq!(defs.checks_of("readings").next().unwrap().name(), "in_range");
+/// ```
+pub use dagrs_macros::asset_check;
+
+/// Marks a function as an observable source asset: something else writes the data, and the
+/// function reads its [`DataVersion`] when the asset is selected. A new version counts as an
+/// update: assets that depend on it become stale, and `eager` automation runs them.
+///
+/// Keys: `key`, `group`, `tags(...)`, `description`, `retry`, `timeout`, `code_version`, as
+/// for [`asset`]. The function returns `Result<DataVersion>`.
+///
+/// ```
+/// use dagrs_core::prelude::*;
+/// use dagrs_core::{observable_source_asset, DataVersion};
+///
+/// /// The InfluxDB measurement EcoAnP reads.
+/// #[observable_source_asset(key = "influx/readings")]
+/// async fn influx_readings() -> Result<DataVersion> {
+///     Ok(DataVersion::new("2026-11-30T12:00:00Z"))
+/// }
+///
+/// #[asset(deps = [influx_readings])]
+/// async fn copied() -> Result<()> { Ok(()) }
+/// ```
+pub use dagrs_macros::observable_source_asset;
 
 /// The specs of several `#[asset]` functions, for [`DefinitionsBuilder::specs`]:
 /// `assets![influx_tags, influx_data, create_aggregates]`.
@@ -181,6 +241,15 @@ pub use dagrs_macros::asset;
 macro_rules! assets {
     ($($asset:ty),* $(,)?) => {
         ::std::vec![$(<$asset as $crate::Asset>::spec()),*]
+    };
+}
+
+/// The specs of several `#[asset_check]` functions, for [`DefinitionsBuilder::checks`]:
+/// `checks![no_gaps, values_in_range]`.
+#[macro_export]
+macro_rules! checks {
+    ($($check:ty),* $(,)?) => {
+        ::std::vec![$(<$check as $crate::AssetCheck>::spec()),*]
     };
 }
 
@@ -213,6 +282,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::asset::{run_blocking, Asset, AssetSpec, IntoAssetResult};
+    pub use crate::check::{AssetCheck, CheckSpec, IntoCheckResult};
     pub use crate::param::AssetParam;
     pub use crate::requirements::Requirements;
     pub use crate::scope::StepScope;

@@ -66,8 +66,9 @@ pub struct AssetState {
 /// The state of every asset of `defs` as `storage` records it, dependencies first.
 ///
 /// An asset is stale when it was never materialized, when an upstream asset was
-/// materialized after it, or when its `code_version` differs from the one recorded with its
-/// last materialization.
+/// materialized (or, for a source asset, observed with a new data version) after it, or when
+/// its `code_version` differs from the one recorded with its last materialization. Source
+/// assets are never stale.
 pub(crate) async fn asset_states(
     defs: &Definitions,
     storage: &dyn Storage,
@@ -83,6 +84,8 @@ pub(crate) async fn asset_states(
         .map(|spec| {
             let own = latest.get(spec.key());
             let stale = match own {
+                // Something else writes a source asset: dagrs never makes it fresh.
+                _ if spec.kind().is_source() => None,
                 None => Some(Staleness::NeverMaterialized),
                 Some(own) if own.code_version.as_deref() != spec.code_version_text() => {
                     Some(Staleness::CodeVersionChanged {

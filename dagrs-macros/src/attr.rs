@@ -11,9 +11,31 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::{Expr, Ident, LitStr, Path, Token};
 
-/// The keys `#[asset]` accepts, for the "unknown key" error.
-const KEYS: &str = "deps, group, tags, description, retry, timeout, hooks, code_version, key, \
-                    partitions, mappings, backfill";
+/// Which attribute is parsed: its name and the keys it accepts (for the "unknown key" error).
+#[derive(Clone, Copy)]
+pub(crate) struct Kind {
+    pub(crate) name: &'static str,
+    keys: &'static str,
+}
+
+/// `#[asset]`.
+pub(crate) const ASSET: Kind = Kind {
+    name: "asset",
+    keys: "deps, group, tags, description, retry, timeout, hooks, code_version, key, \
+           partitions, mappings, backfill, automation",
+};
+
+/// `#[observable_source_asset]`: what a source asset can have.
+pub(crate) const OBSERVABLE: Kind = Kind {
+    name: "observable_source_asset",
+    keys: "group, tags, description, retry, timeout, code_version, key",
+};
+
+/// `#[asset_check]`.
+pub(crate) const CHECK: Kind = Kind {
+    name: "asset_check",
+    keys: "asset, name, blocking, description",
+};
 
 /// What each key takes, and an example, for the errors about malformed values.
 fn usage(key: &str) -> (&'static str, &'static str) {
@@ -40,6 +62,10 @@ fn usage(key: &str) -> (&'static str, &'static str) {
             "mappings(hourly_data = PartitionMapping::TimeWindow)",
         ),
         "backfill" => ("a `BackfillPolicy`", "backfill = BackfillPolicy::SingleRun"),
+        "automation" => ("an `AutomationCondition`", "automation = eager()"),
+        "asset" => ("the asset it checks", "asset = influx_data"),
+        "blocking" => ("`true` or `false`", "blocking = true"),
+        "name" => ("a string literal", "name = \"no_gaps\""),
         "hooks" => ("a list of `Hook`s", "hooks = [alert_on_failure()]"),
         "group" => ("a string literal", "group = \"...\""),
         "description" => ("a string literal", "description = \"...\""),
@@ -69,6 +95,11 @@ pub(crate) struct Args {
     pub(crate) partitions: Option<Expr>,
     pub(crate) mappings: Vec<(Dep, Expr)>,
     pub(crate) backfill: Option<Expr>,
+    pub(crate) automation: Option<Expr>,
+    /// `#[asset_check]`: the asset checked, the check's name, whether it blocks.
+    pub(crate) asset: Option<Dep>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) blocking: Option<syn::LitBool>,
 }
 
 /// Errors collected while parsing and checking, all reported.
@@ -91,10 +122,10 @@ impl Errors {
 }
 
 /// Parses the arguments, recording every error in `errors` and keeping what was valid.
-pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
+pub(crate) fn parse(tokens: TokenStream, kind: Kind, errors: &mut Errors) -> Args {
     let mut args = Args::default();
     let parser = |input: ParseStream<'_>| {
-        parse_args(input, &mut args, errors);
+        parse_args(input, kind, &mut args, errors);
         Ok(())
     };
     // `parse_args` consumes every token and reports its own errors, so this cannot fail.
@@ -104,16 +135,16 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
     args
 }
 
-fn parse_args(input: ParseStream<'_>, args: &mut Args, errors: &mut Errors) {
+fn parse_args(input: ParseStream<'_>, kind: Kind, args: &mut Args, errors: &mut Errors) {
     let mut seen: Vec<Ident> = Vec::new();
     while !input.is_empty() {
         let start = input.fork();
-        match parse_arg(input, &start, args, &mut seen, errors) {
+        match parse_arg(input, &start, kind, args, &mut seen, errors) {
             Ok(()) if input.is_empty() || input.peek(Token![,]) => {}
             Ok(()) => {
                 errors.push(syn::Error::new(
                     input.span(),
-                    "expected `,` between `#[asset]` arguments",
+                    format!("expected `,` between `#[{}]` arguments", kind.name),
                 ));
                 skip_argument(input);
             }
@@ -132,6 +163,7 @@ fn parse_args(input: ParseStream<'_>, args: &mut Args, errors: &mut Errors) {
 fn parse_arg(
     input: ParseStream<'_>,
     start: ParseStream<'_>,
+    kind: Kind,
     args: &mut Args,
     seen: &mut Vec<Ident>,
     errors: &mut Errors,
@@ -139,15 +171,18 @@ fn parse_arg(
     if !input.peek(Ident::peek_any) {
         return Err(syn::Error::new(
             input.span(),
-            format!("expected a key; `#[asset]` accepts: {KEYS}"),
+            format!("expected a key; `#[{}]` accepts: {}", kind.name, kind.keys),
         ));
     }
     let name = input.call(Ident::parse_any)?;
     let key = name.unraw().to_string();
-    if !KEYS.split(", ").any(|k| k == key) {
+    if !kind.keys.split(", ").any(|k| k == key) {
         return Err(syn::Error::new_spanned(
             &name,
-            format!("unknown key `{name}`; `#[asset]` accepts: {KEYS}"),
+            format!(
+                "unknown key `{name}`; `#[{}]` accepts: {}",
+                kind.name, kind.keys
+            ),
         ));
     }
     if let Some(first) = seen.iter().find(|s| s.unraw() == key) {
@@ -183,14 +218,43 @@ fn parse_arg(
                 .map_err(|_| malformed(&name, argument_tokens(input)))?;
             args.retry = Some(expr);
         }
-        "timeout" | "partitions" | "backfill" => {
+        "timeout" | "partitions" | "backfill" | "automation" => {
             let expr = input
                 .parse()
                 .map_err(|_| malformed(&name, argument_tokens(input)))?;
             match key.as_str() {
                 "timeout" => args.timeout = Some(expr),
                 "partitions" => args.partitions = Some(expr),
+                "automation" => args.automation = Some(expr),
                 _ => args.backfill = Some(expr),
+            }
+        }
+        "asset" => {
+            let expr: Expr = input
+                .parse()
+                .map_err(|_| malformed(&name, argument_tokens(input)))?;
+            args.asset = Some(match expr {
+                Expr::Path(path) if path.qself.is_none() => Dep::Path(path.path),
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(text),
+                    ..
+                }) => {
+                    check_key(&text)?;
+                    Dep::Key(text)
+                }
+                other => return Err(malformed(&name, other)),
+            });
+        }
+        "blocking" => {
+            let expr: Expr = input
+                .parse()
+                .map_err(|_| malformed(&name, argument_tokens(input)))?;
+            match expr {
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Bool(flag),
+                    ..
+                }) => args.blocking = Some(flag),
+                other => return Err(malformed(&name, other)),
             }
         }
         "hooks" => {
@@ -208,6 +272,10 @@ fn parse_arg(
                 "group" => args.group = Some(text),
                 "description" => args.description = Some(text),
                 "code_version" => args.code_version = Some(text),
+                "name" => {
+                    check_key(&text)?;
+                    args.name = Some(text);
+                }
                 _ => {
                     check_key(&text)?;
                     args.key = Some(text);

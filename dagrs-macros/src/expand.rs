@@ -12,29 +12,29 @@ use syn::{FnArg, GenericArgument, Ident, Item, ItemFn, PathArguments, ReturnType
 
 use crate::attr::{self, Args, Dep, Errors};
 
-/// Expands `#[asset(args)] item`.
-pub(crate) fn asset(args: TokenStream, item: TokenStream) -> TokenStream {
+/// Expands `#[asset(args)] item`, or `#[observable_source_asset(args)] item` (`kind`).
+pub(crate) fn asset(args: TokenStream, item: TokenStream, kind: attr::Kind) -> TokenStream {
     let mut errors = Errors::default();
     let function: ItemFn = match syn::parse2(item.clone()) {
         Ok(function) => function,
         Err(_) => {
             let error = syn::Error::new(
                 item_span(&item),
-                "`#[asset]` goes on a function (`fn` or `async fn`)",
+                format!("`#[{}]` goes on a function (`fn` or `async fn`)", kind.name),
             );
             let stub = stub_for_type_item(&item);
             let error = error.into_compile_error();
             return quote! { #error #item #stub };
         }
     };
-    let args = attr::parse(args, &mut errors);
-    let generated = expand(&args, &function, &mut errors);
+    let args = attr::parse(args, kind, &mut errors);
+    let generated = expand(&args, &function, kind, &mut errors);
     let errors = errors.into_compile_error();
     quote! { #errors #function #generated }
 }
 
 /// The span of the item's first token after its attributes (`struct`, `pub`, `const`, ...).
-fn item_span(item: &TokenStream) -> Span {
+pub(crate) fn item_span(item: &TokenStream) -> Span {
     let mut tokens = item.clone().into_iter().peekable();
     while let Some(token) = tokens.next() {
         match &token {
@@ -68,7 +68,7 @@ fn stub_for_type_item(item: &TokenStream) -> TokenStream {
     stub_impl(&name, &key, &quote! { () }, name.span())
 }
 
-fn expand(args: &Args, function: &ItemFn, errors: &mut Errors) -> TokenStream {
+fn expand(args: &Args, function: &ItemFn, kind: attr::Kind, errors: &mut Errors) -> TokenStream {
     let sig = &function.sig;
     if let Some(receiver) = sig.receiver() {
         errors.push(syn::Error::new_spanned(
@@ -132,23 +132,11 @@ fn expand(args: &Args, function: &ItemFn, errors: &mut Errors) -> TokenStream {
         return quote! { #marker #stub };
     }
 
-    let mut extract = Vec::new();
-    let mut declare = Vec::new();
-    let mut call_args = Vec::new();
-    for (i, input) in sig.inputs.iter().enumerate() {
-        let FnArg::Typed(pat) = input else {
-            continue; // a receiver was rejected above
-        };
-        let ty = &pat.ty;
-        let var = format_ident!("__dagrs_p{}", i, span = ty.span());
-        extract.push(quote_spanned! {ty.span()=>
-            let #var = <#ty as ::dagrs_core::__private::AssetParam<'_>>::extract(&__dagrs_scope)?;
-        });
-        declare.push(quote_spanned! {ty.span()=>
-            <#ty as ::dagrs_core::__private::AssetParam<'_>>::declare(__dagrs_needs);
-        });
-        call_args.push(var);
-    }
+    let Params {
+        extract,
+        declare,
+        call_args,
+    } = params(sig);
 
     // The `IntoAssetResult` impl is inferred, not named with the user's tokens, which rustc
     // would report over the whole type, beside the same error at its first token.
@@ -174,8 +162,12 @@ fn expand(args: &Args, function: &ItemFn, errors: &mut Errors) -> TokenStream {
             }
         }
     };
-    let spec_new = quote_spanned! {return_span=>
-        ::dagrs_core::__private::AssetSpec::new::<#output, _, _>
+    let spec_new = if kind.name == attr::OBSERVABLE.name {
+        quote_spanned! {return_span=> ::dagrs_core::__private::AssetSpec::observable }
+    } else {
+        quote_spanned! {return_span=>
+            ::dagrs_core::__private::AssetSpec::new::<#output, _, _>
+        }
     };
     let output_item = quote_spanned! {return_span=> type Output = #output; };
 
@@ -217,6 +209,15 @@ fn expand(args: &Args, function: &ItemFn, errors: &mut Errors) -> TokenStream {
         let b = scoped(b);
         quote! { .backfill_policy(#b) }
     });
+    let automation = args.automation.iter().map(|condition| {
+        quote! {
+            .automation({
+                #[allow(unused_imports)]
+                use ::dagrs_core::automation::*;
+                #condition
+            })
+        }
+    });
     let mappings = args.mappings.iter().map(|(dep, mapping)| {
         let mapping = scoped(mapping);
         match dep {
@@ -248,9 +249,45 @@ fn expand(args: &Args, function: &ItemFn, errors: &mut Errors) -> TokenStream {
                     #(#partitions)*
                     #(#mappings)*
                     #(#backfill)*
+                    #(#automation)*
             }
         }
     }
+}
+
+/// What the parameters of a function marked `#[asset]` or `#[asset_check]` become.
+pub(crate) struct Params {
+    /// `let __dagrs_pN = <T as AssetParam>::extract(&__dagrs_scope)?;` per parameter.
+    pub(crate) extract: Vec<TokenStream>,
+    /// `<T as AssetParam>::declare(__dagrs_needs);` per parameter.
+    pub(crate) declare: Vec<TokenStream>,
+    /// The variables passed to the function.
+    pub(crate) call_args: Vec<Ident>,
+}
+
+/// Each typed parameter, extracted from `__dagrs_scope` and declared into `__dagrs_needs`
+/// through `AssetParam`, spanned at its type so that errors point there.
+pub(crate) fn params(sig: &syn::Signature) -> Params {
+    let mut params = Params {
+        extract: Vec::new(),
+        declare: Vec::new(),
+        call_args: Vec::new(),
+    };
+    for (i, input) in sig.inputs.iter().enumerate() {
+        let FnArg::Typed(pat) = input else {
+            continue; // a receiver is rejected by the caller
+        };
+        let ty = &pat.ty;
+        let var = format_ident!("__dagrs_p{}", i, span = ty.span());
+        params.extract.push(quote_spanned! {ty.span()=>
+            let #var = <#ty as ::dagrs_core::__private::AssetParam<'_>>::extract(&__dagrs_scope)?;
+        });
+        params.declare.push(quote_spanned! {ty.span()=>
+            <#ty as ::dagrs_core::__private::AssetParam<'_>>::declare(__dagrs_needs);
+        });
+        params.call_args.push(var);
+    }
+    params
 }
 
 /// The `Asset` impl of a marker after an error: the right key and the best guess of the
@@ -362,7 +399,7 @@ fn mentions(tokens: &TokenStream, generics: &syn::Generics) -> bool {
 }
 
 /// The function's doc comment, lines trimmed and joined.
-fn doc_comment(function: &ItemFn) -> Option<String> {
+pub(crate) fn doc_comment(function: &ItemFn) -> Option<String> {
     let lines: Vec<String> = function
         .attrs
         .iter()
@@ -387,7 +424,7 @@ mod tests {
     use super::*;
 
     fn expand_str(args: TokenStream, item: TokenStream) -> String {
-        asset(args, item).to_string()
+        asset(args, item, attr::ASSET).to_string()
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! before anything ran.
 
 mod automation;
+mod checks;
 mod partitions;
 mod show;
 #[cfg(feature = "web")]
@@ -131,6 +132,28 @@ enum AssetCommand {
         #[arg(long)]
         partition_range: Option<String>,
         /// Prints the result as JSON, and no progress.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows an asset's checks with their latest results, and the latest evaluations.
+    Checks {
+        /// The asset.
+        asset: String,
+        /// How many evaluations to read (1 to 10,000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows an asset's automation condition and why the daemon requested it, or did not.
+    Automation {
+        /// The asset.
+        asset: String,
+        /// How many evaluations (1 to 10,000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Prints JSON.
         #[arg(long)]
         json: bool,
     },
@@ -347,6 +370,12 @@ async fn execute(
             }
             let handle = instance.launch(defs, &selection, options).await?;
             show::follow(handle, rx, json).await
+        }
+        Command::Asset(AssetCommand::Checks { asset, limit, json }) => {
+            checks::checks(defs, instance, &asset, limit as usize, json).await
+        }
+        Command::Asset(AssetCommand::Automation { asset, limit, json }) => {
+            checks::automation(defs, instance, &asset, limit as usize, json).await
         }
         Command::Asset(AssetCommand::Partitions { asset, json }) => {
             partitions::asset_partitions(defs, instance, &asset, json).await

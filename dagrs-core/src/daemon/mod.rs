@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::automation::evaluate::{self as automation, AutomationState};
 use crate::clock::{Clock, SystemClock};
 use crate::definitions::Definitions;
 use crate::error::Error;
@@ -38,6 +39,8 @@ pub struct Evaluation {
     pub backfill_runs: Vec<RunId>,
     /// The runs it started from the queue.
     pub started: Vec<RunId>,
+    /// The runs it queued for assets whose automation condition held.
+    pub automation_runs: Vec<RunId>,
 }
 
 /// Evaluates the schedules and sensors of `defs` and starts queued runs on `instance`.
@@ -76,6 +79,8 @@ struct State {
     sensor_evaluated: HashMap<String, DateTime<Utc>>,
     /// The runs this daemon started and that may still run.
     in_flight: Vec<RunHandle>,
+    /// What automation knows between passes (loaded at the first).
+    automation: Option<AutomationState>,
 }
 
 impl Daemon {
@@ -116,8 +121,9 @@ impl Daemon {
         &self.instance
     }
 
-    /// One pass at the clock's time: fires due schedule ticks, evaluates due sensors,
-    /// advances backfills, then starts what the run queue allows. A failing schedule or
+    /// One pass at the clock's time: fires due schedule ticks, evaluates due sensors and the
+    /// assets' automation conditions, advances backfills, then starts what the run queue
+    /// allows. A failing schedule or
     /// sensor is recorded as a failed tick; the pass goes on.
     pub async fn evaluate(&self) -> Result<Evaluation, Error> {
         // Runs whose process died hold no queue slot, and their backfills see them end.
@@ -130,8 +136,31 @@ impl Daemon {
         self.evaluate_schedules(now, &states, &mut evaluation)
             .await?;
         self.evaluate_sensors(now, &states, &mut evaluation).await?;
+        self.evaluate_automation(now, &mut evaluation).await?;
         self.run_queue(&mut evaluation).await?;
         Ok(evaluation)
+    }
+
+    /// Evaluates the automation conditions of the assets and queues the runs they request.
+    async fn evaluate_automation(
+        &self,
+        now: DateTime<Utc>,
+        evaluation: &mut Evaluation,
+    ) -> Result<(), Error> {
+        let taken = lock(&self.state).automation.take();
+        let mut state = match taken {
+            Some(state) => state,
+            None => AutomationState::load(&self.defs, &self.instance, now).await?,
+        };
+        if state.is_idle() {
+            lock(&self.state).automation = Some(state);
+            return Ok(());
+        }
+        // On an error the state is dropped, and loaded again at the next pass.
+        let requested = automation::evaluate(&mut state, &self.defs, &self.instance, now).await?;
+        evaluation.automation_runs = requested.runs;
+        lock(&self.state).automation = Some(state);
+        Ok(())
     }
 
     /// Advances backfills and starts what the run queue allows: what a pass does when a run

@@ -16,6 +16,7 @@ use crate::key::AssetKey;
 use crate::requirements::{ConfigSupply, Provided, Supply};
 use crate::retry::Retry;
 use crate::scope::Shared;
+use crate::source::AssetKind;
 use crate::storage::Storage;
 use crate::text::{bounded, ECHO_LIMIT};
 
@@ -86,6 +87,8 @@ pub(crate) struct StepPlan {
     pub(crate) job: Option<String>,
     /// The partitions the step materializes, for a partitioned asset in a partitioned run.
     pub(crate) partition: Option<Arc<StepPartition>>,
+    /// For an observable source asset: the data version recorded last, if any.
+    pub(crate) last_version: Option<serde_json::Value>,
 }
 
 impl Plan {
@@ -191,12 +194,20 @@ impl Plan {
                 .chain(&inner.hooks)
                 .cloned()
                 .collect();
+            let last_version = match spec.kind {
+                AssetKind::Observable => storage
+                    .latest_materialization(&spec.key)
+                    .await?
+                    .map(|record| record.value),
+                _ => None,
+            };
             steps.push(StepPlan {
                 config,
                 retry,
                 hooks,
                 job: job.map(str::to_owned),
                 partition: step_partition.clone().filter(|_| spec.partitions.is_some()),
+                last_version,
             });
         }
         if !problems.is_empty() {

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use super::AssetGraph;
 use crate::error::{Error, Hint};
+use crate::source::AssetKind;
 use crate::text::{bounded, ECHO_LIMIT, LIST_LIMIT};
 
 /// Resolves `selection` against `graph` to asset indices in topological order.
@@ -92,7 +93,22 @@ pub(crate) fn resolve(graph: &AssetGraph, selection: &str) -> Result<Vec<usize>,
     if !reasons.is_empty() {
         return Err(Error::selection(selection, reasons));
     }
-    Ok(graph.order.iter().copied().filter(|&i| marks[i]).collect())
+    // External assets are never run: a selection passes over them.
+    let selected: Vec<usize> = graph
+        .order
+        .iter()
+        .copied()
+        .filter(|&i| marks[i] && graph.assets[i].kind != AssetKind::External)
+        .collect();
+    if let (true, Some(&i)) = (selected.is_empty(), graph.order.iter().find(|&&i| marks[i])) {
+        let reason = format!(
+                    "`{}` is an external asset: something else writes it and dagrs never \
+                     materializes it; select what depends on it (`{}+`)",
+            graph.assets[i].key, graph.assets[i].key
+        );
+        return Err(Error::selection(selection, vec![reason]));
+    }
+    Ok(selected)
 }
 
 /// One level of depth: `None` means no traversal, `Some(None)` unlimited, `Some(Some(n))` n levels.
