@@ -375,23 +375,14 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         since: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<MaterializationRecord>, Error> {
-        let _ = (since, limit);
-        Err(Error::storage("TEMP", "TEMP"))
-    }
+    ) -> Result<Vec<MaterializationRecord>, Error>;
 
     /// The evaluations of `asset`'s checks, newest first, at most `limit`.
     async fn check_records(&self, asset: &AssetKey, limit: usize)
-        -> Result<Vec<CheckRecord>, Error> {
-        let _ = (asset, limit);
-        Err(Error::storage("TEMP", "TEMP"))
-    }
+        -> Result<Vec<CheckRecord>, Error>;
 
     /// Records automation evaluations (in one write).
-    async fn record_automation(&self, records: &[AutomationRecord]) -> Result<(), Error> {
-        let _ = records;
-        Err(Error::storage("TEMP", "TEMP"))
-    }
+    async fn record_automation(&self, records: &[AutomationRecord]) -> Result<(), Error>;
 
     /// Automation evaluations of `asset` (of every asset when `None`), newest first, at most
     /// `limit`.
@@ -399,10 +390,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         asset: Option<&AssetKey>,
         limit: usize,
-    ) -> Result<Vec<AutomationRecord>, Error> {
-        let _ = (asset, limit);
-        Err(Error::storage("TEMP", "TEMP"))
-    }
+    ) -> Result<Vec<AutomationRecord>, Error>;
 
     /// Removes finished runs outside `keep` (as of `now`) with their events, materialization
     /// and check records, except each asset's latest materialization; and schedule and
