@@ -708,7 +708,7 @@ async fn a_version_3_store_gains_partitions_and_keeps_its_data() {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
     store.create_run(&run_record("new", 0)).await.unwrap();
     let range = minutes("", 0, 60);
     store
