@@ -1677,6 +1677,89 @@ mod tests {
     }
 
     #[test]
+    fn the_check_record_check_allows_every_severity() {
+        let sql = MIGRATIONS[5].sql;
+        for severity in [
+            dagrs_core::CheckSeverity::Warn,
+            dagrs_core::CheckSeverity::Error,
+        ] {
+            assert!(
+                sql.contains(&format!("'{}'", severity.as_str())),
+                "check records allow {severity:?}"
+            );
+        }
+    }
+
+    /// The statements of check records, automation records and `materializations_since`
+    /// read by index in order (no sort), as the server plans them once cached, on tables
+    /// holding many rows.
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn check_automation_and_since_statements_read_by_index() {
+        let db = crate::testing::TestDatabase::create().await;
+        let storage = PgStorage::connect(db.pg.clone(), DEFAULT_SCHEMA)
+            .await
+            .unwrap();
+        let client = db.client().await;
+        client
+            .batch_execute(
+                "INSERT INTO dagrs.materializations (asset, run_id, seq, ts, metadata, value) \
+                 SELECT 'a' || (m % 10), 'r', m, now() - m * interval '1 second', '{}', '1' \
+                 FROM generate_series(0, 99999) AS m; \
+                 INSERT INTO dagrs.check_records (asset, check_name, run_id, seq, ts, passed, \
+                     severity, blocking, metadata) \
+                 SELECT 'a' || (m % 100), 'c', 'r' || (m % 1000), m, now(), true, 'warn', \
+                     false, '{}' \
+                 FROM generate_series(0, 99999) AS m; \
+                 INSERT INTO dagrs.automation_records (asset, evaluated_at, requested, reason, \
+                     run_ids) \
+                 SELECT 'a' || (m % 100), now() - m * interval '1 second', false, 'x', '[]' \
+                 FROM generate_series(0, 99999) AS m; \
+                 ANALYZE dagrs.materializations; ANALYZE dagrs.check_records; \
+                 ANALYZE dagrs.automation_records; \
+                 SET plan_cache_mode = force_generic_plan;",
+            )
+            .await
+            .unwrap();
+        let sql = &storage.inner.sql;
+        for (name, statement, args) in [
+            (
+                "materializations_since",
+                &sql.materializations_since,
+                "now(), 10",
+            ),
+            ("check_records", &sql.check_records, "'a1', 10"),
+            ("automation_records", &sql.automation_records, "10"),
+            (
+                "automation_records_of",
+                &sql.automation_records_of,
+                "'a1', 10",
+            ),
+            (
+                "delete_check_records",
+                &sql.delete_check_records,
+                "ARRAY['r1']",
+            ),
+        ] {
+            client
+                .batch_execute(&format!("PREPARE {name} AS {statement}"))
+                .await
+                .unwrap();
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+            assert!(!plan.contains("Sort"), "{name} sorts:\n{plan}");
+            assert!(plan.contains("Index"), "{name}:\n{plan}");
+        }
+    }
+
+    #[test]
     fn lock_keys_differ_by_purpose_and_schema_and_are_stable() {
         let dagrs = Ident::new("dagrs").unwrap();
         let other = Ident::new("other").unwrap();
