@@ -762,7 +762,10 @@ async fn a_version_5_store_gains_check_and_automation_records_and_keeps_its_data
     );
     storage.create_run(&run_record("new", 0)).await.unwrap();
     let checked = check_evaluated("new", 0, "a", "positive", false, CheckSeverity::Warn);
-    storage.append_events(&[checked.clone()]).await.unwrap();
+    storage
+        .append_events(std::slice::from_ref(&checked))
+        .await
+        .unwrap();
     assert_eq!(
         storage.check_records(&"a".into(), 10).await.unwrap(),
         [CheckRecord::of(&checked).unwrap()]

@@ -834,7 +834,10 @@ async fn a_version_5_store_gains_check_and_automation_records_and_keeps_its_data
         .unwrap()
         .is_empty());
     let checked = check_evaluated("old", 2, "a", "positive", false, CheckSeverity::Error);
-    store.append_events(&[checked.clone()]).await.unwrap();
+    store
+        .append_events(std::slice::from_ref(&checked))
+        .await
+        .unwrap();
     assert_eq!(
         store.check_records(&"a".into(), 10).await.unwrap(),
         [CheckRecord::of(&checked).unwrap()]
