@@ -320,16 +320,14 @@ impl Storage for InMemoryStorage {
     ) -> Result<Vec<MaterializationRecord>, Error> {
         let inner = self.lock();
         // Appended late, a record can be older than the ones before it: no binary search.
-        let mut found: Vec<MaterializationRecord> = inner
+        let mut found: Vec<&MaterializationRecord> = inner
             .materializations
             .iter()
             .filter(|m| m.timestamp >= since)
-            .cloned()
             .collect();
         // Stable: ties stay in append order.
         found.sort_by_key(|m| m.timestamp);
-        found.truncate(limit);
-        Ok(found)
+        Ok(found.into_iter().take(limit).cloned().collect())
     }
 
     async fn check_records(

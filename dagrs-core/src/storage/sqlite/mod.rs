@@ -45,9 +45,9 @@ use crate::event::{Event, EventKind, RunStatus};
 use crate::key::{AssetKey, RunId};
 use crate::partition::{PartitionRange, PartitionStatus};
 
-/// The embedded store: runs, event logs, materializations, ticks, cursors, partition status,
-/// dynamic partitions and backfills in one SQLite file (by default
-/// [`default_path`](Self::default_path)).
+/// The embedded store: runs, event logs, materializations, check records, ticks, cursors,
+/// automation records, partition status, dynamic partitions and backfills in one SQLite file
+/// (by default [`default_path`](Self::default_path)).
 ///
 /// # Writes: one writer per file and process, batched
 ///
