@@ -189,8 +189,7 @@ impl CheckSpec {
         F: Fn(StepScope) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = anyhow::Result<CheckResult>> + Send + 'static,
     {
-        let compute: CheckCompute =
-            Arc::new(move |scope| Box::pin(compute(scope)) as BoxFuture<_>);
+        let compute: CheckCompute = Arc::new(move |scope| Box::pin(compute(scope)) as BoxFuture<_>);
         CheckSpec {
             asset: asset.into(),
             name: name.into(),

@@ -251,7 +251,9 @@ impl std::fmt::Display for EventKind {
                 changed,
                 metadata,
             } => {
-                let version = data_version.as_str().map_or_else(|| data_version.to_string(), str::to_owned);
+                let version = data_version
+                    .as_str()
+                    .map_or_else(|| data_version.to_string(), str::to_owned);
                 let changed = if *changed { "new" } else { "unchanged" };
                 write!(f, "observed data version {version} ({changed})")?;
                 for (k, v) in metadata {

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use common::TestDb;
 use dagrs_core::storage::contract::{
-    at, backfill_record, event, minutes, partition_failed, partition_materialized, run_record, tick,
+    at, automation_record, backfill_record, check_evaluated, event, minutes, partition_failed,
+    partition_materialized, run_record, tick,
 };
-use dagrs_core::storage::{PruneReport, Retention, Storage};
-use dagrs_core::{BackfillStatus, Event, EventKind, LogLevel, RunId, RunStatus};
+use dagrs_core::storage::{CheckRecord, PruneReport, Retention, Storage};
+use dagrs_core::{BackfillStatus, CheckSeverity, Event, EventKind, LogLevel, RunId, RunStatus};
 use dagrs_postgres::{Error, Ident, PgStorage, PostgresResource, DEFAULT_SCHEMA, SCHEMA_VERSION};
 use serde_json::json;
 use tokio_postgres::Config;
@@ -116,7 +117,9 @@ async fn migrations_are_recorded_and_idempotent() {
     assert_eq!(
         before.0,
         [
+            "automation_records",
             "backfills",
+            "check_records",
             "cursors",
             "dagrs_schema_version",
             "dynamic_partitions",
@@ -663,8 +666,8 @@ async fn a_version_3_store_gains_partitions_and_keeps_its_data() {
     assert_eq!(storage.schema_version().await.unwrap(), Some(3));
     assert_eq!(
         storage.migrate().await.unwrap(),
-        2,
-        "only migrations 4 and 5 apply"
+        3,
+        "only migrations 4, 5 and 6 apply"
     );
     assert_eq!(
         storage.schema_version().await.unwrap(),
@@ -701,6 +704,80 @@ async fn a_version_3_store_gains_partitions_and_keeps_its_data() {
             .unwrap()
             .map(|m| m.value),
         Some(json!(1))
+    );
+}
+
+#[tokio::test]
+async fn a_version_5_store_gains_check_and_automation_records_and_keeps_its_data() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; CREATE SCHEMA dagrs; SET LOCAL search_path TO dagrs; \
+             CREATE TABLE dagrs_schema_version ( \
+                 version integer PRIMARY KEY CHECK (version > 0), name text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now()); \
+             {} {} {} {} {} \
+             INSERT INTO dagrs_schema_version (version, name) \
+                 VALUES (1, 'one'), (2, 'two'), (3, 'three'), (4, 'four'), (5, 'five'); \
+             INSERT INTO runs (run_id, status, selection, assets, config, tags, started_at, \
+                               owner, heartbeat_at) \
+                 VALUES ('old', 'succeeded', 'a', '[\"a\"]', '{{}}', '{{}}', \
+                         '2026-01-01T00:00:00Z', 'h:1', '2026-01-01T00:00:00Z'); \
+             INSERT INTO events (run_id, seq, ts, asset, kind) \
+                 VALUES ('old', 0, '2026-01-01T00:01:00Z', NULL, '{{\"type\":\"run_succeeded\"}}'); \
+             INSERT INTO materializations (asset, run_id, seq, ts, metadata, value) \
+                 VALUES ('a', 'old', 1, '2026-01-01T00:02:00Z', '{{}}', '\"kept\"'); \
+             COMMIT;",
+            include_str!("../src/storage/migrations/0001_initial.sql"),
+            include_str!("../src/storage/migrations/0002_queued_canceling.sql"),
+            include_str!("../src/storage/migrations/0003_ticks_run_keys_instigators.sql"),
+            include_str!("../src/storage/migrations/0004_partitions_backfills.sql"),
+            include_str!("../src/storage/migrations/0005_pages.sql"),
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    let storage = PgStorage::new(db.pg.clone(), DEFAULT_SCHEMA).unwrap();
+    assert_eq!(storage.schema_version().await.unwrap(), Some(5));
+    assert_eq!(
+        storage.migrate().await.unwrap(),
+        1,
+        "only migration 6 applies"
+    );
+    assert_eq!(
+        storage.schema_version().await.unwrap(),
+        Some(SCHEMA_VERSION)
+    );
+    let old = RunId::from("old");
+    assert_eq!(storage.events(&old, None).await.unwrap().len(), 1);
+    let since = storage.materializations_since(at(0), 10).await.unwrap();
+    assert_eq!(
+        since
+            .iter()
+            .map(|m| (m.run_id.as_str(), &m.value))
+            .collect::<Vec<_>>(),
+        [("old", &json!("kept"))],
+        "a materialization of version 5 is found by time"
+    );
+    storage.create_run(&run_record("new", 0)).await.unwrap();
+    let checked = check_evaluated("new", 0, "a", "positive", false, CheckSeverity::Warn);
+    storage
+        .append_events(std::slice::from_ref(&checked))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.check_records(&"a".into(), 10).await.unwrap(),
+        [CheckRecord::of(&checked).unwrap()]
+    );
+    let record = automation_record("a", 5, true);
+    storage
+        .record_automation(std::slice::from_ref(&record))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.automation_records(None, 10).await.unwrap(),
+        [record]
     );
 }
 

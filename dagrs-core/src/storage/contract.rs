@@ -24,10 +24,12 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
 use super::{
-    EventFilter, InstigatorKind, InstigatorStatus, Retention, RunCursor, RunFilter, RunRecord,
-    Storage, TickRecord, TickStatus,
+    AutomationRecord, CheckRecord, EventFilter, InstigatorKind, InstigatorStatus,
+    MaterializationRecord, PruneReport, Retention, RunCursor, RunFilter, RunRecord, Storage,
+    TickRecord, TickStatus,
 };
 use crate::backfill::{BackfillPolicy, BackfillRecord, BackfillRun, BackfillStatus};
+use crate::check::CheckSeverity;
 use crate::config::RunConfig;
 use crate::event::{ErrorInfo, Event, EventKind, LogLevel, RunStatus};
 use crate::key::{AssetKey, RunId};
@@ -44,7 +46,9 @@ macro_rules! storage_contract_tests {
             runs, events, every_event_kind_round_trips, materializations,
             finishing_and_heartbeats, retention, ticks_and_cursors, run_queue, concurrent_writers,
             partition_status, partition_materializations, many_partition_ranges,
-            dynamic_partitions, backfills, run_pages, event_pages);
+            dynamic_partitions, backfills, run_pages, event_pages, observations,
+            materializations_since, check_records, automation_records,
+            retention_of_checks_and_automation);
     };
     (@each $make:expr; $($part:ident),*) => {
         $(
@@ -306,6 +310,32 @@ pub async fn every_event_kind_round_trips(storage: &dyn Storage) {
         EventKind::RunCancelled,
         EventKind::RunAbandoned {
             reason: "its process is gone".into(),
+        },
+        EventKind::CheckEvaluated {
+            check: "not_empty".into(),
+            passed: false,
+            severity: CheckSeverity::Warn,
+            blocking: true,
+            description: Some("0 rows, 'quotes' \"and\" ünïcode".into()),
+            metadata: BTreeMap::from([("rows".to_owned(), json!({"seen": 0, "min": [1, null]}))]),
+        },
+        EventKind::CheckEvaluated {
+            check: "fresh".into(),
+            passed: true,
+            severity: CheckSeverity::Error,
+            blocking: false,
+            description: None,
+            metadata: BTreeMap::new(),
+        },
+        EventKind::Observation {
+            data_version: json!("2026-01-01T00:00:00Z"),
+            metadata: BTreeMap::from([("files".to_owned(), json!(12))]),
+            changed: true,
+        },
+        EventKind::Observation {
+            data_version: json!("v1"),
+            metadata: BTreeMap::new(),
+            changed: false,
         },
         EventKind::RunSucceeded,
     ];
@@ -626,6 +656,493 @@ pub async fn retention(storage: &dyn Storage) {
         Default::default(),
         "an empty retention keeps everything"
     );
+}
+
+/// A check evaluation of `asset` by run `id`.
+pub fn check_evaluated(
+    id: &str,
+    seq: u64,
+    asset: &str,
+    check: &str,
+    passed: bool,
+    severity: CheckSeverity,
+) -> Event {
+    event(
+        id,
+        seq,
+        Some(asset),
+        EventKind::CheckEvaluated {
+            check: check.into(),
+            passed,
+            severity,
+            blocking: !passed,
+            description: (!passed).then(|| format!("`{check}` found 'bad' \"rows\" ✗")),
+            metadata: if passed {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([
+                    ("bad_rows".to_owned(), json!(2)),
+                    ("sample".to_owned(), json!([{"id": 7}, null])),
+                ])
+            },
+        },
+    )
+}
+
+/// An observation of source asset `asset` by run `id`: data version `version`.
+pub fn observed(id: &str, seq: u64, asset: &str, version: &str, changed: bool) -> Event {
+    event(
+        id,
+        seq,
+        Some(asset),
+        EventKind::Observation {
+            data_version: json!(version),
+            metadata: BTreeMap::from([("files".to_owned(), json!(seq))]),
+            changed,
+        },
+    )
+}
+
+/// An automation evaluation of `asset` at `at(minutes)`.
+pub fn automation_record(asset: &str, minutes: i64, requested: bool) -> AutomationRecord {
+    AutomationRecord {
+        asset: asset.into(),
+        evaluated_at: at(minutes) + chrono::Duration::microseconds(654_321),
+        requested,
+        reason: if requested {
+            format!("upstream `{asset}_raw` updated; nothing in progress (ünïcode 'q' \"q\")")
+        } else {
+            "nothing changed upstream".into()
+        },
+        run_ids: if requested {
+            vec![
+                RunId::from(format!("{asset}-{minutes}-1")),
+                RunId::from("shared"),
+            ]
+        } else {
+            vec![]
+        },
+    }
+}
+
+/// Observations with a new data version become materializations (valued by the version);
+/// those of an unchanged version stay plain events.
+pub async fn observations(storage: &dyn Storage) {
+    storage.create_run(&run_record("o1", 0)).await.unwrap();
+    let events = vec![
+        observed("o1", 0, "src", "v1", true),
+        observed("o1", 1, "src", "v1", false),
+        observed("o1", 2, "other", "x", false),
+        observed("o1", 3, "src", "v2", true),
+        observed("o1", 4, "src", "v2", false),
+    ];
+    storage.append_events(&events).await.unwrap();
+    assert_eq!(
+        storage.events(&RunId::from("o1"), None).await.unwrap(),
+        events,
+        "observations come back as events"
+    );
+    let expected: Vec<MaterializationRecord> = [&events[3], &events[0]]
+        .into_iter()
+        .map(|e| MaterializationRecord::of(e).unwrap())
+        .collect();
+    assert_eq!(
+        (expected[0].value.clone(), expected[0].code_version.clone()),
+        (json!("v2"), None)
+    );
+    assert_eq!(
+        storage.materializations(&"src".into(), 10).await.unwrap(),
+        expected,
+        "only observations of a new data version are materializations"
+    );
+    assert_eq!(
+        storage.latest_materialization(&"src".into()).await.unwrap(),
+        Some(expected[0].clone()),
+        "the latest observed version is the latest materialization"
+    );
+    assert_eq!(
+        storage
+            .latest_materialization(&"other".into())
+            .await
+            .unwrap(),
+        None,
+        "an unchanged observation is no materialization"
+    );
+    assert_eq!(
+        storage.latest_materializations().await.unwrap(),
+        [expected[0].clone()]
+    );
+    assert_eq!(
+        storage.materializations_since(at(0), 10).await.unwrap(),
+        [expected[1].clone(), expected[0].clone()]
+    );
+}
+
+/// `materializations_since` lists materializations at or after an instant, oldest first
+/// (ties in the order they were appended, late ones by their own timestamp), at most `limit`.
+pub async fn materializations_since(storage: &dyn Storage) {
+    storage.create_run(&run_record("s1", 0)).await.unwrap();
+    storage.create_run(&run_record("s2", 0)).await.unwrap();
+    let stamped = |mut e: Event, minutes: i64| {
+        e.timestamp = at(minutes) + chrono::Duration::microseconds(250);
+        e
+    };
+    let first = vec![
+        stamped(
+            event("s1", 0, Some("a"), materialization(json!(0), Some("v1"))),
+            10,
+        ),
+        stamped(
+            event("s1", 1, Some("b"), materialization(json!({"b": 1}), None)),
+            20,
+        ),
+        stamped(
+            event("s1", 2, Some("a"), materialization(json!(2), None)),
+            20,
+        ),
+        stamped(
+            event(
+                "s1",
+                3,
+                Some("a"),
+                EventKind::Log {
+                    level: LogLevel::Info,
+                    message: "not a materialization".into(),
+                },
+            ),
+            15,
+        ),
+    ];
+    let second = vec![
+        stamped(
+            event("s2", 0, Some("c"), materialization(json!("c"), None)),
+            30,
+        ),
+        // Appended late: older than what came before it.
+        stamped(
+            event("s2", 1, Some("b"), materialization(json!("late"), None)),
+            5,
+        ),
+        stamped(observed("s2", 2, "d", "d1", true), 25),
+        stamped(observed("s2", 3, "d", "d1", false), 26),
+        stamped(
+            check_evaluated("s2", 4, "a", "positive", true, CheckSeverity::Error),
+            27,
+        ),
+    ];
+    assert!(
+        storage
+            .materializations_since(at(0), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing before anything was appended"
+    );
+    storage.append_events(&first).await.unwrap();
+    storage.append_events(&second).await.unwrap();
+    let record = |e: &Event| MaterializationRecord::of(e).unwrap();
+    // By timestamp: s2/1 (5), s1/0 (10), s1/1 (20), s1/2 (20), s2/2 (25), s2/0 (30).
+    let all = vec![
+        record(&second[1]),
+        record(&first[0]),
+        record(&first[1]),
+        record(&first[2]),
+        record(&second[2]),
+        record(&second[0]),
+    ];
+    assert_eq!(
+        storage.materializations_since(at(0), 100).await.unwrap(),
+        all,
+        "oldest first, ties in append order, every field kept"
+    );
+    let tied = at(20) + chrono::Duration::microseconds(250);
+    assert_eq!(
+        storage.materializations_since(tied, 100).await.unwrap(),
+        all[2..],
+        "`since` is inclusive"
+    );
+    assert_eq!(
+        storage
+            .materializations_since(tied + chrono::Duration::microseconds(1), 100)
+            .await
+            .unwrap(),
+        all[4..],
+        "anything earlier than `since` is left out"
+    );
+    assert_eq!(
+        storage.materializations_since(tied, 1).await.unwrap(),
+        all[2..3],
+        "at most `limit`, the oldest"
+    );
+    assert_eq!(
+        storage.materializations_since(tied, 3).await.unwrap(),
+        all[2..5]
+    );
+    assert!(storage
+        .materializations_since(tied, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(storage
+        .materializations_since(at(31), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Check evaluation events become check records, written with the event (a failed batch
+/// leaves none), listed per asset newest first.
+pub async fn check_records(storage: &dyn Storage) {
+    storage.create_run(&run_record("c1", 0)).await.unwrap();
+    storage.create_run(&run_record("c2", 10)).await.unwrap();
+    assert!(storage
+        .check_records(&"a".into(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let first = vec![
+        event("c1", 0, Some("a"), materialization(json!(1), None)),
+        check_evaluated("c1", 1, "a", "not_empty", true, CheckSeverity::Error),
+        check_evaluated("c1", 2, "a", "fresh", false, CheckSeverity::Warn),
+        check_evaluated("c1", 3, "b", "not_empty", false, CheckSeverity::Error),
+        // A check result with no asset is no check record.
+        event(
+            "c1",
+            4,
+            None,
+            EventKind::CheckEvaluated {
+                check: "orphan".into(),
+                passed: true,
+                severity: CheckSeverity::Warn,
+                blocking: false,
+                description: None,
+                metadata: BTreeMap::new(),
+            },
+        ),
+    ];
+    storage.append_events(&first).await.unwrap();
+    let second = vec![check_evaluated(
+        "c2",
+        10,
+        "a",
+        "not_empty",
+        false,
+        CheckSeverity::Error,
+    )];
+    storage.append_events(&second).await.unwrap();
+    let record = |e: &Event| CheckRecord::of(e).unwrap();
+    let of_a = vec![record(&second[0]), record(&first[2]), record(&first[1])];
+    assert_eq!(
+        storage.check_records(&"a".into(), 10).await.unwrap(),
+        of_a,
+        "newest first, every field kept"
+    );
+    assert_eq!(
+        storage.check_records(&"a".into(), 2).await.unwrap(),
+        of_a[..2],
+        "at most `limit`, the newest"
+    );
+    assert!(storage
+        .check_records(&"a".into(), 0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        storage.check_records(&"b".into(), 10).await.unwrap(),
+        [record(&first[3])],
+        "records of one asset only"
+    );
+    assert!(storage
+        .check_records(&"nope".into(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        storage.events(&RunId::from("c1"), None).await.unwrap(),
+        first,
+        "check evaluations come back as events"
+    );
+
+    let clash = storage
+        .append_events(&[
+            check_evaluated("c2", 11, "a", "late", true, CheckSeverity::Warn),
+            check_evaluated("c2", 10, "a", "again", true, CheckSeverity::Warn),
+        ])
+        .await;
+    assert!(clash.is_err(), "a batch with a seq the run has fails");
+    assert_eq!(
+        storage.check_records(&"a".into(), 10).await.unwrap(),
+        of_a,
+        "a failed batch leaves no check record behind"
+    );
+}
+
+/// Automation evaluations are stored as given, listed newest first (ties: newest written
+/// first), of one asset or of all, at most `limit`.
+pub async fn automation_records(storage: &dyn Storage) {
+    storage.record_automation(&[]).await.unwrap();
+    assert!(storage
+        .automation_records(None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let first = vec![
+        automation_record("a", 10, true),
+        automation_record("b", 10, false),
+        automation_record("a", 20, false),
+    ];
+    let second = vec![
+        automation_record("a", 20, true),
+        automation_record("b", 5, true),
+    ];
+    storage.record_automation(&first).await.unwrap();
+    storage.record_automation(&second).await.unwrap();
+    let all = vec![
+        second[0].clone(),
+        first[2].clone(),
+        first[1].clone(),
+        first[0].clone(),
+        second[1].clone(),
+    ];
+    assert_eq!(
+        storage.automation_records(None, 10).await.unwrap(),
+        all,
+        "newest first, ties newest written first, every field kept"
+    );
+    assert_eq!(
+        storage.automation_records(None, 2).await.unwrap(),
+        all[..2],
+        "at most `limit`, the newest"
+    );
+    assert!(storage
+        .automation_records(None, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    let a = AssetKey::from("a");
+    assert_eq!(
+        storage.automation_records(Some(&a), 10).await.unwrap(),
+        [second[0].clone(), first[2].clone(), first[0].clone()],
+        "records of one asset only"
+    );
+    assert_eq!(
+        storage.automation_records(Some(&a), 1).await.unwrap(),
+        [second[0].clone()]
+    );
+    assert_eq!(
+        storage
+            .automation_records(Some(&"b".into()), 10)
+            .await
+            .unwrap(),
+        [first[1].clone(), second[1].clone()]
+    );
+    assert!(storage
+        .automation_records(Some(&"nope".into()), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Pruning removes the check records of the runs it removes, and automation records older
+/// than the age kept (as ticks); it keeps the rest.
+pub async fn retention_of_checks_and_automation(storage: &dyn Storage) {
+    let day = 24 * 60;
+    for (id, start) in [("old", 0), ("stuck", 0), ("new", 9 * day)] {
+        storage.create_run(&run_record(id, start)).await.unwrap();
+    }
+    for id in ["old", "new"] {
+        storage
+            .finish_run(
+                &RunId::from(id),
+                RunStatus::Succeeded,
+                at(9 * day + 1),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let old = check_evaluated("old", 0, "a", "not_empty", false, CheckSeverity::Error);
+    let stuck = check_evaluated("stuck", 1, "a", "not_empty", true, CheckSeverity::Error);
+    let new = check_evaluated("new", 2, "a", "not_empty", true, CheckSeverity::Error);
+    storage
+        .append_events(&[old.clone(), stuck.clone(), new.clone()])
+        .await
+        .unwrap();
+    let automation = vec![
+        automation_record("a", day, true),
+        automation_record("b", 3 * day, false),
+        // Exactly at the cutoff: kept, as ticks are.
+        AutomationRecord {
+            evaluated_at: at(5 * day),
+            ..automation_record("a", 5 * day, false)
+        },
+        automation_record("b", 6 * day, true),
+        automation_record("a", 9 * day, true),
+    ];
+    storage.record_automation(&automation).await.unwrap();
+
+    let report = storage
+        .prune(
+            Retention {
+                max_age: Some(Duration::from_secs(5 * 86_400)),
+                max_runs: None,
+            },
+            at(10 * day),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        PruneReport {
+            runs: 1,
+            events: 1,
+            materializations: 0,
+            ticks: 0,
+        },
+        "the old run goes; automation records are not ticks"
+    );
+    let record = |e: &Event| CheckRecord::of(e).unwrap();
+    assert_eq!(
+        storage.check_records(&"a".into(), 10).await.unwrap(),
+        [record(&new), record(&stuck)],
+        "the check records of a pruned run go with it"
+    );
+    let kept: Vec<AutomationRecord> = automation[2..].iter().rev().cloned().collect();
+    assert_eq!(
+        storage.automation_records(None, 10).await.unwrap(),
+        kept,
+        "automation records older than the age kept go"
+    );
+
+    let report = storage
+        .prune(
+            Retention {
+                max_age: None,
+                max_runs: Some(0),
+            },
+            at(10 * day),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.runs, 1);
+    assert_eq!(
+        storage.check_records(&"a".into(), 10).await.unwrap(),
+        [record(&stuck)],
+        "an active run's check records stay"
+    );
+    assert_eq!(
+        storage.automation_records(None, 10).await.unwrap(),
+        kept,
+        "pruning by count keeps automation records"
+    );
+    assert_eq!(
+        storage
+            .prune(Retention::default(), at(100 * day))
+            .await
+            .unwrap(),
+        PruneReport::default()
+    );
+    assert_eq!(storage.automation_records(None, 10).await.unwrap(), kept);
 }
 
 /// A tick is claimed once and records what it did; run keys are claimed once; cursors and

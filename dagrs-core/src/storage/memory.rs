@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    runs_to_prune, EventFilter, InstigatorStatus, MaterializationRecord, PruneReport, Retention,
-    RunFilter, RunRecord, Storage, TickRecord,
+    runs_to_prune, AutomationRecord, CheckRecord, EventFilter, InstigatorStatus,
+    MaterializationRecord, PruneReport, Retention, RunFilter, RunRecord, Storage, TickRecord,
 };
 use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::error::Error;
@@ -32,6 +32,12 @@ struct Inner {
     events: HashMap<RunId, BTreeMap<u64, Event>>,
     /// Every materialization, oldest first.
     materializations: Vec<MaterializationRecord>,
+    /// Each asset's check evaluations, oldest first.
+    checks: HashMap<AssetKey, Vec<CheckRecord>>,
+    /// Automation evaluations by `(evaluated_at, write order)`: newest is last.
+    automation: BTreeMap<(DateTime<Utc>, u64), AutomationRecord>,
+    /// How many automation records were ever written (their write order).
+    automation_written: u64,
     /// Ticks by `(name, tick)`.
     ticks: BTreeMap<(String, DateTime<Utc>), TickRecord>,
     run_keys: HashMap<(String, String), RunId>,
@@ -108,6 +114,13 @@ impl Storage for InMemoryStorage {
         for event in events {
             if let Some(record) = MaterializationRecord::of(event) {
                 inner.materializations.push(record);
+            }
+            if let Some(record) = CheckRecord::of(event) {
+                inner
+                    .checks
+                    .entry(record.asset.clone())
+                    .or_default()
+                    .push(record);
             }
             inner
                 .events
@@ -300,6 +313,63 @@ impl Storage for InMemoryStorage {
             .collect())
     }
 
+    async fn materializations_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MaterializationRecord>, Error> {
+        let inner = self.lock();
+        // Appended late, a record can be older than the ones before it: no binary search.
+        let mut found: Vec<&MaterializationRecord> = inner
+            .materializations
+            .iter()
+            .filter(|m| m.timestamp >= since)
+            .collect();
+        // Stable: ties stay in append order.
+        found.sort_by_key(|m| m.timestamp);
+        Ok(found.into_iter().take(limit).cloned().collect())
+    }
+
+    async fn check_records(
+        &self,
+        asset: &AssetKey,
+        limit: usize,
+    ) -> Result<Vec<CheckRecord>, Error> {
+        let inner = self.lock();
+        let Some(records) = inner.checks.get(asset) else {
+            return Ok(Vec::new());
+        };
+        Ok(records.iter().rev().take(limit).cloned().collect())
+    }
+
+    async fn record_automation(&self, records: &[AutomationRecord]) -> Result<(), Error> {
+        let mut inner = self.lock();
+        for record in records {
+            let order = inner.automation_written;
+            inner.automation_written += 1;
+            inner
+                .automation
+                .insert((record.evaluated_at, order), record.clone());
+        }
+        Ok(())
+    }
+
+    async fn automation_records(
+        &self,
+        asset: Option<&AssetKey>,
+        limit: usize,
+    ) -> Result<Vec<AutomationRecord>, Error> {
+        let inner = self.lock();
+        Ok(inner
+            .automation
+            .values()
+            .rev()
+            .filter(|r| asset.is_none_or(|asset| &r.asset == asset))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
     async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> Result<PruneReport, Error> {
         let mut inner = self.lock();
         let doomed: HashSet<RunId> = runs_to_prune(&inner.runs, keep, now).into_iter().collect();
@@ -308,6 +378,13 @@ impl Storage for InMemoryStorage {
             let before = inner.ticks.len();
             inner.ticks.retain(|(_, tick), _| *tick >= cutoff);
             report.ticks = (before - inner.ticks.len()) as u64;
+            inner.automation = inner.automation.split_off(&(cutoff, 0));
+        }
+        if !doomed.is_empty() {
+            for records in inner.checks.values_mut() {
+                records.retain(|c| !doomed.contains(&c.run_id));
+            }
+            inner.checks.retain(|_, records| !records.is_empty());
         }
         inner.runs.retain(|r| !doomed.contains(&r.run_id));
         let index = inner.runs.iter().enumerate();

@@ -129,14 +129,17 @@ pub struct CheckRecord {
 impl CheckRecord {
     /// The record of a check evaluation event; `None` for other events.
     pub fn of(event: &Event) -> Option<CheckRecord> {
-        let (Some(asset), EventKind::CheckEvaluated {
-            check,
-            passed,
-            severity,
-            blocking,
-            description,
-            metadata,
-        }) = (&event.asset, &event.kind)
+        let (
+            Some(asset),
+            EventKind::CheckEvaluated {
+                check,
+                passed,
+                severity,
+                blocking,
+                description,
+                metadata,
+            },
+        ) = (&event.asset, &event.kind)
         else {
             return None;
         };
@@ -378,8 +381,11 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<MaterializationRecord>, Error>;
 
     /// The evaluations of `asset`'s checks, newest first, at most `limit`.
-    async fn check_records(&self, asset: &AssetKey, limit: usize)
-        -> Result<Vec<CheckRecord>, Error>;
+    async fn check_records(
+        &self,
+        asset: &AssetKey,
+        limit: usize,
+    ) -> Result<Vec<CheckRecord>, Error>;
 
     /// Records automation evaluations (in one write).
     async fn record_automation(&self, records: &[AutomationRecord]) -> Result<(), Error>;

@@ -14,8 +14,8 @@ use dagrs_core::partitions::{
     cut, merged, outcomes, PartitionOutcome, PartitionRange, PartitionSet, PartitionStatus,
 };
 use dagrs_core::storage::{
-    runs_to_prune, tick_cutoff, EventFilter, InstigatorStatus, MaterializationRecord, PruneReport,
-    Retention, RunFilter, RunRecord, Storage, TickRecord,
+    runs_to_prune, tick_cutoff, AutomationRecord, CheckRecord, EventFilter, InstigatorStatus,
+    MaterializationRecord, PruneReport, Retention, RunFilter, RunRecord, Storage, TickRecord,
 };
 use dagrs_core::{AssetKey, BackfillRecord, BackfillStatus, Event, Metadata, RunId, RunStatus};
 use tokio_postgres::error::SqlState;
@@ -31,8 +31,8 @@ mod rows;
 mod sql;
 
 use self::rows::{
-    backfill_from_row, event_from_row, materialization_from_row, run_from_row, seq_param,
-    tick_from_row,
+    automation_from_row, backfill_from_row, check_from_row, event_from_row,
+    materialization_from_row, run_from_row, seq_param, tick_from_row,
 };
 use self::sql::Statements;
 
@@ -74,6 +74,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "indexes for pages of runs and of event logs",
         sql: include_str!("migrations/0005_pages.sql"),
     },
+    Migration {
+        version: 6,
+        name: "check records, automation records, materializations by time",
+        sql: include_str!("migrations/0006_checks_automation.sql"),
+    },
 ];
 
 /// The schema version this build of dagrs-postgres creates and understands: the version of
@@ -86,8 +91,8 @@ const VERSION_TABLE: &str = "dagrs_schema_version";
 type BoxError = Box<dyn StdError + Send + Sync>;
 type CoreResult<T> = std::result::Result<T, dagrs_core::Error>;
 
-/// Runs, event logs, asset materializations, schedule ticks, sensor cursors, partition status,
-/// dynamic partitions and backfills, kept in tables of one PostgreSQL schema, for deployments
+/// Runs, event logs, asset materializations, check records, schedule ticks, sensor cursors,
+/// automation records, partition status, dynamic partitions and backfills, kept in tables of one PostgreSQL schema, for deployments
 /// where several processes share one run history.
 ///
 /// Partition status is kept as one row per range; a batch of events that changes it is
@@ -680,6 +685,8 @@ impl Storage for PgStorage {
         let mut assets = Vec::with_capacity(events.len());
         let mut kinds = Vec::with_capacity(events.len());
         let mut m = MaterializationColumns::default();
+        let checks: Vec<CheckRecord> = events.iter().filter_map(CheckRecord::of).collect();
+        let c = CheckColumns::of(&checks).map_err(|e| storage_error(OP, e))?;
         for event in events {
             let seq = seq_param(event).map_err(|e| storage_error(OP, e))?;
             run_ids.push(event.run_id.as_str());
@@ -702,7 +709,7 @@ impl Storage for PgStorage {
                 m.partition_ends.push(partition.map(|p| p.end));
             }
         }
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 26] = [
             &run_ids,
             &seqs,
             &timestamps,
@@ -719,6 +726,16 @@ impl Storage for PgStorage {
             &m.partition_dims,
             &m.partition_starts,
             &m.partition_ends,
+            &c.assets,
+            &c.checks,
+            &c.run_ids,
+            &c.seqs,
+            &c.timestamps,
+            &c.passed,
+            &c.severities,
+            &c.blocking,
+            &c.descriptions,
+            &c.metadata,
         ];
         let updates: Vec<RangeUpdate<'_>> = outcomes(events)
             .filter(|(_, range, _)| range.end > range.start)
@@ -924,6 +941,81 @@ impl Storage for PgStorage {
         .await
     }
 
+    async fn materializations_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> CoreResult<Vec<MaterializationRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.materializations_where(
+            "read materializations since an instant",
+            &self.inner.sql.materializations_since,
+            &[&since, &limit],
+        )
+        .await
+    }
+
+    async fn check_records(&self, asset: &AssetKey, limit: usize) -> CoreResult<Vec<CheckRecord>> {
+        const OP: &str = "read check records";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(
+            OP,
+            &self.inner.sql.check_records,
+            &[&asset.as_str(), &limit],
+        )
+        .await?
+        .iter()
+        .map(|row| check_from_row(row).map_err(|e| storage_error(OP, e)))
+        .collect()
+    }
+
+    async fn record_automation(&self, records: &[AutomationRecord]) -> CoreResult<()> {
+        const OP: &str = "record automation evaluations";
+        if records.is_empty() {
+            return Ok(());
+        }
+        let assets: Vec<&str> = records.iter().map(|r| r.asset.as_str()).collect();
+        let evaluated: Vec<DateTime<Utc>> = records.iter().map(|r| r.evaluated_at).collect();
+        let requested: Vec<bool> = records.iter().map(|r| r.requested).collect();
+        let reasons: Vec<&str> = records.iter().map(|r| r.reason.as_str()).collect();
+        let run_ids: Vec<Json<&Vec<RunId>>> = records.iter().map(|r| Json(&r.run_ids)).collect();
+        // Not tried again after a lost connection: the first try may have been committed,
+        // and a record written twice would be listed twice.
+        let client = self.client(OP).await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.record_automation)
+            .await
+            .map_err(self.db_error(OP))?;
+        client
+            .execute(
+                &statement,
+                &[&assets, &evaluated, &requested, &reasons, &run_ids],
+            )
+            .await
+            .map_err(self.db_error(OP))?;
+        Ok(())
+    }
+
+    async fn automation_records(
+        &self,
+        asset: Option<&AssetKey>,
+        limit: usize,
+    ) -> CoreResult<Vec<AutomationRecord>> {
+        const OP: &str = "read automation records";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = &self.inner.sql;
+        let rows = match asset {
+            Some(asset) => {
+                self.query(OP, &sql.automation_records_of, &[&asset.as_str(), &limit])
+                    .await?
+            }
+            None => self.query(OP, &sql.automation_records, &[&limit]).await?,
+        };
+        rows.iter()
+            .map(|row| automation_from_row(row).map_err(|e| storage_error(OP, e)))
+            .collect()
+    }
+
     async fn prune(&self, keep: Retention, now: DateTime<Utc>) -> CoreResult<PruneReport> {
         const OP: &str = "prune the event log";
         let sql = &self.inner.sql;
@@ -949,10 +1041,14 @@ impl Storage for PgStorage {
             .map(|row| run_from_row(row).map_err(|e| storage_error(OP, e)))
             .collect::<CoreResult<Vec<_>>>()?;
         let ticks = match tick_cutoff(keep, now) {
-            Some(cutoff) => tx
-                .execute(&sql.delete_ticks, &[&cutoff])
-                .await
-                .map_err(self.db_error(OP))?,
+            Some(cutoff) => {
+                tx.execute(&sql.delete_automation, &[&cutoff])
+                    .await
+                    .map_err(self.db_error(OP))?;
+                tx.execute(&sql.delete_ticks, &[&cutoff])
+                    .await
+                    .map_err(self.db_error(OP))?
+            }
             None => 0,
         };
         let doomed = runs_to_prune(&runs, keep, now);
@@ -964,10 +1060,11 @@ impl Storage for PgStorage {
             });
         }
         let ids: Vec<&str> = doomed.iter().map(RunId::as_str).collect();
-        let mut deleted = [0; 3];
+        let mut deleted = [0; 4];
         let steps = [
             &sql.delete_events,
             &sql.delete_materializations,
+            &sql.delete_check_records,
             &sql.delete_runs,
         ];
         for (count, statement) in deleted.iter_mut().zip(steps) {
@@ -981,7 +1078,7 @@ impl Storage for PgStorage {
                 .map_err(self.db_error(OP))?;
         }
         tx.commit().await.map_err(self.db_error(OP))?;
-        let [events, materializations, runs] = deleted;
+        let [events, materializations, _check_records, runs] = deleted;
         Ok(PruneReport {
             runs,
             events,
@@ -1378,6 +1475,47 @@ struct MaterializationColumns<'a> {
     partition_ends: Vec<Option<i64>>,
 }
 
+/// The check records of one `append_events` batch, column by column.
+struct CheckColumns<'a> {
+    assets: Vec<&'a str>,
+    checks: Vec<&'a str>,
+    run_ids: Vec<&'a str>,
+    seqs: Vec<i64>,
+    timestamps: Vec<DateTime<Utc>>,
+    passed: Vec<bool>,
+    severities: Vec<&'static str>,
+    blocking: Vec<bool>,
+    descriptions: Vec<Option<&'a str>>,
+    metadata: Vec<Json<&'a Metadata>>,
+}
+
+impl<'a> CheckColumns<'a> {
+    fn of(records: &'a [CheckRecord]) -> std::result::Result<Self, BoxError> {
+        Ok(CheckColumns {
+            assets: records.iter().map(|r| r.asset.as_str()).collect(),
+            checks: records.iter().map(|r| r.check.as_str()).collect(),
+            run_ids: records.iter().map(|r| r.run_id.as_str()).collect(),
+            seqs: records
+                .iter()
+                .map(|r| {
+                    i64::try_from(r.seq).map_err(|_| {
+                        format!(
+                            "event {} of run `{}` is beyond the largest seq PostgreSQL stores",
+                            r.seq, r.run_id
+                        )
+                    })
+                })
+                .collect::<std::result::Result<_, _>>()?,
+            timestamps: records.iter().map(|r| r.timestamp).collect(),
+            passed: records.iter().map(|r| r.passed).collect(),
+            severities: records.iter().map(|r| r.severity.as_str()).collect(),
+            blocking: records.iter().map(|r| r.blocking).collect(),
+            descriptions: records.iter().map(|r| r.description.as_deref()).collect(),
+            metadata: records.iter().map(|r| Json(&r.metadata)).collect(),
+        })
+    }
+}
+
 /// One partition outcome of an appended batch.
 struct RangeUpdate<'a> {
     asset: &'a AssetKey,
@@ -1535,6 +1673,89 @@ mod tests {
                 sql.contains(&format!("'{outcome}'")),
                 "ranges allow {outcome}"
             );
+        }
+    }
+
+    #[test]
+    fn the_check_record_check_allows_every_severity() {
+        let sql = MIGRATIONS[5].sql;
+        for severity in [
+            dagrs_core::CheckSeverity::Warn,
+            dagrs_core::CheckSeverity::Error,
+        ] {
+            assert!(
+                sql.contains(&format!("'{}'", severity.as_str())),
+                "check records allow {severity:?}"
+            );
+        }
+    }
+
+    /// The statements of check records, automation records and `materializations_since`
+    /// read by index in order (no sort), as the server plans them once cached, on tables
+    /// holding many rows.
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn check_automation_and_since_statements_read_by_index() {
+        let db = crate::testing::TestDatabase::create().await;
+        let storage = PgStorage::connect(db.pg.clone(), DEFAULT_SCHEMA)
+            .await
+            .unwrap();
+        let client = db.client().await;
+        client
+            .batch_execute(
+                "INSERT INTO dagrs.materializations (asset, run_id, seq, ts, metadata, value) \
+                 SELECT 'a' || (m % 10), 'r', m, now() - m * interval '1 second', '{}', '1' \
+                 FROM generate_series(0, 99999) AS m; \
+                 INSERT INTO dagrs.check_records (asset, check_name, run_id, seq, ts, passed, \
+                     severity, blocking, metadata) \
+                 SELECT 'a' || (m % 100), 'c', 'r' || (m % 1000), m, now(), true, 'warn', \
+                     false, '{}' \
+                 FROM generate_series(0, 99999) AS m; \
+                 INSERT INTO dagrs.automation_records (asset, evaluated_at, requested, reason, \
+                     run_ids) \
+                 SELECT 'a' || (m % 100), now() - m * interval '1 second', false, 'x', '[]' \
+                 FROM generate_series(0, 99999) AS m; \
+                 ANALYZE dagrs.materializations; ANALYZE dagrs.check_records; \
+                 ANALYZE dagrs.automation_records; \
+                 SET plan_cache_mode = force_generic_plan;",
+            )
+            .await
+            .unwrap();
+        let sql = &storage.inner.sql;
+        for (name, statement, args) in [
+            (
+                "materializations_since",
+                &sql.materializations_since,
+                "now(), 10",
+            ),
+            ("check_records", &sql.check_records, "'a1', 10"),
+            ("automation_records", &sql.automation_records, "10"),
+            (
+                "automation_records_of",
+                &sql.automation_records_of,
+                "'a1', 10",
+            ),
+            (
+                "delete_check_records",
+                &sql.delete_check_records,
+                "ARRAY['r1']",
+            ),
+        ] {
+            client
+                .batch_execute(&format!("PREPARE {name} AS {statement}"))
+                .await
+                .unwrap();
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+            assert!(!plan.contains("Sort"), "{name} sorts:\n{plan}");
+            assert!(plan.contains("Index"), "{name}:\n{plan}");
         }
     }
 

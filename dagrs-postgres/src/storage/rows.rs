@@ -1,7 +1,9 @@
 //! Rows as PostgreSQL returns them, and values as it takes them.
 
 use dagrs_core::partitions::PartitionRange;
-use dagrs_core::storage::{MaterializationRecord, RunRecord, TickRecord};
+use dagrs_core::storage::{
+    AutomationRecord, CheckRecord, MaterializationRecord, RunRecord, TickRecord,
+};
 use dagrs_core::{AssetKey, BackfillRecord, Event, EventKind, RunId};
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
@@ -95,5 +97,32 @@ pub(super) fn tick_from_row(row: &Row) -> Result<TickRecord, BoxError> {
         status: row.try_get::<_, &str>(3)?.parse()?,
         run_ids: row.try_get::<_, Json<_>>(4)?.0,
         reason: row.try_get(5)?,
+    })
+}
+
+/// A check record from its `CHECK_COLUMNS`.
+pub(super) fn check_from_row(row: &Row) -> Result<CheckRecord, BoxError> {
+    Ok(CheckRecord {
+        asset: AssetKey::from(row.try_get::<_, &str>(0)?),
+        check: row.try_get(1)?,
+        run_id: RunId::from(row.try_get::<_, &str>(2)?),
+        seq: seq_from(row.try_get(3)?)?,
+        timestamp: row.try_get(4)?,
+        passed: row.try_get(5)?,
+        severity: row.try_get::<_, &str>(6)?.parse()?,
+        blocking: row.try_get(7)?,
+        description: row.try_get(8)?,
+        metadata: row.try_get::<_, Json<_>>(9)?.0,
+    })
+}
+
+/// An automation record from its `AUTOMATION_COLUMNS`.
+pub(super) fn automation_from_row(row: &Row) -> Result<AutomationRecord, BoxError> {
+    Ok(AutomationRecord {
+        asset: AssetKey::from(row.try_get::<_, &str>(0)?),
+        evaluated_at: row.try_get(1)?,
+        requested: row.try_get(2)?,
+        reason: row.try_get(3)?,
+        run_ids: row.try_get::<_, Json<_>>(4)?.0,
     })
 }

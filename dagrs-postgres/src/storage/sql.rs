@@ -17,6 +17,13 @@ pub(super) const MATERIALIZATION_COLUMNS: &str =
     "asset, run_id, seq, ts, metadata, value, code_version, \
      partition_key, partition_dims, partition_start, partition_end";
 
+/// The columns of `check_records`, in the order `check_from_row` reads them.
+pub(super) const CHECK_COLUMNS: &str =
+    "asset, check_name, run_id, seq, ts, passed, severity, blocking, description, metadata";
+
+/// The columns of `automation_records`, in the order `automation_from_row` reads them.
+pub(super) const AUTOMATION_COLUMNS: &str = "asset, evaluated_at, requested, reason, run_ids";
+
 /// The columns of `backfills`, in the order `backfill_from_row` reads them.
 pub(super) const BACKFILL_COLUMNS: &str = "id, version, body";
 /// The statements of the store, with the schema's quoted name filled in once.
@@ -35,6 +42,13 @@ pub(super) struct Statements {
     pub(super) latest_materialization: String,
     pub(super) latest_materializations: String,
     pub(super) materializations: String,
+    pub(super) materializations_since: String,
+    pub(super) check_records: String,
+    pub(super) record_automation: String,
+    pub(super) automation_records: String,
+    pub(super) automation_records_of: String,
+    pub(super) delete_check_records: String,
+    pub(super) delete_automation: String,
     pub(super) finished_runs: String,
     pub(super) delete_events: String,
     pub(super) delete_materializations: String,
@@ -72,6 +86,8 @@ impl Statements {
         let runs = format!("{schema}.runs");
         let events = format!("{schema}.events");
         let materializations = format!("{schema}.materializations");
+        let checks = format!("{schema}.check_records");
+        let automation = format!("{schema}.automation_records");
         let ticks = format!("{schema}.ticks");
         let cursors = format!("{schema}.cursors");
         let run_keys = format!("{schema}.run_keys");
@@ -100,14 +116,24 @@ impl Statements {
             ),
             // One statement, so one transaction and one round trip for the whole batch: the
             // events go in from arrays (one row per element) in a data-modifying CTE, the
-            // materializations among them (split out in Rust, so the server never parses the
-            // JSON) from arrays of their own, in batch order. A duplicate (run_id, seq) fails
-            // the statement as a whole, and nothing of it stays.
+            // materializations and check records among them (split out in Rust, so the
+            // server never parses the JSON) from arrays of their own, in batch order. A
+            // duplicate (run_id, seq) fails the statement as a whole, and nothing of it stays.
             append_events: format!(
                 "WITH logged AS ( \
                      INSERT INTO {events} (run_id, seq, ts, asset, kind) \
                      SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], \
                                           $4::text[], $5::json[]) \
+                 ), checked AS ( \
+                     INSERT INTO {checks} ({CHECK_COLUMNS}) \
+                     SELECT asset, check_name, run_id, seq, ts, passed, severity, blocking, \
+                            description, metadata \
+                     FROM unnest($17::text[], $18::text[], $19::text[], $20::bigint[], \
+                                 $21::timestamptz[], $22::boolean[], $23::text[], \
+                                 $24::boolean[], $25::text[], $26::json[]) WITH ORDINALITY \
+                         AS c(asset, check_name, run_id, seq, ts, passed, severity, blocking, \
+                              description, metadata, n) \
+                     ORDER BY n \
                  ) \
                  INSERT INTO {materializations} ({MATERIALIZATION_COLUMNS}) \
                  SELECT asset, run_id, seq, ts, metadata, value, code_version, \
@@ -173,6 +199,32 @@ impl Statements {
                 "SELECT {MATERIALIZATION_COLUMNS} FROM {materializations} \
                  WHERE asset = $1 ORDER BY id DESC LIMIT $2"
             ),
+            materializations_since: format!(
+                "SELECT {MATERIALIZATION_COLUMNS} FROM {materializations} \
+                 WHERE ts >= $1 ORDER BY ts, id LIMIT $2"
+            ),
+            check_records: format!(
+                "SELECT {CHECK_COLUMNS} FROM {checks} WHERE asset = $1 ORDER BY id DESC LIMIT $2"
+            ),
+            // In the order given, so later records get later ids (they are newer on ties).
+            record_automation: format!(
+                "INSERT INTO {automation} ({AUTOMATION_COLUMNS}) \
+                 SELECT asset, evaluated_at, requested, reason, run_ids \
+                 FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::text[], \
+                             $5::jsonb[]) WITH ORDINALITY \
+                     AS a(asset, evaluated_at, requested, reason, run_ids, n) \
+                 ORDER BY n"
+            ),
+            automation_records: format!(
+                "SELECT {AUTOMATION_COLUMNS} FROM {automation} \
+                 ORDER BY evaluated_at DESC, id DESC LIMIT $1"
+            ),
+            automation_records_of: format!(
+                "SELECT {AUTOMATION_COLUMNS} FROM {automation} WHERE asset = $1 \
+                 ORDER BY evaluated_at DESC, id DESC LIMIT $2"
+            ),
+            delete_check_records: format!("DELETE FROM {checks} WHERE run_id = ANY ($1)"),
+            delete_automation: format!("DELETE FROM {automation} WHERE evaluated_at < $1"),
             // Active runs never count for retention, so they are not even read.
             finished_runs: format!(
                 "SELECT {RUN_COLUMNS} FROM {runs} \

@@ -177,6 +177,41 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_without_logs ON events (run_id, seq)
         WHERE substr(kind, 1, 14) <> '{"type":"log",';
     "#,
+    // Version 6: asset checks and automation. Every check evaluation event gets a row (the
+    // row goes when its run is pruned; `id` is the order of appending, newest last); the
+    // daemon's automation evaluations (pruned by age, like ticks); materializations read in
+    // timestamp order, for the daemon following what changed.
+    "
+    CREATE TABLE check_records (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        asset       TEXT NOT NULL,
+        check_name  TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        timestamp   INTEGER NOT NULL,  -- microseconds since the Unix epoch, UTC
+        passed      INTEGER NOT NULL CHECK (passed IN (0, 1)),
+        severity    TEXT NOT NULL CHECK (severity IN ('warn', 'error')),
+        blocking    INTEGER NOT NULL CHECK (blocking IN (0, 1)),
+        description TEXT,
+        metadata    TEXT NOT NULL      -- JSON object
+    );
+    CREATE INDEX check_records_by_asset ON check_records (asset, id);
+    CREATE INDEX check_records_by_run ON check_records (run_id);
+
+    -- `id` is the order of writing: it breaks ties between records of one instant.
+    CREATE TABLE automation_records (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        asset        TEXT NOT NULL,
+        evaluated_at INTEGER NOT NULL,  -- microseconds since the Unix epoch, UTC
+        requested    INTEGER NOT NULL CHECK (requested IN (0, 1)),
+        reason       TEXT NOT NULL,
+        run_ids      TEXT NOT NULL      -- JSON array
+    );
+    CREATE INDEX automation_records_by_asset ON automation_records (asset, evaluated_at);
+    CREATE INDEX automation_records_newest ON automation_records (evaluated_at);
+
+    CREATE INDEX materializations_by_time ON materializations (timestamp, id);
+    ",
 ];
 
 /// The schema version this code writes and understands.

@@ -30,13 +30,14 @@ use self::file::{resolve, resolve_existing};
 use self::partitions::{BackfillRow, RangeUpdate, COVERING};
 use self::rows::{
     append, from_json, instant, is_primary_key_clash, limit_to_sql, micros, prune,
-    query_materializations, query_runs, run_exists, seq_from_sql, to_json, Damage, EventInsert,
-    OrStorage, RunRow, TickRow, MATERIALIZATION_COLUMNS, RUN_COLUMNS, TICK_COLUMNS,
+    query_automation, query_checks, query_materializations, query_runs, run_exists, seq_from_sql,
+    to_json, AutomationRow, Damage, EventInsert, OrStorage, RunRow, TickRow, AUTOMATION_COLUMNS,
+    CHECK_COLUMNS, MATERIALIZATION_COLUMNS, RUN_COLUMNS, TICK_COLUMNS,
 };
 use self::writer::{lock, registry, Shared};
 use super::{
-    EventFilter, InstigatorStatus, MaterializationRecord, PruneReport, Retention, RunFilter,
-    RunRecord, Storage, TickRecord,
+    AutomationRecord, CheckRecord, EventFilter, InstigatorStatus, MaterializationRecord,
+    PruneReport, Retention, RunFilter, RunRecord, Storage, TickRecord,
 };
 use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::error::Error;
@@ -44,9 +45,9 @@ use crate::event::{Event, EventKind, RunStatus};
 use crate::key::{AssetKey, RunId};
 use crate::partition::{PartitionRange, PartitionStatus};
 
-/// The embedded store: runs, event logs, materializations, ticks, cursors, partition status,
-/// dynamic partitions and backfills in one SQLite file (by default
-/// [`default_path`](Self::default_path)).
+/// The embedded store: runs, event logs, materializations, check records, ticks, cursors,
+/// automation records, partition status, dynamic partitions and backfills in one SQLite file
+/// (by default [`default_path`](Self::default_path)).
 ///
 /// # Writes: one writer per file and process, batched
 ///
@@ -489,6 +490,104 @@ impl Storage for SqliteStorage {
                 ),
                 params![asset.as_str(), limit_to_sql(limit)],
             )
+        })
+        .await
+    }
+
+    async fn materializations_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MaterializationRecord>, Error> {
+        const OP: &str = "read materializations since an instant";
+        self.read(OP, move |conn| {
+            query_materializations(
+                conn,
+                OP,
+                &format!(
+                    "SELECT {MATERIALIZATION_COLUMNS} FROM materializations \
+                     WHERE timestamp >= ?1 ORDER BY timestamp, id LIMIT ?2"
+                ),
+                params![micros(since), limit_to_sql(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn check_records(
+        &self,
+        asset: &AssetKey,
+        limit: usize,
+    ) -> Result<Vec<CheckRecord>, Error> {
+        const OP: &str = "read check records";
+        let asset = asset.clone();
+        self.read(OP, move |conn| {
+            query_checks(
+                conn,
+                OP,
+                &format!(
+                    "SELECT {CHECK_COLUMNS} FROM check_records \
+                     WHERE asset = ?1 ORDER BY id DESC LIMIT ?2"
+                ),
+                params![asset.as_str(), limit_to_sql(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn record_automation(&self, records: &[AutomationRecord]) -> Result<(), Error> {
+        const OP: &str = "record automation evaluations";
+        if records.is_empty() {
+            return Ok(());
+        }
+        let rows = records
+            .iter()
+            .map(|record| AutomationRow::of(record, OP))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(OP, move |conn| {
+            let mut insert = conn
+                .prepare_cached(&format!(
+                    "INSERT INTO automation_records ({AUTOMATION_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)"
+                ))
+                .or_storage(OP)?;
+            for row in &rows {
+                insert.execute(row.params()).or_storage(OP)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn automation_records(
+        &self,
+        asset: Option<&AssetKey>,
+        limit: usize,
+    ) -> Result<Vec<AutomationRecord>, Error> {
+        const OP: &str = "read automation records";
+        let asset = asset.cloned();
+        self.read(OP, move |conn| {
+            // Two statements, so each reads its own index in order.
+            match &asset {
+                Some(asset) => query_automation(
+                    conn,
+                    OP,
+                    &format!(
+                        "SELECT {AUTOMATION_COLUMNS} FROM automation_records WHERE asset = ?1 \
+                         ORDER BY evaluated_at DESC, id DESC LIMIT ?2"
+                    ),
+                    params![asset.as_str(), limit_to_sql(limit)],
+                ),
+                None => query_automation(
+                    conn,
+                    OP,
+                    &format!(
+                        "SELECT {AUTOMATION_COLUMNS} FROM automation_records \
+                         ORDER BY evaluated_at DESC, id DESC LIMIT ?1"
+                    ),
+                    [limit_to_sql(limit)],
+                ),
+            }
         })
         .await
     }

@@ -13,8 +13,8 @@ use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
 use crate::partition::PartitionRange;
 use crate::storage::{
-    runs_to_prune, tick_cutoff, MaterializationRecord, PruneReport, Retention, RunRecord,
-    TickRecord,
+    runs_to_prune, tick_cutoff, AutomationRecord, CheckRecord, MaterializationRecord, PruneReport,
+    Retention, RunRecord, TickRecord,
 };
 
 /// `.or_storage(op)`: a SQLite error as an [`Error::Storage`]; a value that cannot be read
@@ -306,6 +306,185 @@ pub(super) fn query_materializations(
     )
 }
 
+pub(super) const CHECK_COLUMNS: &str =
+    "asset, check_name, run_id, seq, timestamp, passed, severity, blocking, description, \
+     metadata";
+
+/// A `check_records` row as SQLite keeps it.
+pub(super) struct CheckRow {
+    asset: String,
+    check: String,
+    run_id: String,
+    seq: i64,
+    timestamp: i64,
+    passed: bool,
+    severity: String,
+    blocking: bool,
+    description: Option<String>,
+    metadata: String,
+}
+
+impl CheckRow {
+    /// The row of a check evaluation event; `None` for other events.
+    fn of(event: &Event, op: &'static str) -> Result<Option<CheckRow>, Error> {
+        let Some(record) = CheckRecord::of(event) else {
+            return Ok(None);
+        };
+        Ok(Some(CheckRow {
+            seq: seq_to_sql(record.seq, &record.run_id, op)?,
+            timestamp: micros(record.timestamp),
+            passed: record.passed,
+            severity: record.severity.as_str().to_owned(),
+            blocking: record.blocking,
+            metadata: to_json(&record.metadata, op)?,
+            description: record.description,
+            asset: record.asset.to_string(),
+            check: record.check,
+            run_id: record.run_id.to_string(),
+        }))
+    }
+
+    /// The columns in [`CHECK_COLUMNS`] order, as statement parameters `?1` to `?10`.
+    fn params(&self) -> [&dyn rusqlite::ToSql; 10] {
+        [
+            &self.asset,
+            &self.check,
+            &self.run_id,
+            &self.seq,
+            &self.timestamp,
+            &self.passed,
+            &self.severity,
+            &self.blocking,
+            &self.description,
+            &self.metadata,
+        ]
+    }
+
+    pub(super) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CheckRow> {
+        Ok(CheckRow {
+            asset: row.get(0)?,
+            check: row.get(1)?,
+            run_id: row.get(2)?,
+            seq: row.get(3)?,
+            timestamp: row.get(4)?,
+            passed: row.get(5)?,
+            severity: row.get(6)?,
+            blocking: row.get(7)?,
+            description: row.get(8)?,
+            metadata: row.get(9)?,
+        })
+    }
+
+    pub(super) fn into_record(self, op: &'static str) -> Result<CheckRecord, Error> {
+        let what = format!(
+            "the stored evaluation of check `{}` of `{}` by run `{}`",
+            self.check, self.asset, self.run_id
+        );
+        Ok(CheckRecord {
+            seq: seq_from_sql(self.seq, op)?,
+            timestamp: instant(self.timestamp, op, &what)?,
+            passed: self.passed,
+            severity: self
+                .severity
+                .parse()
+                .map_err(|e| Error::storage(op, Damage(format!("{what}: {e}"))))?,
+            blocking: self.blocking,
+            description: self.description,
+            metadata: from_json(&self.metadata, op, || format!("the metadata of {what}"))?,
+            asset: AssetKey::from(self.asset),
+            check: self.check,
+            run_id: RunId::from(self.run_id),
+        })
+    }
+}
+
+pub(super) fn query_checks(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<CheckRecord>, Error> {
+    query_records(
+        conn,
+        op,
+        sql,
+        params,
+        CheckRow::from_row,
+        CheckRow::into_record,
+    )
+}
+
+pub(super) const AUTOMATION_COLUMNS: &str = "asset, evaluated_at, requested, reason, run_ids";
+
+/// An `automation_records` row as SQLite keeps it.
+pub(super) struct AutomationRow {
+    asset: String,
+    evaluated_at: i64,
+    requested: bool,
+    reason: String,
+    run_ids: String,
+}
+
+impl AutomationRow {
+    pub(super) fn of(record: &AutomationRecord, op: &'static str) -> Result<AutomationRow, Error> {
+        Ok(AutomationRow {
+            asset: record.asset.to_string(),
+            evaluated_at: micros(record.evaluated_at),
+            requested: record.requested,
+            reason: record.reason.clone(),
+            run_ids: to_json(&record.run_ids, op)?,
+        })
+    }
+
+    /// The columns in [`AUTOMATION_COLUMNS`] order, as statement parameters `?1` to `?5`.
+    pub(super) fn params(&self) -> [&dyn rusqlite::ToSql; 5] {
+        [
+            &self.asset,
+            &self.evaluated_at,
+            &self.requested,
+            &self.reason,
+            &self.run_ids,
+        ]
+    }
+
+    pub(super) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AutomationRow> {
+        Ok(AutomationRow {
+            asset: row.get(0)?,
+            evaluated_at: row.get(1)?,
+            requested: row.get(2)?,
+            reason: row.get(3)?,
+            run_ids: row.get(4)?,
+        })
+    }
+
+    pub(super) fn into_record(self, op: &'static str) -> Result<AutomationRecord, Error> {
+        let what = format!("the stored automation evaluation of `{}`", self.asset);
+        Ok(AutomationRecord {
+            evaluated_at: instant(self.evaluated_at, op, &what)?,
+            requested: self.requested,
+            run_ids: from_json(&self.run_ids, op, || format!("the run ids of {what}"))?,
+            reason: self.reason,
+            asset: AssetKey::from(self.asset),
+        })
+    }
+}
+
+pub(super) fn query_automation(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<AutomationRecord>, Error> {
+    query_records(
+        conn,
+        op,
+        sql,
+        params,
+        AutomationRow::from_row,
+        AutomationRow::into_record,
+    )
+}
+
 pub(super) const TICK_COLUMNS: &str = "name, tick, kind, status, run_ids, reason";
 
 /// A `ticks` row as SQLite keeps it.
@@ -375,6 +554,7 @@ pub(super) struct EventInsert {
     asset: Option<String>,
     kind: String,
     materialization: Option<MaterializationInsert>,
+    check: Option<CheckRow>,
 }
 
 struct MaterializationInsert {
@@ -406,12 +586,13 @@ impl EventInsert {
             asset: event.asset.as_ref().map(AssetKey::to_string),
             kind: to_json(&event.kind, op)?,
             materialization,
+            check: CheckRow::of(event, op)?,
         })
     }
 }
 
-/// Appends events, their materializations and the partition status they change, in the
-/// caller's savepoint.
+/// Appends events, their materialization and check records and the partition status they
+/// change, in the caller's savepoint.
 pub(super) fn append(
     conn: &Connection,
     events: &[EventInsert],
@@ -433,6 +614,12 @@ pub(super) fn append(
               partition_key, partition_dims, partition_start, partition_end) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
+        .or_storage(op)?;
+    let mut insert_check = conn
+        .prepare_cached(&format!(
+            "INSERT INTO check_records ({CHECK_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ))
         .or_storage(op)?;
     let mut known: HashSet<&str> = HashSet::new();
     for event in events {
@@ -476,6 +663,9 @@ pub(super) fn append(
                 ])
                 .or_storage(op)?;
         }
+        if let Some(check) = &event.check {
+            insert_check.execute(check.params()).or_storage(op)?;
+        }
     }
     super::partitions::apply(conn, partitions, op)
 }
@@ -493,9 +683,15 @@ pub(super) fn prune(
     op: &'static str,
 ) -> Result<PruneReport, Error> {
     let ticks = match tick_cutoff(keep, now) {
-        Some(cutoff) => conn
-            .execute("DELETE FROM ticks WHERE tick < ?1", [micros(cutoff)])
-            .or_storage(op)? as u64,
+        Some(cutoff) => {
+            conn.execute(
+                "DELETE FROM automation_records WHERE evaluated_at < ?1",
+                [micros(cutoff)],
+            )
+            .or_storage(op)?;
+            conn.execute("DELETE FROM ticks WHERE tick < ?1", [micros(cutoff)])
+                .or_storage(op)? as u64
+        }
         None => 0,
     };
     let runs = query_runs(conn, op, &format!("SELECT {RUN_COLUMNS} FROM runs"), [])?;
@@ -517,6 +713,7 @@ pub(super) fn prune(
         "DELETE FROM materializations WHERE run_id IN (SELECT value FROM json_each(?1)) \
          AND id NOT IN (SELECT MAX(id) FROM materializations GROUP BY asset)",
     )?;
+    delete("DELETE FROM check_records WHERE run_id IN (SELECT value FROM json_each(?1))")?;
     let runs = delete("DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?1))")?;
     Ok(PruneReport {
         runs,

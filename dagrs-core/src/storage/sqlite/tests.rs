@@ -12,11 +12,14 @@ use serde_json::json;
 use super::file::{APPLICATION_ID, SCHEMA_VERSION, SQLITE_HEADER};
 use super::*;
 use crate::backfill::BackfillStatus;
+use crate::check::CheckSeverity;
 use crate::event::LogLevel;
 use crate::partition::status::PartitionOutcome;
 use crate::storage::contract::{
-    at, backfill_record, event, minutes, partition_materialized, run_record,
+    at, automation_record, backfill_record, check_evaluated, event, minutes,
+    partition_materialized, run_record,
 };
+use crate::storage::CheckRecord;
 
 /// A fresh temp folder, removed on drop, with the store's file in it.
 struct TempDir(tempfile::TempDir);
@@ -708,7 +711,7 @@ async fn a_version_3_store_gains_partitions_and_keeps_its_data() {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
     store.create_run(&run_record("new", 0)).await.unwrap();
     let range = minutes("", 0, 60);
     store
@@ -731,6 +734,159 @@ async fn a_version_3_store_gains_partitions_and_keeps_its_data() {
             .map(|m| m.value),
         Some(json!(1))
     );
+}
+
+#[test]
+fn the_check_record_checks_allow_every_severity() {
+    let sql = super::file::MIGRATIONS[5];
+    for severity in [CheckSeverity::Warn, CheckSeverity::Error] {
+        assert!(
+            sql.contains(&format!("'{}'", severity.as_str())),
+            "check records allow {severity:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_version_5_store_gains_check_and_automation_records_and_keeps_its_data() {
+    let dir = TempDir::new("v5");
+    let old_run = run_record("old", 0);
+    let old_events = vec![
+        materialization("old", 0, "a", json!("kept")),
+        log("old", 1, "a line"),
+    ];
+    {
+        // A store written by the previous version: its migrations, then its rows.
+        let conn = Connection::open(dir.file()).unwrap();
+        for sql in &super::file::MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute(
+            &format!(
+                "INSERT INTO runs ({RUN_COLUMNS}) VALUES ('old', 'running', 'a+', \
+                 '[\"a\",\"b\"]', ?1, '{{\"team\":\"data\"}}', ?2, NULL, 'host-a:4242', ?2, \
+                 NULL, NULL)"
+            ),
+            params![
+                to_json(&old_run.config, "test").unwrap(),
+                micros(old_run.started_at)
+            ],
+        )
+        .unwrap();
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO events (run_id, seq, timestamp, asset, kind) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .unwrap();
+        for e in &old_events {
+            insert
+                .execute(params![
+                    e.run_id.as_str(),
+                    e.seq as i64,
+                    micros(e.timestamp),
+                    e.asset.as_ref().map(AssetKey::as_str),
+                    to_json(&e.kind, "test").unwrap()
+                ])
+                .unwrap();
+        }
+        let m = MaterializationRecord::of(&old_events[0]).unwrap();
+        conn.execute(
+            "INSERT INTO materializations (asset, run_id, seq, timestamp, metadata, value, \
+             code_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                m.asset.as_str(),
+                m.run_id.as_str(),
+                m.seq as i64,
+                micros(m.timestamp),
+                to_json(&m.metadata, "test").unwrap(),
+                to_json(&m.value, "test").unwrap(),
+                m.code_version
+            ],
+        )
+        .unwrap();
+    }
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    let version: i64 = Connection::open(dir.file())
+        .unwrap()
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!((version, SCHEMA_VERSION), (6, 6));
+    let old = RunId::from("old");
+    assert_eq!(store.run(&old).await.unwrap(), Some(old_run));
+    assert_eq!(store.events(&old, None).await.unwrap(), old_events);
+    let kept = MaterializationRecord::of(&old_events[0]).unwrap();
+    assert_eq!(
+        store.latest_materialization(&"a".into()).await.unwrap(),
+        Some(kept.clone())
+    );
+    assert_eq!(
+        store.materializations_since(at(0), 10).await.unwrap(),
+        [kept],
+        "a materialization of version 5 is found by time"
+    );
+    assert!(store
+        .check_records(&"a".into(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let checked = check_evaluated("old", 2, "a", "positive", false, CheckSeverity::Error);
+    store
+        .append_events(std::slice::from_ref(&checked))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.check_records(&"a".into(), 10).await.unwrap(),
+        [CheckRecord::of(&checked).unwrap()]
+    );
+    let record = automation_record("a", 3, true);
+    store
+        .record_automation(std::slice::from_ref(&record))
+        .await
+        .unwrap();
+    assert_eq!(store.automation_records(None, 10).await.unwrap(), [record]);
+}
+
+#[tokio::test]
+async fn check_automation_and_since_statements_read_by_index() {
+    let dir = TempDir::new("plans");
+    let _store = SqliteStorage::open(dir.file()).unwrap();
+    let conn = Connection::open(dir.file()).unwrap();
+    for (sql, index) in [
+        (
+            "SELECT id FROM materializations WHERE timestamp >= ?1 ORDER BY timestamp, id \
+             LIMIT ?2",
+            "materializations_by_time",
+        ),
+        (
+            "SELECT id FROM check_records WHERE asset = ?1 ORDER BY id DESC LIMIT ?2",
+            "check_records_by_asset",
+        ),
+        (
+            "SELECT id FROM automation_records WHERE asset = ?1 \
+             ORDER BY evaluated_at DESC, id DESC LIMIT ?2",
+            "automation_records_by_asset",
+        ),
+        (
+            "SELECT id FROM automation_records ORDER BY evaluated_at DESC, id DESC LIMIT ?1",
+            "automation_records_newest",
+        ),
+        (
+            "DELETE FROM automation_records WHERE evaluated_at < ?1",
+            "automation_records_newest",
+        ),
+        (
+            "DELETE FROM check_records WHERE run_id IN (SELECT value FROM json_each(?1))",
+            "check_records_by_run",
+        ),
+    ] {
+        let plan = query_plan(&conn, sql);
+        assert!(plan.contains(index), "{sql}: {plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts: {plan}");
+    }
 }
 
 #[tokio::test]
