@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use crate::asset::{Asset, AssetSpec};
 use crate::check::CheckSpec;
-use crate::source::AssetKind;
 use crate::config::RunConfig;
 use crate::error::{DefinitionsError, Error, Hint, Problem, Provider};
 use crate::graph::{selection, AssetGraph, Graph};
@@ -21,6 +20,7 @@ use crate::requirements::{ConfigSupply, Provided, Supply};
 use crate::resources::Resources;
 use crate::schedule::Schedule;
 use crate::sensor::{Sensor, SensorKind};
+use crate::source::AssetKind;
 
 /// A checked set of assets with their resources and default config: what the user's code
 /// defines. Pure, no I/O; cheap to clone.
@@ -162,7 +162,12 @@ impl Definitions {
 
     /// The checks of asset `key`.
     pub fn checks_of(&self, key: &str) -> impl Iterator<Item = &CheckSpec> + '_ {
-        let of = self.0.graph.index.get(key).map(|&i| &self.0.checks_by_asset[i]);
+        let of = self
+            .0
+            .graph
+            .index
+            .get(key)
+            .map(|&i| &self.0.checks_by_asset[i]);
         of.into_iter().flatten().map(|&c| &self.0.checks[c])
     }
 }
@@ -425,7 +430,10 @@ fn check_checks(
                     .into(),
             ));
         }
-        if by_asset[i].iter().any(|&o: &usize| checks[o].name == check.name) {
+        if by_asset[i]
+            .iter()
+            .any(|&o: &usize| checks[o].name == check.name)
+        {
             problems.push(invalid("the asset has another check of this name".into()));
             continue;
         }
@@ -477,11 +485,16 @@ fn check_sources(graph: &AssetGraph) -> Vec<Problem> {
                     spec.kind
                 )));
             } else if let Some(reason) = condition.problem() {
-                problems.push(invalid(format!("its automation condition is invalid: {reason}")));
+                problems.push(invalid(format!(
+                    "its automation condition is invalid: {reason}"
+                )));
             }
         }
         for input in &spec.needs.inputs {
-            if graph.get(&input.key).is_some_and(|up| up.kind == AssetKind::External) {
+            if graph
+                .get(&input.key)
+                .is_some_and(|up| up.kind == AssetKind::External)
+            {
                 problems.push(invalid(format!(
                     "it takes the output of `{}`, an external asset that has none; depend on \
                      it with `deps = [...]` instead",

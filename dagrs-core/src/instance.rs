@@ -18,9 +18,8 @@ use crate::result::{outcomes_from_events, RunResult};
 use crate::state::AssetState;
 use crate::storage::recovery::this_process;
 use crate::storage::{
-    AutomationRecord, CheckRecord,
-    recover_abandoned_runs, InMemoryStorage, InstigatorStatus, PruneReport, Retention, RunRecord,
-    Storage, LEASE,
+    recover_abandoned_runs, AutomationRecord, CheckRecord, InMemoryStorage, InstigatorStatus,
+    PruneReport, Retention, RunRecord, Storage, LEASE,
 };
 
 /// Where and how runs happen: the run store (in memory, SQLite or PostgreSQL), retention,

@@ -344,7 +344,10 @@ mod tests {
         let eager = eager();
         let mut f = facts();
         assert!(!eager.holds(&f));
-        assert_eq!(eager.explain(&f), "materialized before (or requested); no upstream updated since handled");
+        assert_eq!(
+            eager.explain(&f),
+            "materialized before (or requested); no upstream updated since handled"
+        );
         f.deps_updated = Some("a");
         assert!(eager.holds(&f));
         assert_eq!(
@@ -366,7 +369,10 @@ mod tests {
         let hourly = on_cron("0 * * * *");
         let mut f = facts();
         assert!(hourly.holds(&f));
-        assert_eq!(hourly.explain(&f), "cron tick 2026-01-01T01:00:00+00:00 passed; not in progress");
+        assert_eq!(
+            hourly.explain(&f),
+            "cron tick 2026-01-01T01:00:00+00:00 passed; not in progress"
+        );
         f.handled = "2026-01-01T01:00:00Z".parse().unwrap();
         assert!(!hourly.holds(&f));
         assert!(cron_tick_passed("61 * * * *").problem().is_some());
@@ -378,7 +384,9 @@ mod tests {
         let mut f = facts();
         assert!(overdue(Duration::from_secs(3600)).holds(&f));
         assert!(!overdue(Duration::from_secs(7200)).holds(&f));
-        assert!(overdue(Duration::from_secs(7200)).explain(&f).starts_with("fresh"));
+        assert!(overdue(Duration::from_secs(7200))
+            .explain(&f)
+            .starts_with("fresh"));
         f.latest = None;
         assert_eq!(
             overdue(Duration::from_secs(60)).explain(&f),

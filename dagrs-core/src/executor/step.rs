@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use super::plan::StepPlan;
 use crate::asset::StepOutput;
 use crate::check::CheckResult;
-use crate::source::AssetKind;
 use crate::context::AssetContext;
 use crate::definitions::Definitions;
 use crate::event::{ErrorInfo, EventKind, Metadata, StepStatus};
@@ -21,6 +20,7 @@ use crate::lock;
 use crate::log::Sink;
 use crate::result::StepOutcome;
 use crate::scope::{Shared, StepScope};
+use crate::source::AssetKind;
 
 /// What a step reports back to the scheduler.
 pub(crate) struct StepReport {
@@ -255,20 +255,24 @@ impl Step {
                     "the check could not be evaluated: {}",
                     ErrorInfo::from_anyhow(&error)
                 )),
-                Err(join) => CheckResult::failed(format!(
-                    "the check panicked: {}",
-                    panic_message(join)
-                )),
+                Err(join) => {
+                    CheckResult::failed(format!("the check panicked: {}", panic_message(join)))
+                }
             };
             if check.blocking && result.blocks() {
                 blocked.push(check.name.clone());
             }
-            self.sink.send(Some(key), result.into_event(&check.name, check.blocking));
+            self.sink
+                .send(Some(key), result.into_event(&check.name, check.blocking));
         }
         if blocked.is_empty() {
             return None;
         }
-        let names = blocked.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let names = blocked
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         Some(ErrorInfo {
             message: format!(
                 "blocking check {names} failed, so nothing downstream runs; the materialization \

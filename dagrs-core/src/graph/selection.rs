@@ -102,7 +102,7 @@ pub(crate) fn resolve(graph: &AssetGraph, selection: &str) -> Result<Vec<usize>,
         .collect();
     if let (true, Some(&i)) = (selected.is_empty(), graph.order.iter().find(|&&i| marks[i])) {
         let reason = format!(
-                    "`{}` is an external asset: something else writes it and dagrs never \
+            "`{}` is an external asset: something else writes it and dagrs never \
                      materializes it; select what depends on it (`{}+`)",
             graph.assets[i].key, graph.assets[i].key
         );
