@@ -251,10 +251,7 @@ async fn bad_buckets_and_view_names_are_rejected_before_any_sql() {
         assert!(text.contains("create_aggregates"), "{text}");
         assert!(text.contains(expected), "{text}");
         // ...and by Definitions, before any run.
-        let err = Definitions::builder()
-            .specs(assets![influx_tags, influx_data, create_aggregates])
-            .resource(db.pg.clone())
-            .resource(Source::Simulator(sim()))
+        let err = ecoanp::pipeline(db.pg.clone(), Source::Simulator(sim()))
             .config(RunConfig::new().asset("create_aggregates", config.clone()))
             .build()
             .err()
@@ -279,10 +276,7 @@ async fn bad_buckets_and_view_names_are_rejected_before_any_sql() {
 #[tokio::test]
 async fn bad_hours_are_rejected_before_anything_runs() {
     let pg = dagrs_postgres::PostgresResource::from_url("postgres://postgres@127.0.0.1/x").unwrap();
-    let defs = Definitions::builder()
-        .specs(assets![influx_tags, influx_data, create_aggregates])
-        .resource(pg)
-        .resource(Source::Simulator(sim()))
+    let defs = ecoanp::pipeline(pg, Source::Simulator(sim()))
         .build()
         .unwrap();
     let instance = Instance::ephemeral();
@@ -365,12 +359,12 @@ async fn an_unreachable_influxdb_is_tried_three_times_and_named_with_its_passwor
         .port();
     let url = format!("http://alice:s3cr3t-pw@127.0.0.1:{port}");
     let db = TestDatabase::create().await;
-    let defs = Definitions::builder()
-        .specs(assets![influx_tags, influx_data, create_aggregates])
-        .resource(db.pg.clone())
-        .resource(Source::Influx(Influx::new(&url, "ecoanp").unwrap()))
-        .build()
-        .unwrap();
+    let defs = ecoanp::pipeline(
+        db.pg.clone(),
+        Source::Influx(Influx::new(&url, "ecoanp").unwrap()),
+    )
+    .build()
+    .unwrap();
     let result = run(&Instance::ephemeral(), &defs, "*").await;
     assert!(!result.success());
     let step = result.step("influx_tags").unwrap();
@@ -386,10 +380,7 @@ async fn an_unreachable_influxdb_is_tried_three_times_and_named_with_its_passwor
 #[tokio::test]
 async fn the_pipeline_runs_twice_with_identical_counts() {
     let db = TestDatabase::create().await;
-    let defs = Definitions::builder()
-        .specs(assets![influx_tags, influx_data, create_aggregates])
-        .resource(db.pg.clone())
-        .resource(Source::Simulator(sim()))
+    let defs = ecoanp::pipeline(db.pg.clone(), Source::Simulator(sim()))
         .build()
         .unwrap();
     let instance = Instance::ephemeral();
@@ -416,10 +407,7 @@ async fn the_pipeline_reads_from_a_real_influxdb() {
     assert_eq!(seeded, Some(2 * 3240));
 
     let db = TestDatabase::create().await;
-    let defs = Definitions::builder()
-        .specs(assets![influx_tags, influx_data, create_aggregates])
-        .resource(db.pg.clone())
-        .resource(Source::Influx(influx.clone()))
+    let defs = ecoanp::pipeline(db.pg.clone(), Source::Influx(influx.clone()))
         .build()
         .unwrap();
     let launched = Instance::ephemeral().launch(&defs, "*", hour()).await;
@@ -450,10 +438,7 @@ async fn the_pipeline_reads_from_a_real_influxdb() {
 #[tokio::test]
 async fn a_day_backfilled_is_one_range_and_running_it_again_changes_nothing() {
     let db = TestDatabase::create().await;
-    let defs = Definitions::builder()
-        .specs(assets![influx_tags, influx_data, create_aggregates])
-        .resource(db.pg.clone())
-        .resource(Source::Simulator(sim()))
+    let defs = ecoanp::pipeline(db.pg.clone(), Source::Simulator(sim()))
         .build()
         .unwrap();
     let instance = Instance::ephemeral();
@@ -508,10 +493,7 @@ fn aggregate_policies_are_config_checked_when_it_is_read() {
     let build = |config: serde_json::Value| {
         let pg =
             dagrs_postgres::PostgresResource::from_url("postgres://postgres@127.0.0.1/x").unwrap();
-        Definitions::builder()
-            .specs(assets![influx_tags, influx_data, create_aggregates])
-            .resource(pg)
-            .resource(Source::Simulator(sim()))
+        ecoanp::pipeline(pg, Source::Simulator(sim()))
             .config(RunConfig::new().asset("create_aggregates", config))
             .build()
     };

@@ -5,6 +5,7 @@ use std::num::NonZeroUsize;
 
 use dagrs_core::partitions::TimeWindow;
 use dagrs_core::prelude::*;
+use dagrs_core::{observable_source_asset, DataVersion};
 use dagrs_postgres::tokio_postgres::Client;
 use dagrs_postgres::{
     compress_hypertable, list_aggregates, AggregateKind, BucketAggregate, Compression, CopyRow,
@@ -113,6 +114,16 @@ async fn write<R: CopyRow>(
     Ok(stats)
 }
 
+/// The InfluxDB measurements EcoAnP reads (or the simulator standing in for them): written by
+/// the plant, only observed here. Its data version is the time of the newest point, so a new
+/// point makes [`influx_data()`] stale.
+#[observable_source_asset(group = "ecoanp", tags(domain = "influxdb"))]
+pub async fn influx_readings(source: Res<Source>) -> Result<DataVersion> {
+    let newest = source.newest_reading(chrono::Utc::now()).await?;
+    let version = newest.map_or_else(|| "empty".to_owned(), |at| at.to_rfc3339());
+    Ok(DataVersion::new(version))
+}
+
 /// Config of [`influx_data()`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -163,7 +174,8 @@ impl CopyRow for HistRow<'_> {
 /// into `influx_hist`; running it again writes the same rows.
 #[asset(group = "ecoanp", retry = Retry::exponential(3, Duration::from_secs(60)),
         tags(team = "data_engineering", domain = "data_collection"),
-        partitions = crate::hours(), backfill = BackfillPolicy::MaxPartitionsPerRun(24))]
+        partitions = crate::hours(), backfill = BackfillPolicy::MaxPartitionsPerRun(24),
+        deps = [influx_readings])]
 pub async fn influx_data(
     ctx: &AssetContext,
     config: Config<InfluxDataConfig>,
@@ -362,12 +374,14 @@ pub struct AggregatesSummary {
 
 /// Builds avg/min/max/count per tag and time bucket of `influx_hist`: TimescaleDB continuous
 /// aggregates with refresh and compression policies (and compression of `influx_hist`), or
-/// materialized views refreshed here; partitioned like [`influx_data()`].
+/// materialized views refreshed here; partitioned like [`influx_data()`]. With the daemon
+/// running, it follows `influx_data`: each hour written there is aggregated (`eager`).
 #[asset(
     group = "ecoanp",
     tags(team = "data_engineering", domain = "aggregation"),
     partitions = crate::hours(),
-    backfill = BackfillPolicy::MaxPartitionsPerRun(24)
+    backfill = BackfillPolicy::MaxPartitionsPerRun(24),
+    automation = eager()
 )]
 pub async fn create_aggregates(
     ctx: &AssetContext,

@@ -153,6 +153,20 @@ impl Influx {
         Ok(readings)
     }
 
+    /// When the newest point at or before `now`, of any measurement, was taken.
+    pub async fn newest_reading(&self, now: Time) -> Result<Option<Time>, InfluxError> {
+        #[derive(Deserialize)]
+        struct Row {
+            time: Time,
+        }
+        let now = now.to_rfc3339_opts(SecondsFormat::Nanos, true);
+        let query = format!(r#"SELECT last("value") FROM /.*/ WHERE time <= '{now}'"#);
+        let rows = self
+            .select::<Row>("read the newest point from", &query)
+            .await?;
+        Ok(rows.into_iter().map(|(_, row)| row.time).max())
+    }
+
     /// Writes readings as points, 5,000 a request, with the `unit` and `tag_id` of their tag
     /// in `tags` (when not empty); returns how many were written.
     pub async fn write(&self, tags: &[TagSchema], rows: &[Reading]) -> Result<usize, InfluxError> {

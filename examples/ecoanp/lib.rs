@@ -4,6 +4,7 @@
 
 pub mod assets;
 pub mod automation;
+pub mod checks;
 pub mod influx;
 pub mod schema;
 pub mod simulator;
@@ -12,12 +13,38 @@ use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 use dagrs_core::partitions::{hourly, PartitionsDefinition};
+use dagrs_core::{Definitions, DefinitionsBuilder};
+use dagrs_postgres::PostgresResource;
 use serde::{Deserialize, Serialize};
 
-pub use assets::{create_aggregates, influx_data, influx_tags};
+pub use assets::{create_aggregates, influx_data, influx_readings, influx_tags};
 pub use automation::automation;
+pub use checks::{
+    aggregates_count_every_row, readings_without_gaps, values_in_declared_range, ValueRanges,
+};
 pub use influx::{Influx, InfluxError};
 pub use simulator::Simulator;
+
+/// The pipeline's definitions: the observable source, the three assets of the seed and
+/// their checks, with PostgreSQL `pg`, the readings' `source` and the default value ranges.
+/// Add schedules with [`automation()`] and config with `.config(...)`, then `.build()`.
+pub fn pipeline(pg: PostgresResource, source: Source) -> DefinitionsBuilder {
+    Definitions::builder()
+        .specs(dagrs_core::assets![
+            influx_readings,
+            influx_tags,
+            influx_data,
+            create_aggregates
+        ])
+        .checks(dagrs_core::checks![
+            readings_without_gaps,
+            values_in_declared_range,
+            aggregates_count_every_row
+        ])
+        .resource(pg)
+        .resource(source)
+        .resource(ValueRanges::default())
+}
 
 /// The hours [`influx_data()`] and [`create_aggregates()`] are partitioned by, from 2026.
 pub fn hours() -> PartitionsDefinition {
@@ -72,6 +99,14 @@ impl Source {
         match self {
             Source::Simulator(sim) => Ok(sim.tags().to_vec()),
             Source::Influx(db) => db.tag_schemas().await,
+        }
+    }
+
+    /// When the newest reading at or before `now` was taken; `None` when there is none.
+    pub async fn newest_reading(&self, now: Time) -> Result<Option<Time>, InfluxError> {
+        match self {
+            Source::Simulator(sim) => Ok(sim.newest(now)),
+            Source::Influx(db) => db.newest_reading(now).await,
         }
     }
 

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use chrono::{DurationRound, TimeDelta, Utc};
 use dagrs_core::prelude::*;
 use dagrs_postgres::PostgresResource;
-use ecoanp::{automation, create_aggregates, influx_data, influx_tags, Influx, Simulator, Source};
+use ecoanp::{automation, pipeline, Influx, Simulator, Source};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -60,6 +60,5 @@ async fn setup() -> anyhow::Result<Definitions> {
         }
     };
     eprintln!("ecoanp: PostgreSQL {}, {}", pg.masked_url(), source.name());
-    let defs = Definitions::builder().specs(assets![influx_tags, influx_data, create_aggregates]);
-    Ok(automation(defs.resource(pg).resource(source)).build()?)
+    Ok(automation(pipeline(pg, source)).build()?)
 }

@@ -49,6 +49,14 @@ impl Simulator {
         &self.tags
     }
 
+    /// The newest sampling instant at or before `now` (`None` outside 1677–2262).
+    pub fn newest(&self, now: Time) -> Option<Time> {
+        let now = now.timestamp_nanos_opt()?;
+        Some(DateTime::from_timestamp_nanos(
+            now.div_euclid(self.interval) * self.interval,
+        ))
+    }
+
     /// Every reading in `[start, end)`, by time, then tag (nothing outside 1677–2262).
     pub fn readings(&self, start: Time, end: Time) -> Vec<Reading> {
         let (Some(start), Some(end)) = (start.timestamp_nanos_opt(), end.timestamp_nanos_opt())

@@ -48,7 +48,7 @@ pub(super) async fn checks(
                 latest.map_or("-".into(), |r| r.run_id.to_string()),
                 latest
                     .and_then(|r| r.description.clone())
-                    .or_else(|| spec.and_then(|c| c.description_text().map(str::to_owned)))
+                    .or_else(|| spec.and_then(|c| c.description_text().map(first_sentence)))
                     .unwrap_or_default(),
             ]
         }),
@@ -74,6 +74,15 @@ pub(super) async fn checks(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first sentence of a doc comment: what a table has room for.
+fn first_sentence(text: &str) -> String {
+    let text = text.replace('\n', " ");
+    match text.find(". ") {
+        Some(end) => text[..=end].to_owned(),
+        None => text,
+    }
 }
 
 fn verdict(record: &crate::storage::CheckRecord) -> String {
