@@ -956,3 +956,56 @@ async fn the_backfill_form_launches_and_echoes_only_escaped_text() {
         "one launched"
     );
 }
+
+#[tokio::test]
+async fn an_asset_page_shows_its_checks_and_automation() {
+    use dagrs_core::automation::eager;
+    use dagrs_core::{AssetSpec, CheckResult, CheckSeverity, CheckSpec, Daemon};
+    let defs = Definitions::builder()
+        .spec(AssetSpec::new("rows", |_| async { Ok(3_u64) }))
+        .spec(
+            AssetSpec::new("summary", |_| async { Ok(()) })
+                .dep("rows")
+                .automation(eager()),
+        )
+        .check(
+            CheckSpec::new("rows", "enough_rows", |scope| async move {
+                let rows = scope.input::<u64>("rows")?;
+                Ok(CheckResult::new(*rows >= 10).description(format!("only {rows} <rows>")))
+            })
+            .blocking(true),
+        )
+        .check(CheckSpec::new("rows", "soft", |_| async {
+            Ok(CheckResult::failed("a warning").severity(CheckSeverity::Warn))
+        }))
+        .build()
+        .unwrap();
+    let instance = Instance::ephemeral();
+    let app = web::router(instance.clone(), defs.clone());
+    let before = get(&app, "/assets/rows").await.body;
+    assert!(before.contains("enough_rows") && before.contains("never run"));
+
+    instance
+        .materialize(&defs, "rows", RunConfig::new())
+        .await
+        .unwrap();
+    let page = get(&app, "/assets/rows").await.body;
+    let checks = &page[page.find("id=\"checks\"").expect("a checks table")..];
+    assert!(checks.contains("enough_rows") && checks.contains("s-failed"));
+    assert!(checks.contains("only 3 &lt;rows&gt;"), "escaped: {checks}");
+    assert!(checks.contains("soft") && checks.contains("s-warn"));
+
+    let summary = get(&app, "/assets/summary").await.body;
+    assert!(summary.contains("(missing | deps_updated) &amp; !deps_missing"));
+    assert!(summary.contains("No evaluation yet"));
+    Daemon::new(instance.clone(), defs.clone())
+        .evaluate()
+        .await
+        .unwrap();
+    let summary = get(&app, "/assets/summary").await.body;
+    let automation = &summary[summary.find("id=\"automation\"").expect("evaluations")..];
+    assert!(
+        automation.contains("s-requested") && automation.contains("never materialized"),
+        "{automation}"
+    );
+}

@@ -515,7 +515,7 @@ mod tests {
 
     fn parse_str(tokens: TokenStream) -> (Args, Vec<String>) {
         let mut errors = Errors::default();
-        let args = parse(tokens, &mut errors);
+        let args = parse(tokens, ASSET, &mut errors);
         let messages = errors
             .0
             .map(|e| e.into_iter().map(|e| e.to_string()).collect())

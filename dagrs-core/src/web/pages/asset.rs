@@ -9,7 +9,7 @@ use maud::html;
 
 use crate::event::EventKind;
 use crate::partition::AssetPartitions;
-use crate::storage::{EventFilter, MaterializationRecord};
+use crate::storage::{AutomationRecord, CheckRecord, EventFilter, MaterializationRecord};
 use crate::web::app::{ok, PageError, PageResult, State};
 use crate::web::chart;
 use crate::web::page::{self, badge, csrf_field, layout};
@@ -69,6 +69,17 @@ pub(crate) async fn page(state: State, Path(key): Path<String>) -> PageResult {
         None => None,
     };
     let dependents = app.defs.dependents(&key);
+    let checks = storage
+        .check_records(spec.key(), CHECK_HISTORY)
+        .await
+        .map_err(|e| app.fail(e))?;
+    let automation = match spec.automation_condition() {
+        Some(_) => storage
+            .automation_records(Some(spec.key()), AUTOMATION_HISTORY)
+            .await
+            .map_err(|e| app.fail(e))?,
+        None => Vec::new(),
+    };
     let markup = html! {
         h1 { (spec.key()) " " (badge(status.as_str())) }
         @if let Some(d) = spec.description_text() { p { (d) } }
@@ -76,7 +87,11 @@ pub(crate) async fn page(state: State, Path(key): Path<String>) -> PageResult {
             dt { "Group" } dd { (spec.group_name().unwrap_or("—")) }
             dt { "Tags" } dd.tags { @for (k, v) in spec.tags() { span { (k) "=" (v) } } }
             dt { "Code version" } dd.mono { (spec.code_version_text().unwrap_or("—")) }
+            dt { "Kind" } dd { (spec.kind().as_str()) }
             dt { "Output type" } dd.mono { (spec.output_type_name()) }
+            @if let Some(condition) = spec.automation_condition() {
+                dt { "Automation" } dd.mono #automation-condition { (condition.to_string()) }
+            }
             dt { "Upstream" } dd {
                 @for dep in spec.deps() { (page::asset_link(dep.as_str())) " " }
                 @if spec.deps().is_empty() { span.muted { "none" } }
@@ -107,6 +122,8 @@ pub(crate) async fn page(state: State, Path(key): Path<String>) -> PageResult {
             a href={ "/lineage?focus=" (encode(spec.key().as_str())) } { "Lineage" }
         }
         @if let Some(parts) = &partitions { (partitions_section(parts)) }
+        (checks_section(app, spec, &checks))
+        @if spec.automation_condition().is_some() { (automation_section(&automation)) }
         h2 { "Over time" }
         div.charts {
             (chart::line("step duration (s)", &durations, chart::number))
@@ -130,6 +147,83 @@ pub(crate) async fn page(state: State, Path(key): Path<String>) -> PageResult {
         @if history.is_empty() { p.muted { "Never materialized." } }
     };
     ok(layout(spec.key().as_str(), "/", &app.csrf, markup))
+}
+
+/// How many check evaluations the page reads.
+const CHECK_HISTORY: usize = 50;
+
+/// How many automation evaluations the page lists.
+const AUTOMATION_HISTORY: usize = 20;
+
+/// The asset's checks with their latest result, then the latest evaluations.
+fn checks_section(
+    app: &crate::web::app::App,
+    spec: &crate::AssetSpec,
+    records: &[CheckRecord],
+) -> maud::Markup {
+    let declared: Vec<_> = app.defs.checks_of(spec.key().as_str()).collect();
+    let mut names: Vec<&str> = declared.iter().map(|c| c.name()).collect();
+    for record in records {
+        if !names.contains(&record.check.as_str()) {
+            names.push(&record.check);
+        }
+    }
+    let verdict = |r: &CheckRecord| match (r.passed, r.severity) {
+        (true, _) => badge("passed"),
+        (false, crate::CheckSeverity::Warn) => badge("warn"),
+        (false, crate::CheckSeverity::Error) => badge("failed"),
+    };
+    html! {
+        @if !names.is_empty() {
+            h2 { "Checks" }
+            table #checks {
+                thead { tr { th { "Check" } th { "Blocking" } th { "Latest" } th { "When" } th { "Run" } th { "Found" } } }
+                tbody {
+                    @for name in &names {
+                        @let spec = declared.iter().find(|c| c.name() == *name);
+                        @let latest = records.iter().find(|r| r.check == *name);
+                        tr {
+                            td.mono { (name) }
+                            td { (spec.map_or("reported", |c| if c.is_blocking() { "yes" } else { "no" })) }
+                            td { @match latest { Some(r) => (verdict(r)), None => span.muted { "never run" } } }
+                            td { @if let Some(r) = latest { (page::time(r.timestamp)) } }
+                            td { @if let Some(r) = latest { (page::run_link(r.run_id.as_str())) } }
+                            td {
+                                @if let Some(d) = latest.and_then(|r| r.description.as_deref()) { (d) " " }
+                                @if let Some(r) = latest {
+                                    span.mono.muted { @for (k, v) in &r.metadata { (k) "=" (metadata_text(v)) " " } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The daemon's latest evaluations of the asset's automation condition.
+fn automation_section(records: &[AutomationRecord]) -> maud::Markup {
+    html! {
+        h2 { "Automation" }
+        @if records.is_empty() {
+            p.muted { "No evaluation yet: the daemon evaluates conditions (`daemon`, or `dev`)." }
+        } @else {
+            table #automation {
+                thead { tr { th { "Evaluated" } th { "Result" } th { "Runs" } th { "Why" } } }
+                tbody {
+                    @for r in records {
+                        tr {
+                            td { (page::time(r.evaluated_at)) }
+                            td { @if r.requested { (badge("requested")) } @else { span.muted { "skipped" } } }
+                            td { @for id in &r.run_ids { (page::run_link(id.as_str())) " " } }
+                            td { (r.reason) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A partitioned asset's partitions: counts by status, the status bar, the ranges.
