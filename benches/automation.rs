@@ -154,7 +154,11 @@ fn passes(c: &mut Criterion) {
                 },
                 |()| {
                     let pass = rt.block_on(daemon.evaluate()).unwrap();
-                    assert_eq!(pass.automation_runs.len(), 1, "one run for the 100 children");
+                    assert_eq!(
+                        pass.automation_runs.len(),
+                        1,
+                        "one run for the 100 children"
+                    );
                 },
                 BatchSize::PerIteration,
             )
@@ -170,7 +174,9 @@ fn checks(c: &mut Criterion) {
     let checked = Definitions::builder()
         .specs(specs())
         .checks((0..1_000).map(|i| {
-            CheckSpec::new(format!("a{i}"), "ok", |_| async { Ok(CheckResult::passed()) })
+            CheckSpec::new(format!("a{i}"), "ok", |_| async {
+                Ok(CheckResult::passed())
+            })
         }))
         .build()
         .unwrap();

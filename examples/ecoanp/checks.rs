@@ -16,7 +16,7 @@ use crate::assets::{create_aggregates, influx_data};
 const NAMED: usize = 10;
 
 /// The range each tag's values must stay in: by unit, and per tag where a tag differs.
-/// A resource of [`values_in_declared_range`].
+/// A resource of [`values_in_declared_range()`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValueRanges {
     /// By unit (`V`, `A`, ...): `[min, max]`.
