@@ -136,7 +136,10 @@ impl Daemon {
         self.evaluate_schedules(now, &states, &mut evaluation)
             .await?;
         self.evaluate_sensors(now, &states, &mut evaluation).await?;
-        self.evaluate_automation(now, &mut evaluation).await?;
+        // A store that fails automation still lets the queue move; the next pass loads again.
+        if let Err(e) = self.evaluate_automation(now, &mut evaluation).await {
+            tracing::warn!(target: "dagrs::daemon", "automation evaluation failed: {e}");
+        }
         self.run_queue(&mut evaluation).await?;
         Ok(evaluation)
     }
