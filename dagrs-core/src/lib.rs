@@ -93,6 +93,7 @@ mod instance;
 mod job;
 mod key;
 mod log;
+mod multi;
 mod param;
 mod partition;
 mod queue;
@@ -134,6 +135,7 @@ pub use job::{
 };
 pub use key::{AssetKey, RunId};
 pub use log::LogRecord;
+pub use multi::{AssetOut, MultiAsset, MultiAssetSpec, MultiOutputs};
 pub use param::{AssetParam, Config, FromPartition, Input, Partition, Res};
 pub use queue::{RunQueue, TagLimit, DEFAULT_MAX_CONCURRENT_RUNS};
 pub use requirements::Requirements;
@@ -173,13 +175,17 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 /// [`Input<A>`], in [`DefinitionsBuilder::asset`] and in [`RunResult::output`].
 pub use dagrs_macros::asset;
 
-/// The specs of several `#[asset]` functions, for [`DefinitionsBuilder::specs`]:
-/// `assets![influx_tags, influx_data, create_aggregates]`.
+/// The specs of several `#[asset]` and `#[multi_asset]` functions, for
+/// [`DefinitionsBuilder::specs`]: `assets![influx_tags, influx_data, create_aggregates]`.
+/// A multi-asset gives the specs of all its outs.
 #[macro_export]
 macro_rules! assets {
-    ($($asset:ty),* $(,)?) => {
-        ::std::vec![$(<$asset as $crate::Asset>::spec()),*]
-    };
+    ($($asset:ty),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut specs: ::std::vec::Vec<$crate::AssetSpec> = ::std::vec::Vec::new();
+        $(specs.extend(<$asset as $crate::__private::IntoSpecs>::into_specs());)*
+        specs
+    }};
 }
 
 /// Partitions: definitions ([`hourly`](partitions::hourly), [`static_keys`](partitions::static_keys),
@@ -211,6 +217,9 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::asset::{run_blocking, Asset, AssetSpec, IntoAssetResult};
+    pub use crate::multi::{
+        AssetOut, IntoMultiResult, IntoSpecs, MultiAsset, MultiAssetSpec, MultiOutputs,
+    };
     pub use crate::param::AssetParam;
     pub use crate::requirements::Requirements;
     pub use crate::scope::StepScope;

@@ -8,6 +8,7 @@
 //! - [`crate::log`]: the event log's drafts and writer.
 
 pub(crate) mod plan;
+mod multi_step;
 mod scheduler;
 mod step;
 mod targets;

@@ -107,6 +107,7 @@ impl Plan {
         let inner = defs.inner();
         let graph = &inner.graph;
         let selected = selection::resolve(graph, selection)?;
+        let selected = crate::multi::expand_selection(graph, selected);
         let mut problems = Vec::new();
         let target =
             super::targets::resolve(defs, storage, &selected, partition, &mut problems).await?;
@@ -162,8 +163,12 @@ impl Plan {
                     Supply::Missing
                 }
             };
-            let given = run_config.get(&spec.key);
-            let checked = spec.needs.check(
+            let given = run_config.get(spec.config_key());
+            let lead = crate::multi::is_lead(&graph.assets, &graph.index, i, |s| is_selected[s]);
+            let checked = if !lead {
+                Ok(None) // the multi-asset's first selected out checks the needs they share
+            } else {
+                spec.needs.check(
                 &spec.key,
                 &Provided {
                     by: Provider::Run,
@@ -171,7 +176,8 @@ impl Plan {
                     inputs: &inputs,
                     config: given.map_or(ConfigSupply::Absent, ConfigSupply::Given),
                 },
-            );
+            )
+            };
             let config = checked.unwrap_or_else(|found| {
                 problems.extend(found);
                 None

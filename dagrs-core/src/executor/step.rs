@@ -195,7 +195,7 @@ impl Step {
 
     /// Runs the hooks that apply to how the step ended, one after the other, each in a task
     /// of its own under its timeout; what they do is recorded, and never fails the step.
-    async fn run_hooks(&self, outcome: &StepOutcome) {
+    pub(super) async fn run_hooks(&self, outcome: &StepOutcome) {
         let on = match outcome.status {
             StepStatus::Succeeded => HookOn::Success,
             StepStatus::Failed => HookOn::Failure,
@@ -239,7 +239,7 @@ impl Step {
     }
 }
 
-fn panic_message(error: tokio::task::JoinError) -> String {
+pub(super) fn panic_message(error: tokio::task::JoinError) -> String {
     if !error.is_panic() {
         return error.to_string();
     }
