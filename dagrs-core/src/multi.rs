@@ -271,8 +271,8 @@ impl fmt::Debug for MultiInfo {
 /// let defs = Definitions::builder().specs(split.into_specs()).build().unwrap();
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let result = materialize(&defs, "right_side", RunConfig::new()).await.unwrap();
-/// assert_eq!(result.output_value::<usize>("right_side"), Some(&10));
-/// assert_eq!(result.output_value::<usize>("left"), None);
+/// assert_eq!(result.output_value("right_side").and_then(|v| v.as_u64()), Some(10));
+/// assert_eq!(result.output_value("left"), None);
 /// # });
 /// ```
 pub struct MultiAssetSpec {

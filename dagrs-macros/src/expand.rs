@@ -34,7 +34,7 @@ pub(crate) fn asset(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// The span of the item's first token after its attributes (`struct`, `pub`, `const`, ...).
-fn item_span(item: &TokenStream) -> Span {
+pub(crate) fn item_span(item: &TokenStream) -> Span {
     let mut tokens = item.clone().into_iter().peekable();
     while let Some(token) = tokens.next() {
         match &token {
@@ -300,7 +300,7 @@ fn output_type(output: &ReturnType) -> TokenStream {
 }
 
 /// `tokens`, every one (also inside groups) moved to `location`, keeping its hygiene.
-fn relocate(tokens: TokenStream, location: Span) -> TokenStream {
+pub(crate) fn relocate(tokens: TokenStream, location: Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|mut token| {
@@ -318,7 +318,7 @@ fn relocate(tokens: TokenStream, location: Span) -> TokenStream {
 }
 
 /// `T` when `ty` is written `Result<T>`, `Result<T, E>` or `path::Result<T, ...>`.
-fn result_ok_type(ty: &Type) -> Option<&Type> {
+pub(crate) fn result_ok_type(ty: &Type) -> Option<&Type> {
     match ty {
         Type::Paren(inner) => result_ok_type(&inner.elem),
         Type::Group(inner) => result_ok_type(&inner.elem),
@@ -341,7 +341,7 @@ fn result_ok_type(ty: &Type) -> Option<&Type> {
 
 /// Whether `tokens` name one of the generic parameters, which do not exist outside the
 /// function.
-fn mentions(tokens: &TokenStream, generics: &syn::Generics) -> bool {
+pub(crate) fn mentions(tokens: &TokenStream, generics: &syn::Generics) -> bool {
     fn walk(tokens: TokenStream, names: &[Ident]) -> bool {
         tokens.into_iter().any(|token| match token {
             TokenTree::Ident(ident) => names.contains(&ident),
@@ -362,7 +362,7 @@ fn mentions(tokens: &TokenStream, generics: &syn::Generics) -> bool {
 }
 
 /// The function's doc comment, lines trimmed and joined.
-fn doc_comment(function: &ItemFn) -> Option<String> {
+pub(crate) fn doc_comment(function: &ItemFn) -> Option<String> {
     let lines: Vec<String> = function
         .attrs
         .iter()
