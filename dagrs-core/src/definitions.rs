@@ -261,11 +261,12 @@ impl DefinitionsBuilder {
 
         let keys = || self.assets.iter().map(|s| s.key.as_str());
         let mut edges = Vec::new();
+        let mut leads = crate::multi::Leads::default();
         for (i, spec) in self.assets.iter().enumerate() {
             if index[&spec.key] != i {
                 continue;
             }
-            let lead = crate::multi::is_lead(&self.assets, &index, i, |_| true);
+            let lead = leads.lead(spec, i).is_none_or(|first| first == i);
             for dep in &spec.deps {
                 match index.get(dep) {
                     Some(&d) => edges.push((d, i)),

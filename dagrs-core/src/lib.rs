@@ -277,7 +277,7 @@ pub mod prelude {
 pub mod __private {
     pub use crate::asset::{run_blocking, Asset, AssetSpec, IntoAssetResult};
     pub use crate::multi::{
-        AssetOut, IntoMultiResult, IntoSpecs, MultiAsset, MultiAssetSpec, MultiOutputs,
+        AssetOut, IntoMultiResult, IntoSpecs, MultiAsset, MultiAssetSpec, MultiOutputs, OutValue,
     };
     pub use crate::param::AssetParam;
     pub use crate::requirements::Requirements;

@@ -65,7 +65,7 @@ impl<A: crate::Asset> IntoSpecs for A {
 /// returns. An out the run did not select may be left out (with `can_subset`).
 #[derive(Default)]
 pub struct MultiOutputs {
-    values: Vec<(AssetKey, TypeId, &'static str, StepOutput)>,
+    values: std::collections::HashMap<AssetKey, (TypeId, &'static str, StepOutput)>,
 }
 
 impl MultiOutputs {
@@ -79,16 +79,13 @@ impl MultiOutputs {
         let key = key.into();
         let json = serde_json::to_value(&value)
             .map_err(|e| anyhow::anyhow!("the value of out `{key}` cannot be serialized: {e}"))?;
-        self.values.retain(|(k, ..)| *k != key);
-        self.values.push((
-            key,
-            TypeId::of::<T>(),
-            std::any::type_name::<T>(),
-            StepOutput {
-                value: Arc::new(value),
-                json,
-            },
-        ));
+        let output = StepOutput {
+            value: Arc::new(value),
+            json,
+        };
+        let type_name = std::any::type_name::<T>();
+        self.values
+            .insert(key, (TypeId::of::<T>(), type_name, output));
         Ok(())
     }
 
@@ -104,7 +101,7 @@ impl MultiOutputs {
 
     /// Whether out `key` has a value.
     pub fn contains(&self, key: &str) -> bool {
-        self.values.iter().any(|(k, ..)| k.as_str() == key)
+        self.values.contains_key(key)
     }
 
     /// Takes the value of out `key`, checking that it has the type `expected` (id and name).
@@ -114,10 +111,9 @@ impl MultiOutputs {
         key: &AssetKey,
         expected: (TypeId, &'static str),
     ) -> anyhow::Result<Option<StepOutput>> {
-        let Some(at) = self.values.iter().position(|(k, ..)| k == key) else {
+        let Some((id, name, output)) = self.values.remove(key) else {
             return Ok(None);
         };
-        let (_, id, name, output) = self.values.swap_remove(at);
         if id != expected.0 {
             anyhow::bail!(
                 "multi-asset `{multi}` returned a `{name}` for out `{key}`, which produces `{}`",
@@ -131,7 +127,7 @@ impl MultiOutputs {
 impl fmt::Debug for MultiOutputs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.values.iter().map(|(k, _, name, _)| (k, name)))
+            .entries(self.values.iter().map(|(k, (_, name, _))| (k, name)))
             .finish()
     }
 }
@@ -491,10 +487,14 @@ pub(crate) fn expand_selection(graph: &AssetGraph, selected: Vec<usize>) -> Vec<
         marks[i] = true;
     }
     let mut added = false;
+    let mut seen = std::collections::HashSet::new();
     for &i in &selected {
         let Some(info) = graph.assets[i].multi.as_ref().filter(|m| !m.can_subset) else {
             continue;
         };
+        if !seen.insert(Arc::as_ptr(info)) {
+            continue;
+        }
         for sibling in siblings(graph, info) {
             if !marks[sibling] {
                 marks[sibling] = true;
@@ -554,27 +554,18 @@ impl AssetSpec {
     }
 }
 
-/// Whether asset `i` checks its needs for its multi-asset: true for an asset, and for the
-/// first out of a multi-asset among those that `counts`; its siblings share the same needs,
-/// so checking them again would only repeat the problems.
-pub(crate) fn is_lead(
-    assets: &[AssetSpec],
-    index: &std::collections::HashMap<AssetKey, usize>,
-    i: usize,
-    counts: impl Fn(usize) -> bool,
-) -> bool {
-    let Some(info) = assets[i].multi.as_ref() else {
-        return true;
-    };
-    let first = info.outs.iter().find_map(|(_, key)| {
-        let &s = index.get(key)?;
-        let same = assets[s]
-            .multi
-            .as_ref()
-            .is_some_and(|m| Arc::ptr_eq(m, info));
-        (same && counts(s)).then_some(s)
-    });
-    first.is_none_or(|s| s == i)
+/// The first out met of each multi-asset: it checks the needs that the outs share, so that
+/// checking them again does not repeat the problems.
+#[derive(Default)]
+pub(crate) struct Leads(std::collections::HashMap<*const MultiInfo, usize>);
+
+impl Leads {
+    /// `None` for an asset, or the first out of its multi-asset met so far: `at` (given for
+    /// it) when `spec` is the first, else what was given for the first.
+    pub(crate) fn lead(&mut self, spec: &AssetSpec, at: usize) -> Option<usize> {
+        let info = spec.multi.as_ref()?;
+        Some(*self.0.entry(Arc::as_ptr(info)).or_insert(at))
+    }
 }
 
 /// What defines `key` among `assets`, for a duplicate key: empty unless a multi-asset does.
@@ -589,4 +580,22 @@ pub(crate) fn defined_by(assets: &[AssetSpec], key: &AssetKey) -> Vec<String> {
             None => format!("asset `{}`", s.key),
         })
         .collect()
+}
+
+/// The output type of a `#[multi_asset]` out, checked once: the code the macro generates
+/// names an out's type through this trait, so a type that cannot be an output is one error at
+/// the out rather than one per place that uses it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an asset's output",
+    label = "not an asset output",
+    note = "asset outputs must implement `serde::Serialize` and `serde::de::DeserializeOwned` and be `Send + Sync + 'static`"
+)]
+pub trait OutValue {
+    /// The type itself.
+    type Output: AssetValue;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: AssetValue> OutValue for T {
+    type Output = T;
 }

@@ -462,14 +462,18 @@ fn expand(args: &MultiArgs, function: &ItemFn, errors: &mut Errors) -> TokenStre
     let sets = outs.iter().zip(&vars).map(|(out, var)| {
         let marker = &out.name;
         let key = quote! { <#marker as ::dagrs_core::__private::Asset>::KEY };
+        // At the out's type, where the marker's `Output` reports a type that cannot be one.
+        let set = quote_spanned! {out.ty.span()=>
+            __dagrs_outs.set::<<#marker as ::dagrs_core::__private::Asset>::Output>
+        };
         if args.can_subset {
             quote! {
                 if let ::core::option::Option::Some(__dagrs_v) = #var {
-                    __dagrs_outs.set(#key, __dagrs_v)?;
+                    #set(#key, __dagrs_v)?;
                 }
             }
         } else {
-            quote! { __dagrs_outs.set(#key, #var)?; }
+            quote! { #set(#key, #var)?; }
         }
     });
     let convert = quote_spanned! {return_span=>
@@ -507,7 +511,9 @@ fn expand(args: &MultiArgs, function: &ItemFn, errors: &mut Errors) -> TokenStre
         let description = out.description.iter().map(|d| quote! { .description(#d) });
         let code_version = out.code_version.iter().map(|c| quote! { .code_version(#c) });
         let tags = out.tags.iter().map(|(k, v)| quote! { .tag(#k, #v) });
-        let new = quote_spanned! {ty.span()=> ::dagrs_core::__private::AssetOut::new::<#ty> };
+        let new = quote_spanned! {ty.span()=>
+            ::dagrs_core::__private::AssetOut::new::<<#marker as ::dagrs_core::__private::Asset>::Output>
+        };
         quote! {
             .out(#new(<#marker as ::dagrs_core::__private::Asset>::KEY)
                 .name(#out_name) #(#group)* #(#description)* #(#code_version)* #(#tags)*)
@@ -624,7 +630,9 @@ fn out_markers(name: &Ident, vis: &syn::Visibility, multi_name: &str, outs: &[Ou
                 "The asset `{key}`, an out of the multi-asset [`{multi_name}`](fn@{name}): name \
                  it in `deps = [...]`, `Input<{marker}>` and `RunResult::output::<{marker}>()`."
             );
-            let output_item = quote_spanned! {ty.span()=> type Output = #ty; };
+            let output_item = quote_spanned! {ty.span()=>
+                type Output = <#ty as ::dagrs_core::__private::OutValue>::Output;
+            };
             quote_spanned! {marker.span()=>
                 #[doc = #doc]
                 #[allow(non_camel_case_types, dead_code)]

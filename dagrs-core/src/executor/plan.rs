@@ -150,7 +150,8 @@ impl Plan {
                 _ => None,
             })
             .collect();
-        let mut steps = Vec::with_capacity(selected.len());
+        let mut steps: Vec<StepPlan> = Vec::with_capacity(selected.len());
+        let mut leads = crate::multi::Leads::default();
         for &i in &selected {
             let spec = &graph.assets[i];
             let inputs = |key: &AssetKey| {
@@ -164,9 +165,11 @@ impl Plan {
                 }
             };
             let given = run_config.get(spec.config_key());
-            let lead = crate::multi::is_lead(&graph.assets, &graph.index, i, |s| is_selected[s]);
-            let checked = if !lead {
-                Ok(None) // the multi-asset's first selected out checks the needs they share
+            let lead = leads.lead(spec, steps.len());
+            let checked = if let Some(first) = lead.filter(|&first| first != steps.len()) {
+                // The multi-asset's first selected out checked the needs they share.
+                let first: &StepPlan = &steps[first];
+                Ok(first.config.clone())
             } else {
                 spec.needs.check(
                 &spec.key,
