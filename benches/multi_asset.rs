@@ -34,7 +34,10 @@ fn multi() -> Vec<AssetSpec> {
 }
 
 fn shapes() -> Vec<(&'static str, Vec<AssetSpec>)> {
-    vec![("single_assets_1000", singles()), ("multi_asset_1000_outs", multi())]
+    vec![
+        ("single_assets_1000", singles()),
+        ("multi_asset_1000_outs", multi()),
+    ]
 }
 
 fn build(c: &mut Criterion) {

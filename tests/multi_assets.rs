@@ -7,7 +7,8 @@ use std::sync::Mutex;
 
 use dagrs_core::prelude::*;
 use dagrs_core::{
-    AssetOut, AssetSpec, Event, EventKind, MultiAssetSpec, MultiOutputs, Problem, RunStatus, StepStatus,
+    AssetOut, AssetSpec, Event, EventKind, MultiAssetSpec, MultiOutputs, Problem, RunStatus,
+    StepStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -103,7 +104,10 @@ async fn the_function_runs_once_for_all_outs_and_each_out_is_an_asset() {
         let kinds = kinds_of(result.events(), key);
         assert!(matches!(kinds[0], EventKind::StepStarted { attempt: 1 }));
         assert!(matches!(kinds[1], EventKind::Materialization { .. }));
-        assert!(matches!(kinds[2], EventKind::StepSucceeded { attempt: 1, .. }));
+        assert!(matches!(
+            kinds[2],
+            EventKind::StepSucceeded { attempt: 1, .. }
+        ));
         assert_eq!(result.step(key).unwrap().status, StepStatus::Succeeded);
     }
 }
@@ -148,7 +152,11 @@ async fn a_downstream_only_run_reads_the_outs_from_storage() {
         .await
         .unwrap();
     assert!(again.success());
-    assert_eq!(SPLIT_CALLS.load(Ordering::SeqCst), before, "split is not run again");
+    assert_eq!(
+        SPLIT_CALLS.load(Ordering::SeqCst),
+        before,
+        "split is not run again"
+    );
     assert_eq!(again.output::<total>(), Some(&6.0));
     assert_eq!(again.output::<report>().unwrap(), "3 readings");
     assert_eq!(materializations(again.events(), "clean"), 0);
@@ -212,7 +220,9 @@ async fn no_value_for_a_selected_out_fails_the_step() {
         .specs(assets![forgetful])
         .build()
         .unwrap();
-    let result = materialize(&defs, "second", RunConfig::new()).await.unwrap();
+    let result = materialize(&defs, "second", RunConfig::new())
+        .await
+        .unwrap();
     assert_eq!(result.status(), RunStatus::Failed);
     let error = result.step("second").unwrap().error.as_ref().unwrap();
     assert_eq!(
@@ -358,10 +368,21 @@ async fn hand_built_multi_assets_share_the_executor() {
         Some("value of part/b")
     );
     // A value of another type than the out's is a failure.
-    let result = materialize(&defs, "part/c", RunConfig::new()).await.unwrap();
+    let result = materialize(&defs, "part/c", RunConfig::new())
+        .await
+        .unwrap();
     assert_eq!(result.status(), RunStatus::Failed);
-    let error = &result.step("part/c").unwrap().error.as_ref().unwrap().message;
-    assert!(error.contains("returned a `alloc::string::String` for out `part/c`"), "{error}");
+    let error = &result
+        .step("part/c")
+        .unwrap()
+        .error
+        .as_ref()
+        .unwrap()
+        .message;
+    assert!(
+        error.contains("returned a `alloc::string::String` for out `part/c`"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

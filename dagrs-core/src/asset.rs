@@ -88,7 +88,8 @@ pub(crate) struct StepOutput {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-pub(crate) type Compute = Arc<dyn Fn(StepScope) -> BoxFuture<anyhow::Result<StepOutput>> + Send + Sync>;
+pub(crate) type Compute =
+    Arc<dyn Fn(StepScope) -> BoxFuture<anyhow::Result<StepOutput>> + Send + Sync>;
 
 /// The runtime description of an asset: its key, dependencies, attributes and the function
 /// that computes it.

@@ -225,7 +225,12 @@ pub(crate) fn malformed(name: &Ident, tokens: impl ToTokens) -> syn::Error {
 }
 
 /// The one error for anything given twice: at the repetition, and at the first.
-pub(crate) fn duplicate(what: &str, name: &str, again: impl ToTokens, first: impl ToTokens) -> syn::Error {
+pub(crate) fn duplicate(
+    what: &str,
+    name: &str,
+    again: impl ToTokens,
+    first: impl ToTokens,
+) -> syn::Error {
     let mut error = syn::Error::new_spanned(again, format!("duplicate {what} `{name}`"));
     error.combine(syn::Error::new_spanned(first, "first given here"));
     error

@@ -615,7 +615,10 @@ fn check_return(
             }
         ),
     );
-    error.combine(syn::Error::new_spanned(outs_ident, "the outs are declared here"));
+    error.combine(syn::Error::new_spanned(
+        outs_ident,
+        "the outs are declared here",
+    ));
     Some(error)
 }
 
@@ -726,11 +729,26 @@ mod tests {
             }
         );
         for (args, message) in [
-            (quote!(outs(a: u32, b: u32), retires = 3), "unknown key `retires`"),
-            (quote!(outs(a: u32, b: u32), key = "k"), "a multi-asset has no key"),
-            (quote!(outs(a: u32, b: u32), partitions = daily("2026-01-01")), "multi-assets cannot be partitioned"),
-            (quote!(outs(a: u32, b: u32), can_subset = yes), "`can_subset` takes"),
-            (quote!(outs(a: u32, b: u32 = (colour = "x"))), "unknown out option"),
+            (
+                quote!(outs(a: u32, b: u32), retires = 3),
+                "unknown key `retires`",
+            ),
+            (
+                quote!(outs(a: u32, b: u32), key = "k"),
+                "a multi-asset has no key",
+            ),
+            (
+                quote!(outs(a: u32, b: u32), partitions = daily("2026-01-01")),
+                "multi-assets cannot be partitioned",
+            ),
+            (
+                quote!(outs(a: u32, b: u32), can_subset = yes),
+                "`can_subset` takes",
+            ),
+            (
+                quote!(outs(a: u32, b: u32 = (colour = "x"))),
+                "unknown out option",
+            ),
             (quote!(outs(a: u32, 3)), "an out is"),
             (quote!(group = "g"), "`#[multi_asset]` needs its outs"),
             (quote!(outs(a: u32, b: u32, c: u32)), "`f` declares 3 outs"),
@@ -743,6 +761,9 @@ mod tests {
         let errors = errors_of(quote!(outs(a: u32, a: u32)), item.clone());
         assert!(errors[0].starts_with("duplicate out `a`"), "{errors:?}");
         let errors = errors_of(quote!(outs()), item);
-        assert!(errors[0].starts_with("`outs` names at least one out"), "{errors:?}");
+        assert!(
+            errors[0].starts_with("`outs` names at least one out"),
+            "{errors:?}"
+        );
     }
 }

@@ -7,8 +7,8 @@
 //! - `step`: one step's attempts;
 //! - [`crate::log`]: the event log's drafts and writer.
 
-pub(crate) mod plan;
 mod multi_step;
+pub(crate) mod plan;
 mod scheduler;
 mod step;
 mod targets;

@@ -172,14 +172,14 @@ impl Plan {
                 Ok(first.config.clone())
             } else {
                 spec.needs.check(
-                &spec.key,
-                &Provided {
-                    by: Provider::Run,
-                    resources: None,
-                    inputs: &inputs,
-                    config: given.map_or(ConfigSupply::Absent, ConfigSupply::Given),
-                },
-            )
+                    &spec.key,
+                    &Provided {
+                        by: Provider::Run,
+                        resources: None,
+                        inputs: &inputs,
+                        config: given.map_or(ConfigSupply::Absent, ConfigSupply::Given),
+                    },
+                )
             };
             let config = checked.unwrap_or_else(|found| {
                 problems.extend(found);
