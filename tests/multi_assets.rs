@@ -397,3 +397,49 @@ async fn an_out_can_be_invoked_in_a_test() {
     let (clean, stats) = split(Input::new(vec![2.0])).await.unwrap();
     assert_eq!((clean, stats.count), (vec![2.0], 1));
 }
+
+#[multi_asset(outs(slow_a: u32, slow_b: u32), timeout = Duration::from_millis(50))]
+async fn slow(ctx: &AssetContext) -> Result<(u32, u32)> {
+    if ctx.attempt() > 0 {
+        std::future::pending::<()>().await;
+    }
+    Ok((1, 2))
+}
+
+#[tokio::test]
+async fn the_timeout_and_cancellation_are_the_steps() {
+    let defs = Definitions::builder().specs(assets![slow]).build().unwrap();
+    let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    assert_eq!(result.status(), RunStatus::Failed);
+    for key in ["slow_a", "slow_b"] {
+        let error = &result.step(key).unwrap().error.as_ref().unwrap().message;
+        assert!(error.starts_with("timed out after"), "{error}");
+    }
+
+    let defs = Definitions::builder()
+        .specs(
+            MultiAssetSpec::new("waits", |_| async {
+                std::future::pending::<()>().await;
+                Ok(MultiOutputs::new())
+            })
+            .out(AssetOut::new::<u32>("wait_a"))
+            .out(AssetOut::new::<u32>("wait_b"))
+            .into_specs(),
+        )
+        .build()
+        .unwrap();
+    let handle = Instance::ephemeral()
+        .launch(&defs, "*", dagrs_core::RunOptions::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    handle.cancel();
+    let result = handle.wait().await.unwrap();
+    assert_eq!(result.status(), RunStatus::Cancelled);
+    for key in ["wait_a", "wait_b"] {
+        assert_eq!(result.step(key).unwrap().status, StepStatus::Cancelled);
+        assert!(kinds_of(result.events(), key)
+            .iter()
+            .any(|k| matches!(k, EventKind::StepCancelled { attempt: 1 })));
+    }
+}

@@ -420,6 +420,18 @@ fn expand(args: &MultiArgs, function: &ItemFn, errors: &mut Errors) -> TokenStre
         })
         .collect();
 
+    // The out types as the user wrote them, for messages.
+    let shown: Vec<String> = outs
+        .iter()
+        .map(|out| {
+            let ty = pretty(&out.ty);
+            if args.can_subset {
+                format!("Option<{ty}>")
+            } else {
+                ty
+            }
+        })
+        .collect();
     let mut broken = false;
     if !sig.generics.params.is_empty() {
         errors.push(syn::Error::new_spanned(
@@ -430,8 +442,7 @@ fn expand(args: &MultiArgs, function: &ItemFn, errors: &mut Errors) -> TokenStre
     }
     if outs.is_empty() || args.outs_incomplete {
         broken = true;
-    } else if let Some(error) = check_return(&sig.output, name, outs.len(), &out_types, outs_ident)
-    {
+    } else if let Some(error) = check_return(&sig.output, name, outs.len(), &shown, outs_ident) {
         errors.push(error);
         broken = true;
     }
@@ -565,24 +576,14 @@ fn check_return(
     output: &ReturnType,
     name: &Ident,
     count: usize,
-    out_types: &[TokenStream],
+    out_types: &[String],
     outs_ident: &Ident,
 ) -> Option<syn::Error> {
-    let expected = quote! { Result<(#(#out_types,)*)> }
-        .to_string()
-        .replace(" < ", "<")
-        .replace(" <", "<")
-        .replace("< ", "<")
-        .replace(" >", ">")
-        .replace(" ,", ",")
-        .replace("( ", "(")
-        .replace(",)", ")")
-        .replace(" :: ", "::");
-    let expected = if count == 1 {
-        expected.replace(")>", ",)>")
-    } else {
-        expected
-    };
+    let mut values: Vec<String> = out_types.to_vec();
+    if count == 1 {
+        values.push(String::new()); // `(T,)`
+    }
+    let expected = format!("Result<({})>", values.join(", ").trim_end_matches(' '));
     let ty = match output {
         ReturnType::Default => {
             return Some(syn::Error::new_spanned(
@@ -620,6 +621,26 @@ fn check_return(
         "the outs are declared here",
     ));
     Some(error)
+}
+
+/// `tokens` as code is usually written: `Vec<f64>`, not `Vec < f64 >`.
+fn pretty(tokens: impl ToTokens) -> String {
+    let mut text = tokens.to_token_stream().to_string();
+    for (from, to) in [
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" < ", "<"),
+        ("< ", "<"),
+        (" <", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        ("( ", "("),
+        (" )", ")"),
+        ("& ", "&"),
+    ] {
+        text = text.replace(from, to);
+    }
+    text
 }
 
 /// One marker type per out, implementing `Asset` with the out's key and type.
