@@ -443,3 +443,21 @@ async fn the_timeout_and_cancellation_are_the_steps() {
             .any(|k| matches!(k, EventKind::StepCancelled { attempt: 1 })));
     }
 }
+
+#[tokio::test]
+async fn an_out_given_dependencies_of_its_own_is_a_build_error() {
+    let mut specs = MultiAssetSpec::new("pair", |_| async { Ok(MultiOutputs::new()) })
+        .out(AssetOut::new::<u32>("pair/a"))
+        .out(AssetOut::new::<u32>("pair/b"))
+        .into_specs();
+    let b = specs.pop().unwrap().dep("pair/a");
+    specs.push(b);
+    let error = Definitions::builder().specs(specs).build().unwrap_err();
+    assert!(
+        error.to_string().contains(
+            "multi-asset `pair`: its out `pair/b` depends on `pair/a`, its out `pair/a` on \
+             nothing; every out depends on what the function depends on"
+        ),
+        "{error}"
+    );
+}

@@ -267,6 +267,9 @@ impl DefinitionsBuilder {
                 continue;
             }
             let lead = leads.lead(spec, i).is_none_or(|first| first == i);
+            if let Some(problem) = crate::multi::check_out(&self.assets, &leads, spec) {
+                problems.push(problem);
+            }
             for dep in &spec.deps {
                 match index.get(dep) {
                     Some(&d) => edges.push((d, i)),

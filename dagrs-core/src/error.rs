@@ -218,6 +218,16 @@ pub enum Problem {
         resource: &'static str,
     },
 
+    /// The outs of a multi-asset do not fit together: an out has dependencies of its own,
+    /// or partitions.
+    #[error("multi-asset `{multi_asset}`: {reason}")]
+    InvalidMultiAsset {
+        /// The multi-asset.
+        multi_asset: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A stored output could not be read back as the type its asset produces.
     #[error("the stored output of asset `{asset}` cannot be read as `{type_name}`: {reason}; materialize `{asset}` again")]
     StoredOutput {

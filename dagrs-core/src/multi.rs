@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::asset::{AssetSpec, AssetValue, StepOutput};
+use crate::error::Problem;
 use crate::graph::AssetGraph;
 use crate::hook::Hook;
 use crate::key::AssetKey;
@@ -566,6 +567,45 @@ impl Leads {
         let info = spec.multi.as_ref()?;
         Some(*self.0.entry(Arc::as_ptr(info)).or_insert(at))
     }
+}
+
+/// The problem with `spec`, an out of a multi-asset, when it does not fit the first out met
+/// (whose lead `leads` knows): every out has the function's dependencies, and none is
+/// partitioned.
+pub(crate) fn check_out(assets: &[AssetSpec], leads: &Leads, spec: &AssetSpec) -> Option<Problem> {
+    let info = spec.multi.as_ref()?;
+    let invalid = |reason: String| Problem::InvalidMultiAsset {
+        multi_asset: info.name.clone(),
+        reason,
+    };
+    if spec.partitions.is_some() {
+        return Some(invalid(format!(
+            "its out `{}` is partitioned, which multi-assets cannot be yet",
+            spec.key
+        )));
+    }
+    let lead = &assets[*leads.0.get(&Arc::as_ptr(info))?];
+    let mut own: Vec<&AssetKey> = spec.deps.iter().collect();
+    let mut shared: Vec<&AssetKey> = lead.deps.iter().collect();
+    own.sort();
+    shared.sort();
+    let list = |keys: &[&AssetKey]| {
+        if keys.is_empty() {
+            "nothing".to_owned()
+        } else {
+            crate::text::bounded_list(keys.iter().map(|k| format!("`{k}`")), ", ")
+        }
+    };
+    (own != shared).then(|| {
+        invalid(format!(
+            "its out `{}` depends on {}, its out `{}` on {}; every out depends on what the \
+             function depends on",
+            spec.key,
+            list(&own),
+            lead.key,
+            list(&shared),
+        ))
+    })
 }
 
 /// What defines `key` among `assets`, for a duplicate key: empty unless a multi-asset does.
