@@ -1,4 +1,4 @@
-//! Compile-fail tests of `#[asset]`: one file per diagnostic, named after it; the `.stderr`
+//! Compile-fail tests of `#[asset]` and `#[multi_asset]` (files `multi_*`): one file per diagnostic, named after it; the `.stderr`
 //! files are the specification of the error messages.
 
 #[test]
