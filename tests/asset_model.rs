@@ -628,3 +628,45 @@ async fn eager_on_a_partitioned_asset_runs_the_partitions_its_upstream_updated()
     clock.advance(Duration::from_secs(60));
     assert!(daemon.evaluate().await.unwrap().automation_runs.is_empty());
 }
+
+/// Two values from one function.
+#[dagrs_core::multi_asset(outs(left: u32, right: u32))]
+async fn pair() -> Result<(u32, u32)> {
+    Ok((1, 2))
+}
+
+#[asset]
+async fn after_left(left: Input<left>) -> Result<u32> {
+    Ok(*left)
+}
+
+#[asset]
+async fn after_right(right: Input<right>) -> Result<u32> {
+    Ok(*right)
+}
+
+/// `left` is more than 5.
+#[asset_check(asset = left, blocking = true)]
+async fn left_is_big(left: Input<left>) -> CheckResult {
+    CheckResult::new(*left > 5)
+}
+
+#[tokio::test]
+async fn a_blocking_check_on_one_out_of_a_multi_asset_stops_only_what_reads_that_out() {
+    let defs = Definitions::builder()
+        .specs(assets![pair, after_left, after_right])
+        .checks(checks![left_is_big])
+        .build()
+        .unwrap();
+    let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+    let status = |key: &str| result.step(key).unwrap().status;
+    assert_eq!(status("left"), StepStatus::Failed);
+    assert_eq!(status("right"), StepStatus::Succeeded);
+    assert_eq!(status("after_left"), StepStatus::Skipped);
+    assert_eq!(status("after_right"), StepStatus::Succeeded);
+    assert_eq!(
+        result.output::<left>(),
+        Some(&1),
+        "materialized, then checked"
+    );
+}

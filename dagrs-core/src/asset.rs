@@ -90,7 +90,8 @@ pub(crate) struct StepOutput {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Compute = Arc<dyn Fn(StepScope) -> BoxFuture<anyhow::Result<StepOutput>> + Send + Sync>;
+pub(crate) type Compute =
+    Arc<dyn Fn(StepScope) -> BoxFuture<anyhow::Result<StepOutput>> + Send + Sync>;
 
 /// The runtime description of an asset: its key, dependencies, attributes and the function
 /// that computes it.
@@ -127,6 +128,8 @@ pub struct AssetSpec {
     pub(crate) compute: Compute,
     pub(crate) output_type: (TypeId, &'static str),
     pub(crate) decode_output: fn(serde_json::Value) -> Result<Shared, String>,
+    /// The multi-asset it is an out of, if any.
+    pub(crate) multi: Option<Arc<crate::multi::MultiInfo>>,
 }
 
 impl AssetSpec {
@@ -173,6 +176,7 @@ impl AssetSpec {
             compute,
             output_type: (TypeId::of::<T>(), std::any::type_name::<T>()),
             decode_output: decode::<T>,
+            multi: None,
         }
     }
 
@@ -371,6 +375,11 @@ impl AssetSpec {
     /// The name of its output type.
     pub fn output_type_name(&self) -> &'static str {
         self.output_type.1
+    }
+
+    /// The name of the multi-asset it is an out of, if it is one.
+    pub fn multi_asset_name(&self) -> Option<&str> {
+        self.multi.as_deref().map(|m| m.name.as_str())
     }
 }
 

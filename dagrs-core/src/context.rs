@@ -76,6 +76,8 @@ pub struct AssetContext {
     pub(crate) partition: Option<Arc<StepPartition>>,
     metadata: Arc<Mutex<Metadata>>,
     cancel: CancellationToken,
+    /// The outs a multi-asset's step materializes (name and key); `None` for an asset.
+    pub(crate) selection: Option<Arc<[(String, AssetKey)]>>,
 }
 
 impl AssetContext {
@@ -99,12 +101,38 @@ impl AssetContext {
             partition: None,
             metadata,
             cancel,
+            selection: None,
         }
     }
 
     pub(crate) fn with_partition(mut self, partition: Option<Arc<StepPartition>>) -> Self {
         self.partition = partition;
         self
+    }
+
+    pub(crate) fn with_selection(mut self, selection: Option<Arc<[(String, AssetKey)]>>) -> Self {
+        self.selection = selection;
+        self
+    }
+
+    /// The keys of the assets this step materializes: for a multi-asset, the outs the run
+    /// selected (all of them unless it has `can_subset`); for an asset, its own key.
+    pub fn selected_outputs(&self) -> Vec<&AssetKey> {
+        match &self.selection {
+            Some(outs) => outs.iter().map(|(_, key)| key).collect(),
+            None => vec![&self.asset],
+        }
+    }
+
+    /// Whether this step materializes `out`, given by out name (`clean`) or asset key
+    /// (`readings/clean`); see [`selected_outputs`](Self::selected_outputs).
+    pub fn is_selected(&self, out: &str) -> bool {
+        match &self.selection {
+            Some(outs) => outs
+                .iter()
+                .any(|(name, key)| name == out || key.as_str() == out),
+            None => self.asset.as_str() == out,
+        }
     }
 
     /// The id of the run.

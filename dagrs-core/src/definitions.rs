@@ -201,6 +201,12 @@ impl DefinitionsBuilder {
         self
     }
 
+    /// Adds the outs of multi-asset `M` (a function marked `#[multi_asset]`).
+    pub fn multi_asset<M: crate::MultiAsset>(mut self) -> Self {
+        self.assets.extend(M::specs());
+        self
+    }
+
     /// Adds assets given as specs, e.g. from [`assets!`](crate::assets) or built by hand.
     pub fn specs(mut self, specs: impl IntoIterator<Item = AssetSpec>) -> Self {
         self.assets.extend(specs);
@@ -291,18 +297,25 @@ impl DefinitionsBuilder {
                 .map(|(key, count)| Problem::DuplicateAsset {
                     key: key.to_string(),
                     count,
+                    defined_by: crate::multi::defined_by(&self.assets, key),
                 }),
         );
 
         let keys = || self.assets.iter().map(|s| s.key.as_str());
         let mut edges = Vec::new();
+        let mut leads = crate::multi::Leads::default();
         for (i, spec) in self.assets.iter().enumerate() {
             if index[&spec.key] != i {
                 continue;
             }
+            let lead = leads.lead(spec, i).is_none_or(|first| first == i);
+            if let Some(problem) = crate::multi::check_out(&self.assets, &leads, spec) {
+                problems.push(problem);
+            }
             for dep in &spec.deps {
                 match index.get(dep) {
                     Some(&d) => edges.push((d, i)),
+                    None if !lead => {}
                     None => problems.push(Problem::UnknownDependency {
                         asset: spec.key.to_string(),
                         dep: dep.to_string(),
@@ -317,7 +330,10 @@ impl DefinitionsBuilder {
                 }
                 None => Supply::Unchecked,
             };
-            let config = match self.defaults.assets.get(spec.key.as_str()) {
+            if !lead {
+                continue; // its multi-asset's first out checks the needs they share
+            }
+            let config = match self.defaults.assets.get(spec.config_key().as_str()) {
                 Some(value) => ConfigSupply::Given(value),
                 None => ConfigSupply::Unchecked,
             };

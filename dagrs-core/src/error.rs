@@ -25,12 +25,16 @@ pub enum Provider {
 #[non_exhaustive]
 pub enum Problem {
     /// Two or more assets were registered under one key.
-    #[error("duplicate asset key `{key}`: it is defined {count} times; rename one of them (`#[asset(key = \"...\")]`) or register it once")]
+    #[error("duplicate asset key `{key}`: it is defined {count} times{}; rename one of them (`#[asset(key = \"...\")]`) or register it once", by_list(.defined_by))]
     DuplicateAsset {
         /// The key in question.
         key: String,
         /// How many assets use it.
         count: usize,
+        /// What defines it, in registration order, when a multi-asset is among them:
+        /// `multi-asset `split`` for an out of a multi-asset, `asset `key`` for an asset;
+        /// empty when only assets do.
+        defined_by: Vec<String>,
     },
 
     /// An asset key contains characters that selections cannot express.
@@ -236,6 +240,16 @@ pub enum Problem {
         resource: &'static str,
     },
 
+    /// The outs of a multi-asset do not fit together: an out has dependencies of its own,
+    /// or partitions.
+    #[error("multi-asset `{multi_asset}`: {reason}")]
+    InvalidMultiAsset {
+        /// The multi-asset.
+        multi_asset: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A stored output could not be read back as the type its asset produces.
     #[error("the stored output of asset `{asset}` cannot be read as `{type_name}`: {reason}; materialize `{asset}` again")]
     StoredOutput {
@@ -254,6 +268,15 @@ fn feeds(cycle: &[String]) -> String {
         .windows(2)
         .map(|pair| format!("`{}` feeds `{}`", pair[0], pair[1]));
     bounded_list(edges, ", ")
+}
+
+/// ` (by multi-asset `split` and asset `clean`)`, or nothing for assets alone.
+fn by_list(by: &[String]) -> String {
+    if by.is_empty() {
+        String::new()
+    } else {
+        format!(" (by {})", bounded_list(by.iter(), " and "))
+    }
 }
 
 fn at_path(path: &str) -> String {

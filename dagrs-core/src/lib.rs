@@ -95,6 +95,7 @@ mod instance;
 mod job;
 mod key;
 mod log;
+mod multi;
 mod param;
 mod partition;
 mod queue;
@@ -138,6 +139,7 @@ pub use job::{
 };
 pub use key::{AssetKey, RunId};
 pub use log::LogRecord;
+pub use multi::{AssetOut, MultiAsset, MultiAssetSpec, MultiOutputs};
 pub use param::{AssetParam, Config, FromPartition, Input, Partition, Res};
 pub use queue::{RunQueue, TagLimit, DEFAULT_MAX_CONCURRENT_RUNS};
 pub use requirements::Requirements;
@@ -235,13 +237,76 @@ pub use dagrs_macros::asset_check;
 /// ```
 pub use dagrs_macros::observable_source_asset;
 
-/// The specs of several `#[asset]` functions, for [`DefinitionsBuilder::specs`]:
-/// `assets![influx_tags, influx_data, create_aggregates]`.
+/// Marks a function as a multi-asset: one function that materializes several assets, its
+/// outs, each with its own key, group, typed output, history and staleness.
+///
+/// ```
+/// use dagrs_core::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize, PartialEq)]
+/// pub struct Stats { count: usize }
+///
+/// #[asset]
+/// async fn raw() -> Result<Vec<f64>> { Ok(vec![1.0, -2.0, 3.0]) }
+///
+/// /// Cleans the readings and counts them, in one pass.
+/// #[multi_asset(outs(clean: Vec<f64>, stats: Stats = (key = "readings/stats", group = "silver")),
+///               group = "bronze")]
+/// async fn split(raw: Input<raw>) -> Result<(Vec<f64>, Stats)> {
+///     let clean: Vec<f64> = raw.iter().copied().filter(|v| *v >= 0.0).collect();
+///     let stats = Stats { count: clean.len() };
+///     Ok((clean, stats))
+/// }
+///
+/// #[asset]
+/// async fn total(clean: Input<clean>) -> Result<f64> { Ok(clean.iter().sum()) }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let defs = Definitions::builder().specs(assets![raw, split, total]).build().unwrap();
+/// let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
+/// assert_eq!(result.output::<stats>(), Some(&Stats { count: 2 }));
+/// assert_eq!(result.output::<total>(), Some(&4.0));
+/// # });
+/// ```
+///
+/// `outs(name: Type, ...)` declares the outs in order; the function returns
+/// `Result<(T1, T2, ...)>`, one value per out, which the compiler checks against the outs. An
+/// out is followed by its own options if it needs some:
+/// `name: Type = (key = "...", group = "...", description = "...", code_version = "...", tags(k = "v"))`
+/// (default: the out's name as key, and the multi-asset's group, description and code version;
+/// its tags add to the multi-asset's).
+///
+/// The macro keeps the function as written and adds a marker type per out, named like the
+/// out, that implements [`Asset`] (name it in `deps = [...]`, [`Input<A>`] and
+/// [`RunResult::output`]), and a marker named like the function that implements
+/// [`MultiAsset`] (name it in [`assets!`] or [`DefinitionsBuilder::multi_asset`]).
+///
+/// Other keys: `deps = [...]`, `group`, `tags(...)`, `description` (default: the doc
+/// comment), `retry`, `timeout`, `hooks = [...]`, `code_version`, as on [`asset`], for the
+/// function and so for every out; every out depends on what the function depends on (its
+/// `Input`s and `deps`). The function's config (`Config<C>`) is given under its first out's key.
+///
+/// `can_subset = true` lets a run materialize some outs only: the function then returns
+/// `Result<(Option<T1>, Option<T2>, ...)>` and asks [`AssetContext::is_selected`] or
+/// [`AssetContext::selected_outputs`] what to compute; `None` for a selected out fails the
+/// step, a value for an unselected out is dropped. Without it, selecting any out selects all
+/// of them. Either way the function runs once per run, as one step: attempts, retries, timeout
+/// and cancellation are shared, and each out's events (started, materialized, failed) are
+/// recorded under its own key. Multi-assets cannot be partitioned yet.
+pub use dagrs_macros::multi_asset;
+
+/// The specs of several `#[asset]` and `#[multi_asset]` functions, for
+/// [`DefinitionsBuilder::specs`]: `assets![influx_tags, influx_data, create_aggregates]`.
+/// A multi-asset gives the specs of all its outs.
 #[macro_export]
 macro_rules! assets {
-    ($($asset:ty),* $(,)?) => {
-        ::std::vec![$(<$asset as $crate::Asset>::spec()),*]
-    };
+    ($($asset:ty),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut specs: ::std::vec::Vec<$crate::AssetSpec> = ::std::vec::Vec::new();
+        $(specs.extend(<$asset as $crate::__private::IntoSpecs>::into_specs());)*
+        specs
+    }};
 }
 
 /// The specs of several `#[asset_check]` functions, for [`DefinitionsBuilder::checks`]:
@@ -269,8 +334,8 @@ pub mod partitions {
 /// What most asset code needs: `use dagrs_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        asset, assets, build_asset_context, materialize, AssetContext, Config, Definitions, Input,
-        Instance, Partition, Res, Retry, RunConfig,
+        asset, assets, build_asset_context, materialize, multi_asset, AssetContext, Config,
+        Definitions, Input, Instance, Partition, Res, Retry, RunConfig,
     };
     pub use std::time::Duration;
 
@@ -283,6 +348,9 @@ pub mod prelude {
 pub mod __private {
     pub use crate::asset::{run_blocking, Asset, AssetSpec, IntoAssetResult};
     pub use crate::check::{AssetCheck, CheckSpec, IntoCheckResult};
+    pub use crate::multi::{
+        AssetOut, IntoMultiResult, IntoSpecs, MultiAsset, MultiAssetSpec, MultiOutputs, OutValue,
+    };
     pub use crate::param::AssetParam;
     pub use crate::requirements::Requirements;
     pub use crate::scope::StepScope;

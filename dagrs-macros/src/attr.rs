@@ -38,7 +38,7 @@ pub(crate) const CHECK: Kind = Kind {
 };
 
 /// What each key takes, and an example, for the errors about malformed values.
-fn usage(key: &str) -> (&'static str, &'static str) {
+pub(crate) fn usage(key: &str) -> (&'static str, &'static str) {
     match key {
         "deps" => (
             "a list of assets",
@@ -287,13 +287,18 @@ fn parse_arg(
 }
 
 /// The error for a key whose value is missing or of the wrong kind, spanning `tokens`.
-fn malformed(name: &Ident, tokens: impl ToTokens) -> syn::Error {
+pub(crate) fn malformed(name: &Ident, tokens: impl ToTokens) -> syn::Error {
     let (what, example) = usage(&name.unraw().to_string());
     syn::Error::new_spanned(tokens, format!("`{name}` takes {what}, e.g. `{example}`"))
 }
 
 /// The one error for anything given twice: at the repetition, and at the first.
-fn duplicate(what: &str, name: &str, again: impl ToTokens, first: impl ToTokens) -> syn::Error {
+pub(crate) fn duplicate(
+    what: &str,
+    name: &str,
+    again: impl ToTokens,
+    first: impl ToTokens,
+) -> syn::Error {
     let mut error = syn::Error::new_spanned(again, format!("duplicate {what} `{name}`"));
     error.combine(syn::Error::new_spanned(first, "first given here"));
     error
@@ -311,7 +316,7 @@ pub(crate) fn is_valid_key(key: &str) -> bool {
 pub(crate) const KEY_RULE: &str =
     "asset keys are non-empty and use only letters, digits, `_`, `-`, `.` and `/`";
 
-fn check_key(key: &LitStr) -> syn::Result<()> {
+pub(crate) fn check_key(key: &LitStr) -> syn::Result<()> {
     if is_valid_key(&key.value()) {
         Ok(())
     } else {
@@ -320,7 +325,7 @@ fn check_key(key: &LitStr) -> syn::Result<()> {
 }
 
 /// `= "text"` after `name`: the value must be one string literal.
-fn string_value(input: ParseStream<'_>, name: &Ident) -> syn::Result<LitStr> {
+pub(crate) fn string_value(input: ParseStream<'_>, name: &Ident) -> syn::Result<LitStr> {
     let expr: Expr = input
         .parse()
         .map_err(|_| malformed(name, argument_tokens(input)))?;
@@ -334,7 +339,7 @@ fn string_value(input: ParseStream<'_>, name: &Ident) -> syn::Result<LitStr> {
 }
 
 /// The contents of the next token if it is a group with `delimiter`.
-fn delimited(input: ParseStream<'_>, delimiter: Delimiter) -> Option<TokenStream> {
+pub(crate) fn delimited(input: ParseStream<'_>, delimiter: Delimiter) -> Option<TokenStream> {
     input
         .step(|cursor| match cursor.token_tree() {
             Some((TokenTree::Group(group), rest)) if group.delimiter() == delimiter => {
@@ -346,12 +351,12 @@ fn delimited(input: ParseStream<'_>, delimiter: Delimiter) -> Option<TokenStream
 }
 
 /// The tokens from the cursor to the end of the current argument, without consuming them.
-fn argument_tokens(input: ParseStream<'_>) -> TokenStream {
+pub(crate) fn argument_tokens(input: ParseStream<'_>) -> TokenStream {
     skip_argument(&input.fork())
 }
 
 /// Consumes the tokens up to (not including) the next top-level `,` and returns them.
-fn skip_argument(input: ParseStream<'_>) -> TokenStream {
+pub(crate) fn skip_argument(input: ParseStream<'_>) -> TokenStream {
     input
         .step(|cursor| {
             let mut rest = *cursor;
@@ -373,7 +378,7 @@ fn is_comma(token: &TokenTree) -> bool {
 }
 
 /// The items of a `,`-separated list; an empty item (`a,,b`) is given as the span of its `,`.
-fn split_list(list: TokenStream) -> Vec<Result<TokenStream, Span>> {
+pub(crate) fn split_list(list: TokenStream) -> Vec<Result<TokenStream, Span>> {
     let mut items = Vec::new();
     let mut item = TokenStream::new();
     for token in list {
@@ -396,7 +401,7 @@ fn split_list(list: TokenStream) -> Vec<Result<TokenStream, Span>> {
 const DEP_RULE: &str = "a dependency is an asset function's name (a path) or a string key";
 
 /// `[a, b::c, "external/key"]`: bad items are reported and left out.
-fn parse_deps(list: TokenStream, errors: &mut Errors) -> Vec<Dep> {
+pub(crate) fn parse_deps(list: TokenStream, errors: &mut Errors) -> Vec<Dep> {
     let mut deps = Vec::new();
     for item in split_list(list) {
         let dep = match item {
@@ -456,7 +461,7 @@ fn parse_mappings(list: TokenStream, errors: &mut Errors) -> Vec<(Dep, Expr)> {
 }
 
 /// `(kind = "raw", "owner" = "ops")`: bad or repeated items are reported and left out.
-fn parse_tags(list: TokenStream, errors: &mut Errors) -> Vec<(LitStr, LitStr)> {
+pub(crate) fn parse_tags(list: TokenStream, errors: &mut Errors) -> Vec<(LitStr, LitStr)> {
     let mut tags: Vec<(LitStr, LitStr)> = Vec::new();
     for item in split_list(list) {
         let tag = match item {

@@ -337,7 +337,7 @@ fn output_type(output: &ReturnType) -> TokenStream {
 }
 
 /// `tokens`, every one (also inside groups) moved to `location`, keeping its hygiene.
-fn relocate(tokens: TokenStream, location: Span) -> TokenStream {
+pub(crate) fn relocate(tokens: TokenStream, location: Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|mut token| {
@@ -355,7 +355,7 @@ fn relocate(tokens: TokenStream, location: Span) -> TokenStream {
 }
 
 /// `T` when `ty` is written `Result<T>`, `Result<T, E>` or `path::Result<T, ...>`.
-fn result_ok_type(ty: &Type) -> Option<&Type> {
+pub(crate) fn result_ok_type(ty: &Type) -> Option<&Type> {
     match ty {
         Type::Paren(inner) => result_ok_type(&inner.elem),
         Type::Group(inner) => result_ok_type(&inner.elem),
@@ -378,7 +378,7 @@ fn result_ok_type(ty: &Type) -> Option<&Type> {
 
 /// Whether `tokens` name one of the generic parameters, which do not exist outside the
 /// function.
-fn mentions(tokens: &TokenStream, generics: &syn::Generics) -> bool {
+pub(crate) fn mentions(tokens: &TokenStream, generics: &syn::Generics) -> bool {
     fn walk(tokens: TokenStream, names: &[Ident]) -> bool {
         tokens.into_iter().any(|token| match token {
             TokenTree::Ident(ident) => names.contains(&ident),

@@ -1,4 +1,5 @@
-//! The `#[asset]`, `#[asset_check]` and `#[observable_source_asset]` attributes of dagrs. Use it through `dagrs_core`, which re-exports it.
+//! The `#[asset]`, `#[multi_asset]`, `#[asset_check]` and `#[observable_source_asset]`
+//! attributes of dagrs. Use them through `dagrs_core`, which re-exports them.
 //!
 //! This crate only parses, checks and emits: what a parameter *is* is decided by the
 //! `AssetParam` trait in dagrs-core, so errors about parameters come from the type checker,
@@ -7,6 +8,7 @@
 mod attr;
 mod check;
 mod expand;
+mod multi;
 
 use proc_macro::TokenStream;
 
@@ -27,4 +29,11 @@ pub fn observable_source_asset(args: TokenStream, item: TokenStream) -> TokenStr
 #[proc_macro_attribute]
 pub fn asset_check(args: TokenStream, item: TokenStream) -> TokenStream {
     check::asset_check(args.into(), item.into()).into()
+}
+
+/// Marks a function as a multi-asset, one function materializing several assets; documented
+/// on `dagrs_core::multi_asset`.
+#[proc_macro_attribute]
+pub fn multi_asset(args: TokenStream, item: TokenStream) -> TokenStream {
+    multi::multi_asset(args.into(), item.into()).into()
 }

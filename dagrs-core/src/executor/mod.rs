@@ -7,6 +7,8 @@
 //! - `step`: one step's attempts;
 //! - [`crate::log`]: the event log's drafts and writer.
 
+mod checks;
+mod multi_step;
 pub(crate) mod plan;
 mod scheduler;
 mod step;

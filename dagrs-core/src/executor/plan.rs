@@ -110,6 +110,7 @@ impl Plan {
         let inner = defs.inner();
         let graph = &inner.graph;
         let selected = selection::resolve(graph, selection)?;
+        let selected = crate::multi::expand_selection(graph, selected);
         let mut problems = Vec::new();
         let target =
             super::targets::resolve(defs, storage, &selected, partition, &mut problems).await?;
@@ -152,7 +153,8 @@ impl Plan {
                 _ => None,
             })
             .collect();
-        let mut steps = Vec::with_capacity(selected.len());
+        let mut steps: Vec<StepPlan> = Vec::with_capacity(selected.len());
+        let mut leads = crate::multi::Leads::default();
         for &i in &selected {
             let spec = &graph.assets[i];
             let inputs = |key: &AssetKey| {
@@ -165,16 +167,23 @@ impl Plan {
                     Supply::Missing
                 }
             };
-            let given = run_config.get(&spec.key);
-            let checked = spec.needs.check(
-                &spec.key,
-                &Provided {
-                    by: Provider::Run,
-                    resources: None,
-                    inputs: &inputs,
-                    config: given.map_or(ConfigSupply::Absent, ConfigSupply::Given),
-                },
-            );
+            let given = run_config.get(spec.config_key());
+            let lead = leads.lead(spec, steps.len());
+            let checked = if let Some(first) = lead.filter(|&first| first != steps.len()) {
+                // The multi-asset's first selected out checked the needs they share.
+                let first: &StepPlan = &steps[first];
+                Ok(first.config.clone())
+            } else {
+                spec.needs.check(
+                    &spec.key,
+                    &Provided {
+                        by: Provider::Run,
+                        resources: None,
+                        inputs: &inputs,
+                        config: given.map_or(ConfigSupply::Absent, ConfigSupply::Given),
+                    },
+                )
+            };
             let config = checked.unwrap_or_else(|found| {
                 problems.extend(found);
                 None

@@ -34,7 +34,7 @@ pub(crate) struct Driven {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum State {
+pub(super) enum State {
     Waiting,
     Running,
     Done,
@@ -75,50 +75,59 @@ impl Scheduler {
         let mut running = JoinSet::new();
 
         for pos in 0..n {
-            if waiting_on[pos] == 0 {
+            if waiting_on[pos] == 0 && state[pos] == State::Waiting {
                 state[pos] = State::Running;
-                self.spawn_step(&mut running, &plan, pos, &outputs);
+                self.spawn_step(&mut running, &plan, pos, &outputs, &position, &mut state);
             }
         }
 
         while let Some(joined) = running.join_next().await {
-            let (pos, report) = match joined {
+            let reports = match joined {
                 Ok(done) => done,
                 Err(e) => unreachable!("step drivers catch their steps' panics: {e}"),
             };
-            state[pos] = State::Done;
-            let status = report.outcome.status;
-            let key = report.outcome.key.clone();
-            if let Some(output) = report.output {
-                outputs.insert(key.clone(), output.value);
-            }
-            outcomes[pos] = Some(report.outcome);
-            let asset = plan.selected[pos];
-            if status == StepStatus::Succeeded {
-                if self.cancel.is_cancelled() {
-                    continue;
+            for (pos, report) in reports {
+                state[pos] = State::Done;
+                let status = report.outcome.status;
+                let key = report.outcome.key.clone();
+                if let Some(output) = report.output {
+                    outputs.insert(key.clone(), output.value);
                 }
-                for &down in &graph.edges.downstream[asset] {
-                    let Some(&dpos) = position.get(&down) else {
+                outcomes[pos] = Some(report.outcome);
+                let asset = plan.selected[pos];
+                if status == StepStatus::Succeeded {
+                    if self.cancel.is_cancelled() {
                         continue;
-                    };
-                    waiting_on[dpos] -= 1;
-                    if waiting_on[dpos] == 0 && state[dpos] == State::Waiting {
-                        state[dpos] = State::Running;
-                        self.spawn_step(&mut running, &plan, dpos, &outputs);
                     }
-                }
-            } else {
-                let reason = match status {
-                    StepStatus::Cancelled => format!("upstream `{key}` was cancelled"),
-                    _ => format!("upstream `{key}` failed"),
-                };
-                let mut below = vec![false; graph.assets.len()];
-                graph.edges.mark_descendants(asset, None, &mut below);
-                for (dpos, &down) in plan.selected.iter().enumerate() {
-                    if below[down] && state[dpos] == State::Waiting {
-                        state[dpos] = State::Done;
-                        outcomes[dpos] = Some(self.skip(&plan.keys[dpos], reason.clone()));
+                    for &down in &graph.edges.downstream[asset] {
+                        let Some(&dpos) = position.get(&down) else {
+                            continue;
+                        };
+                        waiting_on[dpos] -= 1;
+                        if waiting_on[dpos] == 0 && state[dpos] == State::Waiting {
+                            state[dpos] = State::Running;
+                            self.spawn_step(
+                                &mut running,
+                                &plan,
+                                dpos,
+                                &outputs,
+                                &position,
+                                &mut state,
+                            );
+                        }
+                    }
+                } else {
+                    let reason = match status {
+                        StepStatus::Cancelled => format!("upstream `{key}` was cancelled"),
+                        _ => format!("upstream `{key}` failed"),
+                    };
+                    let mut below = vec![false; graph.assets.len()];
+                    graph.edges.mark_descendants(asset, None, &mut below);
+                    for (dpos, &down) in plan.selected.iter().enumerate() {
+                        if below[down] && state[dpos] == State::Waiting {
+                            state[dpos] = State::Done;
+                            outcomes[dpos] = Some(self.skip(&plan.keys[dpos], reason.clone()));
+                        }
                     }
                 }
             }
@@ -169,15 +178,31 @@ impl Scheduler {
         StepOutcome::new(key.clone(), StepStatus::Skipped)
     }
 
+    /// Starts the step at `pos`; for an out of a multi-asset, one step for all its selected
+    /// outs, marked running.
     fn spawn_step(
         &self,
-        running: &mut JoinSet<(usize, StepReport)>,
+        running: &mut JoinSet<Vec<(usize, StepReport)>>,
         plan: &Plan,
         pos: usize,
         outputs: &HashMap<AssetKey, Shared>,
+        position: &HashMap<usize, usize>,
+        state: &mut [State],
     ) {
         let asset = plan.selected[pos];
         let spec = &self.defs.inner().graph.assets[asset];
+        if let Some(info) = &spec.multi {
+            let graph = &self.defs.inner().graph;
+            let members: Vec<usize> = crate::multi::siblings(graph, info)
+                .filter_map(|i| position.get(&i).copied())
+                .collect();
+            for &member in &members {
+                state[member] = State::Running;
+            }
+            let step = super::multi_step::MultiStep::new(self, plan, members, outputs);
+            running.spawn(step.run());
+            return;
+        }
         let inputs: HashMap<AssetKey, Shared> = spec
             .needs
             .inputs
@@ -197,6 +222,6 @@ impl Scheduler {
             plan: plan.steps[pos].clone(),
             inputs: Arc::new(inputs),
         };
-        running.spawn(async move { (pos, step.run().await) });
+        running.spawn(async move { vec![(pos, step.run().await)] });
     }
 }

@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::StepPlan;
 use crate::asset::StepOutput;
-use crate::check::CheckResult;
 use crate::context::AssetContext;
 use crate::definitions::Definitions;
 use crate::event::{ErrorInfo, EventKind, Metadata, StepStatus};
@@ -128,7 +127,16 @@ impl Step {
                     self.sink.send(Some(key), kind);
                     // A failing blocking check fails the step, after the materialization:
                     // the data is there, and nothing downstream reads it.
-                    let blocked = self.run_checks(attempt, &output).await;
+                    let blocked = super::checks::Checks {
+                        defs: &self.defs,
+                        asset: self.asset,
+                        run_id: &self.run_id,
+                        sink: &self.sink,
+                        cancel: &self.cancel,
+                        partition: self.plan.partition.as_ref(),
+                    }
+                    .run(attempt, &output)
+                    .await;
                     if let Some(error) = blocked {
                         self.sink.send(
                             Some(key),
@@ -214,81 +222,13 @@ impl Step {
 }
 
 impl Step {
-    /// Evaluates the asset's checks on its fresh output, all at once, each in a task of its
-    /// own, and records every result. Returns the error that fails the step when a blocking
-    /// check failed with severity `error` (or could not be evaluated).
-    async fn run_checks(&self, attempt: u32, output: &StepOutput) -> Option<ErrorInfo> {
-        let inner = self.defs.inner();
-        let checks = &inner.checks_by_asset[self.asset];
-        if checks.is_empty() {
-            return None;
-        }
-        let key = &inner.graph.assets[self.asset].key;
-        let inputs = Arc::new(HashMap::from([(key.clone(), Arc::clone(&output.value))]));
-        let tasks: Vec<_> = checks
-            .iter()
-            .map(|&c| {
-                let check = &inner.checks[c];
-                let scope = StepScope {
-                    context: AssetContext::new(
-                        self.run_id.clone(),
-                        key.clone(),
-                        attempt,
-                        self.sink.clone(),
-                        Arc::new(Mutex::new(Metadata::new())),
-                        self.cancel.clone(),
-                    )
-                    .with_partition(self.plan.partition.clone()),
-                    resources: inner.resources.clone(),
-                    config: None,
-                    inputs: Arc::clone(&inputs),
-                };
-                tokio::spawn((check.compute)(scope))
-            })
-            .collect();
-        let mut blocked = Vec::new();
-        for (&c, task) in checks.iter().zip(tasks) {
-            let check = &inner.checks[c];
-            let result = match task.await {
-                Ok(Ok(result)) => result,
-                Ok(Err(error)) => CheckResult::failed(format!(
-                    "the check could not be evaluated: {}",
-                    ErrorInfo::from_anyhow(&error)
-                )),
-                Err(join) => {
-                    CheckResult::failed(format!("the check panicked: {}", panic_message(join)))
-                }
-            };
-            if check.blocking && result.blocks() {
-                blocked.push(check.name.clone());
-            }
-            self.sink
-                .send(Some(key), result.into_event(&check.name, check.blocking));
-        }
-        if blocked.is_empty() {
-            return None;
-        }
-        let names = blocked
-            .iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        Some(ErrorInfo {
-            message: format!(
-                "blocking check {names} failed, so nothing downstream runs; the materialization \
-                 is recorded — see `asset checks {key}`"
-            ),
-            causes: Vec::new(),
-        })
-    }
-
     fn partition_range(&self) -> Option<crate::partition::PartitionRange> {
         Some(self.plan.partition.as_deref()?.range.clone())
     }
 
     /// Runs the hooks that apply to how the step ended, one after the other, each in a task
     /// of its own under its timeout; what they do is recorded, and never fails the step.
-    async fn run_hooks(&self, outcome: &StepOutcome) {
+    pub(super) async fn run_hooks(&self, outcome: &StepOutcome) {
         let on = match outcome.status {
             StepStatus::Succeeded => HookOn::Success,
             StepStatus::Failed => HookOn::Failure,
@@ -332,7 +272,7 @@ impl Step {
     }
 }
 
-fn panic_message(error: tokio::task::JoinError) -> String {
+pub(super) fn panic_message(error: tokio::task::JoinError) -> String {
     if !error.is_panic() {
         return error.to_string();
     }

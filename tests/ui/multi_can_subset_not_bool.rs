@@ -1,0 +1,8 @@
+use dagrs_core::prelude::*;
+
+#[multi_asset(outs(a: u32, b: u32), can_subset = "yes")]
+async fn pair() -> Result<(u32, u32)> {
+    Ok((1, 2))
+}
+
+fn main() {}

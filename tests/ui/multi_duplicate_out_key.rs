@@ -1,0 +1,8 @@
+use dagrs_core::prelude::*;
+
+#[multi_asset(outs(a: u32 = (key = "shared"), b: u32 = (key = "shared")))]
+async fn pair() -> Result<(u32, u32)> {
+    Ok((1, 2))
+}
+
+fn main() {}
