@@ -106,6 +106,7 @@ mod sensor;
 #[cfg(feature = "slack")]
 mod slack;
 mod state;
+pub mod observe;
 pub mod storage;
 mod test_context;
 mod text;

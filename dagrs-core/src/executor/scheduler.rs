@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::plan::Plan;
 use super::step::{Step, StepReport};
@@ -197,6 +198,6 @@ impl Scheduler {
             plan: plan.steps[pos].clone(),
             inputs: Arc::new(inputs),
         };
-        running.spawn(async move { (pos, step.run().await) });
+        running.spawn(async move { (pos, step.run().await) }.in_current_span());
     }
 }
