@@ -93,6 +93,7 @@ mod instance;
 mod job;
 mod key;
 mod log;
+pub mod observe;
 mod param;
 mod partition;
 mod queue;
@@ -106,7 +107,6 @@ mod sensor;
 #[cfg(feature = "slack")]
 mod slack;
 mod state;
-pub mod observe;
 pub mod storage;
 mod test_context;
 mod text;

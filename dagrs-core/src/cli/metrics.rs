@@ -56,9 +56,17 @@ async fn answer(mut stream: TcpStream, metrics: PrometheusHandle) {
     }
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let (status, kind, body) = if line.starts_with(b"GET /metrics ") {
-        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+        (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        )
     } else {
-        ("404 Not Found", "text/plain; charset=utf-8", "see /metrics\n".to_owned())
+        (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "see /metrics\n".to_owned(),
+        )
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::plan::Plan;
 use self::scheduler::Scheduler;
@@ -211,7 +211,11 @@ pub(crate) fn drive(
                 ),
                 None => (driven.status, None),
             };
-            observe::trace::record_status(&tracing::Span::current(), status == RunStatus::Succeeded, None);
+            observe::trace::record_status(
+                &tracing::Span::current(),
+                status == RunStatus::Succeeded,
+                None,
+            );
             observe::meter::run_ended(status);
             let ended = storage
                 .finish_run(&run_id, status, now(), failure.as_deref())

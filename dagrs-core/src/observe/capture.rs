@@ -114,7 +114,11 @@ impl CaptureLayer {
     /// separated by commas, e.g. `warn,influx_data=debug`. Levels: `off`, `error`, `warn`,
     /// `info`, `debug`, `trace`.
     pub fn parse_levels(mut self, directives: &str) -> Result<Self, ObserveError> {
-        for directive in directives.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        for directive in directives
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
             let (asset, level) = match directive.split_once('=') {
                 Some((asset, level)) => (Some(asset.trim()), level.trim()),
                 None => (None, directive),
@@ -239,13 +243,12 @@ impl CaptureLayer {
         let meta = event.metadata();
         let mut line = Line::default();
         event.record(&mut line);
-        let mut message = format!("[{}] {}", meta.target(), line.message);
+        let target = line.log_target.as_deref().unwrap_or(meta.target());
+        let mut message = format!("[{target}] {}", line.message);
         message.push_str(&line.fields);
         let message = mask_secrets(bounded(&message, MAX_LINE_CHARS).as_ref());
         let lines = log.lines.fetch_add(1, Ordering::Relaxed);
-        let bytes = log
-            .bytes
-            .fetch_add(message.len() as u64, Ordering::Relaxed);
+        let bytes = log.bytes.fetch_add(message.len() as u64, Ordering::Relaxed);
         if lines >= self.max_lines || bytes + message.len() as u64 > self.max_bytes {
             log.limit.store(self.max_lines, Ordering::Relaxed);
             log.dropped.fetch_add(1, Ordering::Relaxed);
@@ -262,27 +265,36 @@ impl CaptureLayer {
     }
 }
 
-/// An event's message and its other fields as ` key=value` pairs.
+/// An event's message and its other fields as ` key=value` pairs; for a `log` record
+/// bridged by `tracing-log`, its own target.
 #[derive(Default)]
 struct Line {
     message: String,
     fields: String,
+    log_target: Option<String>,
 }
 
 impl Visit for Line {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message.push_str(value);
-        } else {
-            let _ = write!(self.fields, " {}={value:?}", field.name());
+        match field.name() {
+            "message" => self.message.push_str(value),
+            "log.target" => self.log_target = Some(value.to_owned()),
+            name if name.starts_with("log.") => {}
+            name => {
+                let _ = write!(self.fields, " {name}={value:?}");
+            }
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.message, "{value:?}");
-        } else if !field.name().starts_with("log.") {
-            let _ = write!(self.fields, " {}={value:?}", field.name());
+        match field.name() {
+            "message" => {
+                let _ = write!(self.message, "{value:?}");
+            }
+            name if name.starts_with("log.") => {}
+            name => {
+                let _ = write!(self.fields, " {name}={value:?}");
+            }
         }
     }
 }

@@ -39,9 +39,9 @@ pub use self::capture::{
 pub use self::meter::names;
 pub use self::prometheus::{PrometheusHandle, PrometheusRecorder};
 #[cfg(feature = "cli")]
-pub use self::subscriber::{output_layer, LogFormat, LOG_ENV};
-#[cfg(feature = "cli")]
 pub(crate) use self::subscriber::install as install_cli;
+#[cfg(feature = "cli")]
+pub use self::subscriber::{output_layer, LogFormat, LOG_ENV};
 pub use self::trace::{ASSET_LOG_TARGET, RUN_SPAN, STEP_SPAN};
 
 /// What can go wrong setting up logs and metrics.

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::{
-    Counter, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata,
-    Recorder, SharedString, Unit,
+    Counter, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
 };
 
 use super::ObserveError;
@@ -225,7 +225,8 @@ impl Registry {
                             let _ =
                                 writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {total}");
                         }
-                        let _ = writeln!(out, "{name}_sum{} {}", braces(&labels), buckets.sum.get());
+                        let _ =
+                            writeln!(out, "{name}_sum{} {}", braces(&labels), buckets.sum.get());
                         let _ = writeln!(out, "{name}_count{} {total}", braces(&labels));
                     }
                 }
@@ -312,14 +313,32 @@ mod tests {
             metrics::histogram!("took_seconds").record(7200.0);
         });
         let text = recorder.handle().render();
-        assert!(text.contains("# HELP runs_total Runs.\n# TYPE runs_total counter\n"), "{text}");
+        assert!(
+            text.contains("# HELP runs_total Runs.\n# TYPE runs_total counter\n"),
+            "{text}"
+        );
         assert!(text.contains("runs_total{status=\"ok\"} 3\n"), "{text}");
         assert!(text.contains("runs_total{status=\"a\\\"b\"} 1\n"), "{text}");
-        assert!(text.contains("# TYPE queue_depth gauge\nqueue_depth 4\n"), "{text}");
-        assert!(text.contains("took_seconds_bucket{le=\"0.001\"} 0\n"), "{text}");
-        assert!(text.contains("took_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");
-        assert!(text.contains("took_seconds_bucket{le=\"3600\"} 1\n"), "{text}");
-        assert!(text.contains("took_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");
+        assert!(
+            text.contains("# TYPE queue_depth gauge\nqueue_depth 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("took_seconds_bucket{le=\"0.001\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("took_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("took_seconds_bucket{le=\"3600\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("took_seconds_bucket{le=\"+Inf\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("took_seconds_count 2\n"), "{text}");
     }
 }

@@ -40,7 +40,9 @@ impl std::str::FromStr for LogFormat {
         match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(ObserveError::Format(crate::text::bounded(other, 40).into_owned())),
+            other => Err(ObserveError::Format(
+                crate::text::bounded(other, 40).into_owned(),
+            )),
         }
     }
 }
@@ -219,7 +221,11 @@ mod tests {
         assert_eq!(args(&["x", "--log-format", "json", "run"]), LogFormat::Json);
         assert_eq!(args(&["x", "--log-format=json"]), LogFormat::Json);
         assert_eq!(args(&["x", "--log-format", "xml"]), LogFormat::Text);
-        assert!("xml".parse::<LogFormat>().unwrap_err().to_string().contains("`xml`"));
+        assert!("xml"
+            .parse::<LogFormat>()
+            .unwrap_err()
+            .to_string()
+            .contains("`xml`"));
     }
 
     #[test]
