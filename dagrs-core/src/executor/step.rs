@@ -76,7 +76,6 @@ impl Step {
             let log = trace::StepLog::new(self.sink.clone(), key.clone());
             let span = trace::step_span(
                 &log,
-                &self.run_id,
                 attempt,
                 self.plan.partition.as_deref().map(|p| p.range.key.as_str()),
             );

@@ -175,7 +175,13 @@ where
         }
         let mut fields = JsonVisitor(line);
         event.record(&mut fields);
-        writeln!(writer, "{}", Value::Object(fields.0))
+        let mut line = fields.0;
+        // A `log` record bridged by `tracing-log`: its own target, without the bridge's fields.
+        if let Some(target) = line.remove("log.target") {
+            line.insert("target".into(), target);
+            line.retain(|key, _| !key.starts_with("log."));
+        }
+        writeln!(writer, "{}", Value::Object(line))
     }
 }
 

@@ -1,9 +1,11 @@
 //! The spans of runs and steps, and the hand-over of a step's log sink to the capture layer.
 //!
 //! A run is a span named [`RUN_SPAN`] (fields `run_id`, `selection`, `job`), each attempt of a
-//! step a span named [`STEP_SPAN`] inside it (fields `run_id`, `asset`, `attempt`,
-//! `partition`, and `otel.name`, `otel.status_code`, `error.type` as OpenTelemetry's
-//! conventions name them). Both are at `INFO` level under target `dagrs`.
+//! step a span named [`STEP_SPAN`] inside it (fields `asset`, `attempt`, `partition`). How
+//! they ended is recorded as OpenTelemetry's conventions name it: `otel.status_code` (`OK`
+//! or `ERROR`) and, for a step, `error.type` (`error`, `panic`, `timeout`, `cancelled`).
+//! Span names stay fixed (low cardinality, as OpenTelemetry asks); the asset is a field.
+//! Both are at `INFO` level under target `dagrs`.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -30,7 +32,6 @@ pub(crate) fn run_span(run_id: &RunId, selection: &str, job: Option<&str>) -> Sp
     tracing::info_span!(
         target: "dagrs",
         "dagrs.run",
-        otel.name = "dagrs run",
         run_id = run_id.as_str(),
         selection,
         job,
@@ -106,18 +107,11 @@ pub(crate) fn pending_step() -> Option<Arc<StepLog>> {
 
 /// The span of one attempt of a step, a child of the current span (the run's); `log` is
 /// handed to the capture layer, if one is installed, while the span is created.
-pub(crate) fn step_span(
-    log: &Arc<StepLog>,
-    run_id: &RunId,
-    attempt: u32,
-    partition: Option<&str>,
-) -> Span {
+pub(crate) fn step_span(log: &Arc<StepLog>, attempt: u32, partition: Option<&str>) -> Span {
     PENDING.with(|pending| *pending.borrow_mut() = Some(Arc::clone(log)));
     let span = tracing::info_span!(
         target: "dagrs",
         "dagrs.step",
-        otel.name = log.asset.as_str(),
-        run_id = run_id.as_str(),
         asset = log.asset.as_str(),
         attempt,
         partition,
