@@ -42,6 +42,14 @@ fn defs() -> Definitions {
         .unwrap()
 }
 
+/// Serializes the tests of this file: `tracing` caches each callsite's interest across the
+/// process, and scoped subscribers set and dropped on several threads at once can leave a
+/// callsite cached as unwanted (a race of `tracing` itself, not of dagrs).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -128,6 +136,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
 
 #[test]
 fn runs_and_step_attempts_are_nested_spans_around_everything_logged_inside() {
+    let _serial = serial();
     let recorder = Recorder::default();
     let subscriber = tracing_subscriber::registry().with(recorder.clone());
     let _default = tracing::subscriber::set_default(subscriber);
@@ -166,6 +175,7 @@ fn runs_and_step_attempts_are_nested_spans_around_everything_logged_inside() {
 
 #[test]
 fn what_libraries_log_inside_a_step_lands_in_that_steps_events() {
+    let _serial = serial();
     let capture = CaptureLayer::new().asset_level("crunch", LevelFilter::DEBUG);
     let subscriber = tracing_subscriber::registry().with(capture.filtered());
     let _default = tracing::subscriber::set_default(subscriber);
@@ -217,6 +227,7 @@ fn what_libraries_log_inside_a_step_lands_in_that_steps_events() {
 
 #[test]
 fn nothing_is_captured_outside_a_step_or_without_the_layer() {
+    let _serial = serial();
     let result = runtime().block_on(async {
         tracing::warn!(target: "some_db::pool", "before any run");
         materialize(&defs(), "*", RunConfig::new()).await.unwrap()
@@ -237,6 +248,7 @@ async fn chatty() -> Result<()> {
 
 #[test]
 fn a_chatty_step_is_cut_at_the_limit_with_one_dropped_event() {
+    let _serial = serial();
     let capture = CaptureLayer::new().max_lines(3);
     let subscriber = tracing_subscriber::registry().with(capture.filtered());
     let _default = tracing::subscriber::set_default(subscriber);
@@ -286,6 +298,7 @@ async fn flaky(ctx: &AssetContext) -> Result<u32> {
 
 #[test]
 fn runs_steps_retries_the_queue_and_the_store_are_measured() {
+    let _serial = serial();
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let defs = Definitions::builder()
@@ -358,4 +371,74 @@ fn runs_steps_retries_the_queue_and_the_store_are_measured() {
     assert_eq!(histograms[names::QUEUE_WAIT], 1);
     assert!(histograms[names::STORE_WRITE] >= 2);
     assert_eq!(gauges[names::QUEUE_DEPTH], 0.0);
+}
+
+#[test]
+fn the_web_ui_serves_prometheus_text_on_metrics() {
+    let _serial = serial();
+    use axum::body::{to_bytes, Body};
+    use axum::http::{header, Request, StatusCode};
+    use dagrs_core::observe::PrometheusRecorder;
+    use dagrs_core::web::{self, UiOptions};
+    use tower::ServiceExt;
+
+    let recorder = PrometheusRecorder::new();
+    let instance = Instance::ephemeral();
+    let defs = defs();
+    let options = UiOptions {
+        metrics: Some(recorder.handle()),
+        ..UiOptions::with_token("t0ken")
+    };
+    let app = web::router_with(instance.clone(), defs.clone(), options);
+    let get = |app: axum::Router, token: Option<&'static str>| async move {
+        let mut request = Request::get("/metrics");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let kind = response.headers().get(header::CONTENT_TYPE).cloned();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, kind, String::from_utf8(body.to_vec()).unwrap())
+    };
+    metrics::with_local_recorder(&recorder, || {
+        runtime().block_on(async {
+            let result = instance.materialize(&defs, "*", RunConfig::new()).await;
+            assert!(result.unwrap().success());
+            let (status, kind, body) = get(app.clone(), Some("t0ken")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert!(kind
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4"));
+            assert!(
+                body.contains("# TYPE dagrs_runs_started_total counter\n"),
+                "{body}"
+            );
+            assert!(body.contains("dagrs_runs_started_total 1\n"), "{body}");
+            assert!(
+                body.contains(
+                    "dagrs_step_duration_seconds_count{asset=\"fetch\",status=\"succeeded\"} 1\n"
+                ),
+                "{body}"
+            );
+            let (status, _, _) = get(app.clone(), None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "behind the UI's token");
+            let bare = web::router_with(
+                instance.clone(),
+                defs.clone(),
+                UiOptions {
+                    metrics: None,
+                    ..UiOptions::default()
+                },
+            );
+            let (status, _, body) = get(bare, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert!(body.contains("PrometheusRecorder"), "{body}");
+        })
+    });
 }
