@@ -17,6 +17,13 @@
 //! --no-auth]` (the web UI) and `dev` (the daemon and the UI in one process). Every verb works through an [`Instance`]: the one given to [`run_with`],
 //! else one on the embedded SQLite store (`$DAGRS_HOME/dagrs.db`, or `./.dagrs/dagrs.db`).
 //!
+//! Logs: every verb takes `--log-format text|json` (stderr), filtered by `DAGRS_LOG` or
+//! `RUST_LOG` (default `warn`); unless the process has a `tracing` subscriber already, the
+//! command line installs one with that output and the
+//! [`CaptureLayer`](crate::observe::CaptureLayer). `asset materialize` and `daemon` take
+//! `--metrics-bind ADDR` (Prometheus text on `http://ADDR/metrics`); `ui` and `dev` serve
+//! `/metrics`. See [`observe`](crate::observe).
+//!
 //! Exit codes: 0 success, 1 a run that failed or was cancelled, 2 bad input or an error
 //! before anything ran.
 
