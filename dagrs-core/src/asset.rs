@@ -407,6 +407,11 @@ where
     T: Send + 'static,
     F: FnOnce() -> anyhow::Result<T> + Send + 'static,
 {
+    // `spawn_blocking` carries neither the step's span nor a scoped subscriber: both go
+    // along, so what the body logs is the step's (and captured) as in an async asset.
+    let span = tracing::Span::current();
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let body = move || tracing::dispatcher::with_default(&dispatch, || span.in_scope(body));
     match tokio::task::spawn_blocking(body).await {
         Ok(result) => result,
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),

@@ -268,20 +268,23 @@ impl Instance {
     ) -> Result<Vec<RunHandle>, Error> {
         let storage = &*self.0.storage;
         let mut queued = storage.queued_runs().await?;
+        let depth = queued.len();
         queued.retain(|run| only(run));
         if queued.is_empty() {
+            crate::observe::meter::queue_depth(depth);
             return Ok(Vec::new());
         }
         let active = storage.running_runs().await?;
         let settings = self.settings();
         let mut started = Vec::new();
+        let mut taken = 0;
         for run in self.0.queue.pick(&queued, &active) {
-            if !storage
-                .start_run(&run.run_id, &settings.owner, now())
-                .await?
-            {
+            let at = now();
+            if !storage.start_run(&run.run_id, &settings.owner, at).await? {
                 continue;
             }
+            taken += 1;
+            crate::observe::meter::queue_wait((at - run.started_at).to_std().unwrap_or_default());
             match Plan::new(defs, storage, Request::of_run(run)).await {
                 Ok(plan) => {
                     let handle = drive(&settings, defs, run.run_id.clone(), plan, None, None);
@@ -295,6 +298,7 @@ impl Instance {
                 }
             }
         }
+        crate::observe::meter::queue_depth(depth - taken);
         Ok(started)
     }
 

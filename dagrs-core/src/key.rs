@@ -20,6 +20,11 @@ impl AssetKey {
         &self.0
     }
 
+    /// The key as a metric label value, without copying it.
+    pub(crate) fn shared(&self) -> metrics::SharedString {
+        metrics::SharedString::from(std::sync::Arc::clone(&self.0))
+    }
+
     /// Whether `key` only uses characters that selections can express.
     pub(crate) fn is_valid(key: &str) -> bool {
         !key.is_empty()

@@ -96,6 +96,7 @@ mod job;
 mod key;
 mod log;
 mod multi;
+pub mod observe;
 mod param;
 mod partition;
 mod queue;

@@ -107,7 +107,10 @@ pub(crate) async fn write_events(
             seq += 1;
         }
         if written.error.is_none() {
-            if let Err(e) = storage.append_events(&batch).await {
+            let writing = std::time::Instant::now();
+            let appended = storage.append_events(&batch).await;
+            crate::observe::meter::store_write(writing.elapsed());
+            if let Err(e) = appended {
                 tracing::error!(target: "dagrs::storage", run_id = %run_id, "cannot record events: {e}");
                 written.error = Some(e);
             }

@@ -193,7 +193,14 @@ pub async fn influx_data(
     );
     ctx.log.info(format!("reading {start} to {end}"));
     let mut readings = source.readings(start, end).await?;
+    let read = readings.len();
     readings.retain(|r| tags.tag_names.contains(&r.tag_name));
+    // Plain `tracing`, as any library logs: the capture layer puts it in the step's events.
+    tracing::debug!(
+        read,
+        kept = readings.len(),
+        "readings filtered by known tags"
+    );
 
     let mut client = pg.get().await?;
     let sql = "SELECT EXISTS (SELECT 1 FROM influx_hist WHERE ts >= $1 AND ts < $2)";

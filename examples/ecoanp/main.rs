@@ -17,9 +17,14 @@ use chrono::{DurationRound, TimeDelta, Utc};
 use dagrs_core::prelude::*;
 use dagrs_postgres::PostgresResource;
 use ecoanp::{automation, pipeline, Influx, Simulator, Source};
+use tracing::level_filters::LevelFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Err(e) = subscriber() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let defs = match setup().await {
         Ok(defs) => defs,
         Err(e) => {
@@ -28,17 +33,70 @@ async fn main() -> ExitCode {
         }
     };
     let mut args: Vec<OsString> = std::env::args_os().collect();
+    let hour = Utc::now()
+        .duration_trunc(TimeDelta::hours(1))
+        .unwrap_or_default();
+    let last = (hour - TimeDelta::hours(1))
+        .format("%Y-%m-%d-%H:%M")
+        .to_string();
     if args.len() == 1 {
         // No arguments: the main job, materialize everything for the hour that just closed.
-        let hour = Utc::now()
-            .duration_trunc(TimeDelta::hours(1))
-            .unwrap_or_default();
-        let last = (hour - TimeDelta::hours(1))
-            .format("%Y-%m-%d-%H:%M")
-            .to_string();
         args.extend(["asset", "materialize", "--all", "--partition", &last].map(OsString::from));
+    } else if is_materialize(&args)
+        && !args
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("--partition"))
+    {
+        // `asset materialize` without a partition: the hour that just closed, as above.
+        note(&format!(
+            "materializing partition {last} (the hour that just closed)"
+        ));
+        args.extend(["--partition", &last].map(OsString::from));
     }
     dagrs_core::cli::run(defs, args).await
+}
+
+/// Whether `args` are `asset materialize ...`.
+fn is_materialize(args: &[OsString]) -> bool {
+    let words: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+    words
+        .windows(2)
+        .any(|w| w[0] == "asset" && w[1] == "materialize")
+}
+
+/// Says something about the set-up: on stderr for people, or as a `tracing` event (info,
+/// target `ecoanp`) with `--log-format json`, so that stderr stays JSON lines.
+fn note(text: &str) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match dagrs_core::observe::LogFormat::from_args(&args) {
+        dagrs_core::observe::LogFormat::Json => tracing::info!(target: "ecoanp", "{text}"),
+        _ => eprintln!("ecoanp: {text}"),
+    }
+}
+
+/// The `tracing` subscriber a service embedding dagrs would have: its own output — here the
+/// command line's, `--log-format text|json` on stderr, filtered by `DAGRS_LOG` or `RUST_LOG` —
+/// and dagrs' capture layer, which records what the assets and the libraries they call log
+/// through `tracing` in the run's event log, under the step that logged it (`run show ID
+/// --logs`, the web UI). Captured: `info` and up, `debug` too for `influx_data`, or the
+/// levels of `DAGRS_CAPTURE` (e.g. `warn,create_aggregates=debug`). Without a subscriber of
+/// its own, the command line installs the same (without the `influx_data` override).
+fn subscriber() -> Result<(), dagrs_core::observe::ObserveError> {
+    use dagrs_core::observe::{output_layer, CaptureLayer, LogFormat, CAPTURE_ENV};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut capture = CaptureLayer::new().asset_level("influx_data", LevelFilter::DEBUG);
+    if let Ok(levels) = std::env::var(CAPTURE_ENV) {
+        capture = capture.parse_levels(&levels)?;
+    }
+    // `try_init` also forwards `log` records (tokio-postgres, deadpool) into `tracing`.
+    let _ = tracing_subscriber::registry()
+        .with(output_layer(LogFormat::from_args(&args))?)
+        .with(capture.filtered())
+        .try_init();
+    Ok(())
 }
 
 /// Connects the resources (creating what is missing) and builds the definitions.
@@ -53,12 +111,18 @@ async fn setup() -> anyhow::Result<Definitions> {
             let end = Utc::now().duration_trunc(TimeDelta::hours(1))?;
             let (url, db) = (influx.url(), influx.database());
             if let Some(written) = influx.seed_if_missing(end).await? {
-                eprintln!("ecoanp: seeded InfluxDB database {db} with {written} readings");
+                note(&format!(
+                    "seeded InfluxDB database {db} with {written} readings"
+                ));
             }
-            eprintln!("ecoanp: reading InfluxDB {url} database {db}");
+            note(&format!("reading InfluxDB {url} database {db}"));
             Source::Influx(influx)
         }
     };
-    eprintln!("ecoanp: PostgreSQL {}, {}", pg.masked_url(), source.name());
+    note(&format!(
+        "PostgreSQL {}, {}",
+        pg.masked_url(),
+        source.name()
+    ));
     Ok(automation(pipeline(pg, source)).build()?)
 }

@@ -326,3 +326,72 @@ async fn jobs_schedules_queue_and_daemon_from_the_command_line() {
     assert!(ticks.status.success());
     assert!(json(&ticks).is_array());
 }
+
+#[test]
+fn a_tracing_warning_in_an_asset_is_in_its_step_log_and_json_lines_name_the_run() {
+    let home = Home::new("trace");
+    let args = [
+        "asset",
+        "materialize",
+        "--select",
+        "first",
+        "--log-format",
+        "json",
+    ];
+    let out = home
+        .probe(&args)
+        .env("PROBE_TRACE", "1")
+        .env("DAGRS_LOG", "debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+        })
+        .collect();
+    let in_step: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["spans"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("dagrs.step"))
+        })
+        .collect();
+    assert!(
+        in_step.len() >= 2,
+        "ctx.log's line and the warning: {stderr}"
+    );
+    for line in &in_step {
+        assert!(line["run_id"].is_string(), "{line}");
+        assert_eq!(line["asset"], "first", "{line}");
+    }
+    let warning = lines
+        .iter()
+        .find(|l| l["message"] == "slow query")
+        .unwrap_or_else(|| panic!("no warning in {stderr}"));
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["target"], "probe_lib");
+    assert_eq!(warning["rows"], 3);
+    let run_id = warning["run_id"].as_str().unwrap();
+
+    let shown = home.run(&["run", "show", run_id, "--logs"]);
+    assert!(shown.status.success());
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("[probe_lib]"))
+        .unwrap_or_else(|| panic!("the warning is not in the run's log: {stdout}"));
+    assert!(line.contains(" first "), "under its step: {line}");
+    assert!(
+        line.ends_with("warn: [probe_lib] slow query rows=3"),
+        "{line}"
+    );
+    assert_eq!(
+        stdout.matches("first ran").count(),
+        1,
+        "ctx.log's line once: {stdout}"
+    );
+}

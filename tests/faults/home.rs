@@ -39,6 +39,10 @@ impl Home {
             .env_remove("PROBE_HANG")
             .env_remove("PROBE_FAIL")
             .env_remove("PROBE_DATABASE_URL")
+            .env_remove("PROBE_TRACE")
+            .env_remove("DAGRS_LOG")
+            .env_remove("DAGRS_CAPTURE")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         command
     }

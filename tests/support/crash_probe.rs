@@ -7,7 +7,8 @@
 //! `PROBE_CLOCK_SPEED=N` (and `PROBE_CLOCK_START`, RFC 3339), `daemon` runs on a clock N
 //! times faster than real time from that start, with `every_minute` running. With
 //! `PROBE_PARTITIONED=1`, the asset `hours` (hourly partitions from 2026-11-01, taking
-//! `PROBE_SLEEP_MS` per partition) is defined too, for backfills.
+//! `PROBE_SLEEP_MS` per partition) is defined too, for backfills. With `PROBE_TRACE=1`,
+//! `first` logs a warning through `tracing`, as a library would.
 
 use std::process::ExitCode;
 
@@ -31,6 +32,10 @@ impl Default for FirstConfig {
 #[asset(group = "probe")]
 async fn first(ctx: &AssetContext, config: Config<FirstConfig>) -> Result<u64> {
     ctx.log.info("first ran");
+    if std::env::var_os("PROBE_TRACE").is_some() {
+        // What a library logs through `tracing`: captured into the step's events.
+        tracing::warn!(target: "probe_lib", rows = 3, "slow query");
+    }
     Ok(config.value)
 }
 

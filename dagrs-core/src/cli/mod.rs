@@ -17,11 +17,19 @@
 //! --no-auth]` (the web UI) and `dev` (the daemon and the UI in one process). Every verb works through an [`Instance`]: the one given to [`run_with`],
 //! else one on the embedded SQLite store (`$DAGRS_HOME/dagrs.db`, or `./.dagrs/dagrs.db`).
 //!
+//! Logs: every verb takes `--log-format text|json` (stderr), filtered by `DAGRS_LOG` or
+//! `RUST_LOG` (default `warn`); unless the process has a `tracing` subscriber already, the
+//! command line installs one with that output and the
+//! [`CaptureLayer`](crate::observe::CaptureLayer). `asset materialize` and `daemon` take
+//! `--metrics-bind ADDR` (Prometheus text on `http://ADDR/metrics`); `ui` and `dev` serve
+//! `/metrics`. See [`observe`](crate::observe).
+//!
 //! Exit codes: 0 success, 1 a run that failed or was cancelled, 2 bad input or an error
 //! before anything ran.
 
 mod automation;
 mod checks;
+mod metrics;
 mod partitions;
 mod show;
 #[cfg(feature = "web")]
@@ -30,6 +38,7 @@ mod ui;
 use self::show::say;
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,14 +53,23 @@ use crate::event::RunStatus;
 use crate::executor::RunOptions;
 use crate::instance::{Cancellation, Instance};
 use crate::key::RunId;
+use crate::observe::LogFormat;
 use crate::result::outcomes_from_events;
 use crate::storage::{Retention, SqliteStorage};
 
 #[derive(Parser)]
 #[command(about = "Materialize and inspect data assets (dagrs)")]
 struct Cli {
+    /// How log lines are written on stderr: `text`, or `json` (one object per line, with the
+    /// run's and step's fields); filter them with DAGRS_LOG or RUST_LOG (default `warn`).
+    #[arg(long, global = true, default_value = "text", value_parser = parse_log_format)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, crate::observe::ObserveError> {
+    s.parse()
 }
 
 #[derive(Subcommand)]
@@ -92,6 +110,9 @@ enum Command {
         /// Seconds runs get to finish after a stop before they are cancelled.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         grace_s: u64,
+        /// Serves the process's metrics in Prometheus' text format on http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics_bind: Option<SocketAddr>,
     },
     /// Serves the web UI (127.0.0.1:3000 by default) until Ctrl-C or SIGTERM.
     #[cfg(feature = "web")]
@@ -134,6 +155,10 @@ enum AssetCommand {
         /// Prints the result as JSON, and no progress.
         #[arg(long)]
         json: bool,
+        /// Serves the process's metrics in Prometheus' text format on http://ADDR/metrics
+        /// while the run lasts.
+        #[arg(long, value_name = "ADDR")]
+        metrics_bind: Option<SocketAddr>,
     },
     /// Shows an asset's checks with their latest results, and the latest evaluations.
     Checks {
@@ -313,18 +338,39 @@ where
     }
 }
 
-/// The parsed command, or the exit code of `--help`, `--version` or a usage error.
+/// The parsed command, or the exit code of `--help`, `--version` or a usage error; installs
+/// the command line's log output and capture layer unless the process has a subscriber.
 fn parse<I, T>(args: I) -> Result<Command, ExitCode>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Cli::try_parse_from(args)
-        .map(|cli| cli.command)
-        .map_err(|e| {
-            let _ = e.print();
-            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
-        })
+    let cli = Cli::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+    })?;
+    if let Err(e) = crate::observe::install_cli(cli.log_format) {
+        eprintln!("error: {e}");
+        return Err(ExitCode::from(2));
+    }
+    Ok(cli.command)
+}
+
+/// Serves metrics on `addr` when given, until the returned task is aborted.
+async fn metrics_server(
+    addr: Option<SocketAddr>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ExitCode> {
+    let Some(addr) = addr else { return Ok(None) };
+    match metrics::serve(addr).await {
+        Ok((addr, task)) => {
+            eprintln!("metrics on http://{addr}/metrics");
+            Ok(Some(task))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
 }
 
 fn finish(result: Result<ExitCode, Error>) -> ExitCode {
@@ -355,7 +401,12 @@ async fn execute(
             partition,
             partition_range,
             json,
+            metrics_bind,
         }) => {
+            let server = match metrics_server(metrics_bind).await {
+                Ok(server) => server,
+                Err(code) => return Ok(code),
+            };
             let selection = if all {
                 "*".to_owned()
             } else {
@@ -369,7 +420,11 @@ async fn execute(
                 options = options.partition(target);
             }
             let handle = instance.launch(defs, &selection, options).await?;
-            show::follow(handle, rx, json).await
+            let shown = show::follow(handle, rx, json).await;
+            if let Some(server) = server {
+                server.abort();
+            }
+            shown
         }
         Command::Asset(AssetCommand::Checks { asset, limit, json }) => {
             checks::checks(defs, instance, &asset, limit as usize, json).await
@@ -414,7 +469,18 @@ async fn execute(
         Command::Daemon {
             interval_ms,
             grace_s,
-        } => automation::daemon(defs, instance, interval_ms, grace_s).await,
+            metrics_bind,
+        } => {
+            let server = match metrics_server(metrics_bind).await {
+                Ok(server) => server,
+                Err(code) => return Ok(code),
+            };
+            let ran = automation::daemon(defs, instance, interval_ms, grace_s).await;
+            if let Some(server) = server {
+                server.abort();
+            }
+            ran
+        }
         #[cfg(feature = "web")]
         Command::Ui(args) => ui::serve(defs, instance, args, None).await,
         #[cfg(feature = "web")]

@@ -71,6 +71,9 @@ pub(super) async fn serve(
             args.bind
         );
     }
+    if let Err(e) = crate::observe::PrometheusRecorder::install() {
+        eprintln!("warning: /metrics is off: {e}");
+    }
     let options = UiOptions {
         token: token.clone(),
         ..UiOptions::default()

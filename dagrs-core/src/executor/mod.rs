@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::plan::Plan;
 use self::scheduler::Scheduler;
@@ -29,6 +30,7 @@ use crate::error::Error;
 use crate::event::{now, Event, RunStatus};
 use crate::key::RunId;
 use crate::log::{write_events, Sink};
+use crate::observe;
 use crate::result::RunResult;
 use crate::storage::{Retention, RunRecord, Storage};
 
@@ -180,6 +182,8 @@ pub(crate) fn drive(
         run_id.clone(),
         cancel.clone(),
     ));
+    let span = observe::trace::run_span(&run_id, &plan.selection, plan.job.as_deref());
+    observe::meter::run_started();
     let limit = max_concurrency.unwrap_or(settings.max_concurrency);
     let scheduler = Scheduler {
         defs: defs.clone(),
@@ -209,6 +213,12 @@ pub(crate) fn drive(
                 ),
                 None => (driven.status, None),
             };
+            observe::trace::record_status(
+                &tracing::Span::current(),
+                status == RunStatus::Succeeded,
+                None,
+            );
+            observe::meter::run_ended(status);
             let ended = storage
                 .finish_run(&run_id, status, now(), failure.as_deref())
                 .await?;
@@ -233,6 +243,7 @@ pub(crate) fn drive(
                 outputs: driven.outputs,
             })
         }
+        .instrument(span)
     });
     RunHandle {
         run_id,

@@ -136,8 +136,12 @@ impl MultiStep {
                 config: lead_plan.config.clone(),
                 inputs: Arc::clone(&self.inputs),
             };
+            // Captured lines and the step's span go under the first selected out.
+            let log = crate::observe::trace::StepLog::new(self.sink.clone(), lead.key.clone());
+            let span = crate::observe::trace::step_span(&log, attempt, None);
             let started = Instant::now();
-            let mut task = tokio::spawn((info.compute)(scope));
+            let mut task =
+                tokio::spawn(tracing::Instrument::instrument((info.compute)(scope), span));
             let deadline = async {
                 match lead.timeout {
                     Some(limit) => tokio::time::sleep(limit).await,

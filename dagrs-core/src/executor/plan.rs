@@ -74,6 +74,9 @@ pub(crate) struct Plan {
     pub(crate) steps: Vec<StepPlan>,
     /// Outputs of unselected upstream assets, read from storage.
     pub(crate) external: HashMap<AssetKey, Shared>,
+    /// The selection asked for, and the job run, for the run's span.
+    pub(crate) selection: String,
+    pub(crate) job: Option<String>,
 }
 
 /// What one step runs with.
@@ -230,6 +233,8 @@ impl Plan {
             selected,
             steps,
             external,
+            selection: selection.to_owned(),
+            job: job.map(str::to_owned),
         })
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::plan::Plan;
 use super::step::{Step, StepReport};
@@ -200,7 +201,7 @@ impl Scheduler {
                 state[member] = State::Running;
             }
             let step = super::multi_step::MultiStep::new(self, plan, members, outputs);
-            running.spawn(step.run());
+            running.spawn(step.run().in_current_span());
             return;
         }
         let inputs: HashMap<AssetKey, Shared> = spec
@@ -222,6 +223,6 @@ impl Scheduler {
             plan: plan.steps[pos].clone(),
             inputs: Arc::new(inputs),
         };
-        running.spawn(async move { vec![(pos, step.run().await)] });
+        running.spawn(async move { vec![(pos, step.run().await)] }.in_current_span());
     }
 }

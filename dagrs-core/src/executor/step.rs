@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::plan::StepPlan;
 use crate::asset::StepOutput;
@@ -17,6 +18,7 @@ use crate::hook::{HookContext, HookOn};
 use crate::key::{AssetKey, RunId};
 use crate::lock;
 use crate::log::Sink;
+use crate::observe::{meter, trace};
 use crate::result::StepOutcome;
 use crate::scope::{Shared, StepScope};
 use crate::source::AssetKind;
@@ -72,8 +74,14 @@ impl Step {
                 config: self.plan.config.clone(),
                 inputs: Arc::clone(&self.inputs),
             };
+            let log = trace::StepLog::new(self.sink.clone(), key.clone());
+            let span = trace::step_span(
+                &log,
+                attempt,
+                self.plan.partition.as_deref().map(|p| p.range.key.as_str()),
+            );
             let started = Instant::now();
-            let mut task = tokio::spawn((spec.compute)(scope));
+            let mut task = tokio::spawn((spec.compute)(scope).instrument(span.clone()));
             let deadline = async {
                 match spec.timeout {
                     Some(limit) => tokio::time::sleep(limit).await,
@@ -82,16 +90,19 @@ impl Step {
             };
             // A panic is a bug, not a passing failure: it is not retried.
             let mut retriable = true;
+            let mut error_type = "error";
             let result = tokio::select! {
                 joined = &mut task => match joined {
                     Ok(result) => result,
                     Err(e) => {
                         retriable = false;
+                        error_type = "panic";
                         Err(anyhow::anyhow!("asset panicked: {}", panic_message(e)))
                     }
                 },
                 _ = deadline => {
                     task.abort();
+                    error_type = "timeout";
                     Err(anyhow::anyhow!(
                         "timed out after {:?}; raise the asset's `timeout` if it needs longer",
                         spec.timeout.unwrap_or_default()
@@ -99,6 +110,8 @@ impl Step {
                 }
                 _ = self.cancel.cancelled() => {
                     task.abort();
+                    log.report_dropped();
+                    trace::record_status(&span, false, Some("cancelled"));
                     self.sink.send(Some(key), EventKind::StepCancelled { attempt });
                     outcome.status = StepStatus::Cancelled;
                     return StepReport { outcome, output: None };
@@ -106,6 +119,10 @@ impl Step {
             };
             drop(permit);
             let duration = started.elapsed();
+            log.report_dropped();
+            trace::record_status(&span, result.is_ok(), result.is_err().then_some(error_type));
+            meter::step_attempt(key, result.is_ok(), duration);
+            drop(span);
             outcome.duration = Some(duration);
             outcome.metadata = std::mem::take(&mut *lock(&metadata));
             let error = match result {
@@ -183,6 +200,7 @@ impl Step {
                     output: None,
                 };
             }
+            meter::step_retry(key);
             let delay = retry.delay(attempt);
             self.sink.send(
                 Some(key),

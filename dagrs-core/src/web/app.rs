@@ -13,6 +13,7 @@ use super::{auth, live, page, pages, static_files, UiOptions};
 use crate::definitions::Definitions;
 use crate::error::Error;
 use crate::instance::Instance;
+use crate::observe::PrometheusHandle;
 
 /// The catalog shows at most this many assets at once (the rest: refine the search).
 pub const MAX_CATALOG_ROWS: usize = 1_000;
@@ -31,6 +32,8 @@ pub(crate) struct App {
     pub(crate) token: Option<String>,
     /// How often a live page looks for news.
     pub(crate) poll: Duration,
+    /// What `/metrics` renders, if anything.
+    pub(crate) metrics: Option<PrometheusHandle>,
 }
 
 impl App {
@@ -45,6 +48,7 @@ impl App {
             ),
             token: options.token.filter(|t| !t.is_empty()),
             poll: options.poll,
+            metrics: options.metrics,
         }
     }
 
@@ -86,12 +90,33 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
         .route("/sensors", get(pages::automation::sensors))
         .route("/instigators/{name}", post(pages::automation::toggle))
         .route("/static/{file}", get(static_files::serve))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
             auth::guard,
         ))
         .with_state(app)
+}
+
+/// The process's metrics in Prometheus' text format, when the router has a recorder's handle.
+async fn metrics(state: State) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no metrics here: install dagrs_core::observe::PrometheusRecorder (the ui and dev \
+             verbs do), or serve your own exporter's metrics\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn not_found(state: State) -> PageError {

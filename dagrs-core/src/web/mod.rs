@@ -17,7 +17,8 @@
 //! a partition status bar when it is partitioned), the lineage graph (`/lineage`), runs
 //! (`/runs`) and a run with its live event log (`/runs/<id>`), backfills with their progress
 //! (`/backfills`, `/backfills/<id>`), the launchpad (`/launchpad`), schedules and sensors
-//! with their ticks (`/schedules`, `/sensors`). HTML is rendered with maud, which escapes every value it writes; the
+//! with their ticks (`/schedules`, `/sensors`), and the process's metrics in Prometheus' text
+//! format (`/metrics`, see [`UiOptions::metrics`]). HTML is rendered with maud, which escapes every value it writes; the
 //! script (`/static/dagrs.js`, a few hundred lines) and the style sheet are compiled in.
 //!
 //! Security: [`router`] serves anyone who can reach it, so bind it to `127.0.0.1`, or give a
@@ -57,6 +58,10 @@ pub struct UiOptions {
     pub token: Option<String>,
     /// How often an open run page looks for new events (default 100 ms).
     pub poll: Duration,
+    /// What `/metrics` serves, in Prometheus' text format; by default the recorder installed
+    /// by [`PrometheusRecorder::install`](crate::observe::PrometheusRecorder::install), if
+    /// any (`/metrics` answers 404 without one).
+    pub metrics: Option<crate::observe::PrometheusHandle>,
 }
 
 impl Default for UiOptions {
@@ -64,6 +69,7 @@ impl Default for UiOptions {
         UiOptions {
             token: None,
             poll: Duration::from_millis(100),
+            metrics: crate::observe::PrometheusHandle::installed(),
         }
     }
 }
