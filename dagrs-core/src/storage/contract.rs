@@ -67,6 +67,25 @@ pub fn at(minutes: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
 }
 
+/// The materializations after `after`, once at least `count` of them are final. A store may
+/// hold back committed materializations while older writes still run (PostgreSQL: any
+/// transaction of the server that began writing before them), so a test that writes and
+/// reads at once waits a little for them, at most 30 s.
+pub async fn final_materializations_after(
+    storage: &dyn Storage,
+    after: MaterializationPosition,
+    count: usize,
+) -> Vec<(MaterializationPosition, MaterializationRecord)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = storage.materializations_after(after, 10_000).await.unwrap();
+        if found.len() >= count || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A running run started at `at(minutes)`.
 pub fn run_record(id: &str, minutes: i64) -> RunRecord {
     RunRecord {
@@ -772,10 +791,7 @@ pub async fn observations(storage: &dyn Storage) {
         storage.latest_materializations().await.unwrap(),
         [expected[0].clone()]
     );
-    let after = storage
-        .materializations_after(MaterializationPosition::START, 10)
-        .await
-        .unwrap();
+    let after = final_materializations_after(storage, MaterializationPosition::START, 2).await;
     assert_eq!(
         after.into_iter().map(|(_, m)| m).collect::<Vec<_>>(),
         [expected[1].clone(), expected[0].clone()]
@@ -854,7 +870,7 @@ pub async fn materializations_after(storage: &dyn Storage) {
     storage.append_events(&first).await.unwrap();
     storage.append_events(&second).await.unwrap();
     let record = |e: &Event| MaterializationRecord::of(e).unwrap();
-    let all = storage.materializations_after(start, 100).await.unwrap();
+    let all = final_materializations_after(storage, start, 6).await;
     assert_eq!(
         all.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(),
         [
@@ -940,7 +956,7 @@ pub async fn materializations_after(storage: &dyn Storage) {
         .append_events(std::slice::from_ref(&later))
         .await
         .unwrap();
-    let more = storage.materializations_after(all[5].0, 100).await.unwrap();
+    let more = final_materializations_after(storage, all[5].0, 1).await;
     assert_eq!(more.len(), 1);
     assert_eq!(more[0].1, record(&later));
     assert!(more[0].0 > all[5].0, "positions keep growing after a prune");

@@ -419,7 +419,8 @@ pub trait Storage: Send + Sync + 'static {
     /// follows what changed. Passing the last returned position again continues exactly:
     /// every materialization appended is returned once across calls, even when concurrent
     /// writers commit out of order, because one is returned only once no other can still
-    /// appear before it.
+    /// appear before it. So a committed materialization can show a little late: PostgreSQL
+    /// holds it back while any transaction of its server that began writing before it runs.
     async fn materializations_after(
         &self,
         after: MaterializationPosition,
