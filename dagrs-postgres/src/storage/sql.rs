@@ -202,16 +202,19 @@ impl Statements {
             ),
             // Positions are `(tx, id)`, final below the oldest transaction still running:
             // rows of running transactions wait until every older transaction has ended.
+            // (`m.tx`: the output column `tx::text::bigint` is named `tx` too, and sorting by
+            // it would not read the index in order.)
             materialization_position: format!(
-                "SELECT tx::text::bigint, id FROM {materializations} \
-                 WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) \
-                 ORDER BY tx DESC, id DESC LIMIT 1"
+                "SELECT m.tx::text::bigint, m.id FROM {materializations} AS m \
+                 WHERE m.tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY m.tx DESC, m.id DESC LIMIT 1"
             ),
             materializations_after: format!(
-                "SELECT {MATERIALIZATION_COLUMNS}, tx::text::bigint, id FROM {materializations} \
-                 WHERE (tx, id) > ($1::text::xid8, $2) \
-                   AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
-                 ORDER BY tx, id LIMIT $3"
+                "SELECT {MATERIALIZATION_COLUMNS}, m.tx::text::bigint, m.id \
+                 FROM {materializations} AS m \
+                 WHERE (m.tx, m.id) > ($1::text::xid8, $2) \
+                   AND m.tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY m.tx, m.id LIMIT $3"
             ),
             check_records: format!(
                 "SELECT {CHECK_COLUMNS} FROM {checks} WHERE asset = $1 ORDER BY id DESC LIMIT $2"
