@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 
 use common::TestDb;
 use dagrs_core::storage::contract::{
-    at, automation_record, backfill_record, check_evaluated, event, minutes, partition_failed,
-    partition_materialized, run_record, tick,
+    at, automation_record, backfill_record, check_evaluated, event, final_materializations_after,
+    minutes, partition_failed, partition_materialized, run_record, tick,
 };
-use dagrs_core::storage::{CheckRecord, PruneReport, Retention, Storage};
+use dagrs_core::storage::{
+    CheckRecord, MaterializationPosition, MaterializationRecord, PruneReport, Retention, Storage,
+};
 use dagrs_core::{BackfillStatus, CheckSeverity, Event, EventKind, LogLevel, RunId, RunStatus};
 use dagrs_postgres::{Error, Ident, PgStorage, PostgresResource, DEFAULT_SCHEMA, SCHEMA_VERSION};
 use serde_json::json;
@@ -751,14 +753,18 @@ async fn a_version_5_store_gains_check_and_automation_records_and_keeps_its_data
     );
     let old = RunId::from("old");
     assert_eq!(storage.events(&old, None).await.unwrap().len(), 1);
-    let since = storage.materializations_since(at(0), 10).await.unwrap();
+    let after = final_materializations_after(&storage, MaterializationPosition::START, 1).await;
     assert_eq!(
-        since
+        after
             .iter()
-            .map(|m| (m.run_id.as_str(), &m.value))
+            .map(|(_, m)| (m.run_id.as_str(), &m.value))
             .collect::<Vec<_>>(),
         [("old", &json!("kept"))],
-        "a materialization of version 5 is found by time"
+        "a materialization of version 5 is found by position"
+    );
+    assert_eq!(
+        storage.materialization_position().await.unwrap(),
+        after[0].0
     );
     storage.create_run(&run_record("new", 0)).await.unwrap();
     let checked = check_evaluated("new", 0, "a", "positive", false, CheckSeverity::Warn);
@@ -970,4 +976,96 @@ async fn partition_writes_survive_a_server_restart() {
         BATCHES
     );
     drop(restarted);
+}
+
+/// Identity ids can commit out of order: a materialization whose transaction is still running
+/// holds back every later one, so a cursor never skips it, and each comes back once.
+#[tokio::test]
+async fn materializations_after_waits_for_a_transaction_still_running() {
+    let fresh = Fresh::new().await;
+    let start = MaterializationPosition::START;
+    fresh.create_run(&run_record("quick", 0)).await.unwrap();
+    // The first writer takes its id (and its transaction id) first, and commits last.
+    let mut slow = fresh.db.client().await;
+    let slow = slow.transaction().await.unwrap();
+    slow.batch_execute(
+        "INSERT INTO dagrs.materializations (asset, run_id, seq, ts, metadata, value) \
+         VALUES ('a', 'slow', 0, '2026-01-01T00:00:00Z', '{}', '\"slow\"')",
+    )
+    .await
+    .unwrap();
+    let quick = event("quick", 0, Some("b"), materialization(json!("quick")));
+    fresh
+        .append_events(std::slice::from_ref(&quick))
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.latest_materialization(&"b".into()).await.unwrap(),
+        MaterializationRecord::of(&quick),
+        "the second writer's materialization is committed"
+    );
+    assert!(
+        fresh
+            .materializations_after(start, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held back while an older transaction runs"
+    );
+    assert_eq!(fresh.materialization_position().await.unwrap(), start);
+    slow.commit().await.unwrap();
+
+    let all = final_materializations_after(&*fresh, start, 2).await;
+    assert_eq!(
+        all.iter()
+            .map(|(_, m)| (m.run_id.as_str(), m.value.clone()))
+            .collect::<Vec<_>>(),
+        [("slow", json!("slow")), ("quick", json!("quick"))],
+        "both, in the order their transactions began"
+    );
+    assert!(all[0].0 < all[1].0);
+    assert_eq!(fresh.materialization_position().await.unwrap(), all[1].0);
+    assert!(fresh
+        .materializations_after(all[1].0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Read one at a time, from the start: each once.
+    let first = fresh.materializations_after(start, 1).await.unwrap();
+    assert_eq!(first, all[..1]);
+    assert_eq!(
+        fresh.materializations_after(first[0].0, 1).await.unwrap(),
+        all[1..]
+    );
+
+    // A cursor that read up to here while another transaction is open still gets what that
+    // transaction commits, and nothing newer before it.
+    let cursor = all[1].0;
+    let mut slow = fresh.db.client().await;
+    let slow = slow.transaction().await.unwrap();
+    slow.batch_execute(
+        "INSERT INTO dagrs.materializations (asset, run_id, seq, ts, metadata, value) \
+         VALUES ('a', 'slow', 1, '2026-01-01T00:00:00Z', '{}', '\"late\"')",
+    )
+    .await
+    .unwrap();
+    let next = event("quick", 1, Some("b"), materialization(json!("next")));
+    fresh
+        .append_events(std::slice::from_ref(&next))
+        .await
+        .unwrap();
+    assert!(fresh
+        .materializations_after(cursor, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(fresh.materialization_position().await.unwrap(), cursor);
+    slow.commit().await.unwrap();
+    let rest = final_materializations_after(&*fresh, cursor, 2).await;
+    assert_eq!(
+        rest.iter()
+            .map(|(_, m)| m.value.clone())
+            .collect::<Vec<_>>(),
+        [json!("late"), json!("next")]
+    );
 }

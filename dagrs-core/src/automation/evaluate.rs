@@ -2,13 +2,14 @@
 //! asset's condition, request runs for those that hold, and record the evaluations.
 //!
 //! The daemon keeps, per asset, when it was last updated and requested, whether its latest run
-//! failed, and the partitions recently updated; a pass reads only the materializations since
-//! the last one (re-reading a short overlap, so a run whose log was written late is not
-//! missed) and the runs in flight. Its work is the assets with conditions plus what changed.
+//! failed, and the partitions recently updated; a pass reads only the materializations
+//! appended since the last one (from the storage's position, exactly once each, even when
+//! writers commit out of order) and the runs in flight. Its work is the assets with
+//! conditions plus what changed.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use super::condition::Facts;
 use super::AUTOMATION_TAG;
@@ -20,11 +21,7 @@ use crate::key::{AssetKey, RunId};
 use crate::partition::PartitionRange;
 use crate::schedule::Schedule;
 use crate::source::AssetKind;
-use crate::storage::{AutomationRecord, MaterializationRecord, RunRecord};
-
-/// How far back each pass reads again: materializations whose run wrote its log this late
-/// after the fact are still seen.
-const OVERLAP: TimeDelta = TimeDelta::seconds(30);
+use crate::storage::{AutomationRecord, MaterializationPosition, MaterializationRecord, RunRecord};
 
 /// Materializations read in one query.
 const PAGE: usize = 10_000;
@@ -58,11 +55,8 @@ pub(crate) struct AutomationState {
     ranges: Vec<VecDeque<(DateTime<Utc>, PartitionRange)>>,
     /// The last result recorded.
     last_result: Vec<Option<bool>>,
-    /// Materializations are read from here on (minus the overlap).
-    since: DateTime<Utc>,
-    /// Materializations already applied within the overlap.
-    seen: HashSet<(RunId, u64)>,
-    seen_order: VecDeque<(DateTime<Utc>, RunId, u64)>,
+    /// Materializations after this position are not applied yet.
+    position: MaterializationPosition,
     /// Runs ended up to here were looked at for failures.
     runs_until: DateTime<Utc>,
 }
@@ -98,13 +92,12 @@ impl AutomationState {
             failed: vec![false; n],
             ranges: vec![VecDeque::new(); n],
             last_result: vec![None; n],
-            since: DateTime::<Utc>::MIN_UTC,
-            seen: HashSet::new(),
-            seen_order: VecDeque::new(),
+            // First the position, then the latest materializations: one appended in between
+            // is applied twice, which changes nothing.
+            position: storage.materialization_position().await?,
             runs_until: crate::event::now(),
         };
         for record in storage.latest_materializations().await? {
-            state.since = state.since.max(record.timestamp);
             state.apply(defs, &record);
         }
         for (name, value) in storage.cursors("automation/").await? {
@@ -146,33 +139,12 @@ impl AutomationState {
     async fn follow(&mut self, defs: &Definitions, instance: &Instance) -> Result<(), Error> {
         let storage = instance.storage();
         loop {
-            let from = self.since.checked_sub_signed(OVERLAP).unwrap_or(self.since);
-            let page = storage.materializations_since(from, PAGE).await?;
-            let full = page.len() == PAGE;
-            let mut fresh = 0;
-            for record in &page {
-                let id = (record.run_id.clone(), record.seq);
-                if self.seen.contains(&id) {
-                    continue;
-                }
-                fresh += 1;
-                self.seen.insert(id);
-                self.seen_order
-                    .push_back((record.timestamp, record.run_id.clone(), record.seq));
-                self.since = self.since.max(record.timestamp);
+            let page = storage.materializations_after(self.position, PAGE).await?;
+            for (position, record) in &page {
+                self.position = *position;
                 self.apply(defs, record);
             }
-            let horizon = self.since.checked_sub_signed(OVERLAP).unwrap_or(self.since);
-            while let Some((at, _, _)) = self.seen_order.front() {
-                if *at >= horizon {
-                    break;
-                }
-                let (_, run_id, seq) = self.seen_order.pop_front().expect("a front");
-                self.seen.remove(&(run_id, seq));
-            }
-            // A full page of records all seen before cannot move on: the overlap holds more
-            // materializations than a page, and they are applied already.
-            if !full || fresh == 0 {
+            if page.len() < PAGE {
                 return Ok(());
             }
         }

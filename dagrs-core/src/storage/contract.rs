@@ -25,8 +25,8 @@ use serde_json::json;
 
 use super::{
     AutomationRecord, CheckRecord, EventFilter, InstigatorKind, InstigatorStatus,
-    MaterializationRecord, PruneReport, Retention, RunCursor, RunFilter, RunRecord, Storage,
-    TickRecord, TickStatus,
+    MaterializationPosition, MaterializationRecord, PruneReport, Retention, RunCursor, RunFilter,
+    RunRecord, Storage, TickRecord, TickStatus,
 };
 use crate::backfill::{BackfillPolicy, BackfillRecord, BackfillRun, BackfillStatus};
 use crate::check::CheckSeverity;
@@ -47,7 +47,7 @@ macro_rules! storage_contract_tests {
             finishing_and_heartbeats, retention, ticks_and_cursors, run_queue, concurrent_writers,
             partition_status, partition_materializations, many_partition_ranges,
             dynamic_partitions, backfills, run_pages, event_pages, observations,
-            materializations_since, check_records, automation_records,
+            materializations_after, check_records, automation_records,
             retention_of_checks_and_automation);
     };
     (@each $make:expr; $($part:ident),*) => {
@@ -65,6 +65,25 @@ macro_rules! storage_contract_tests {
 /// backend keeps exactly).
 pub fn at(minutes: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+}
+
+/// The materializations after `after`, once at least `count` of them are final. A store may
+/// hold back committed materializations while older writes still run (PostgreSQL: any
+/// transaction of the server that began writing before them), so a test that writes and
+/// reads at once waits a little for them, at most 30 s.
+pub async fn final_materializations_after(
+    storage: &dyn Storage,
+    after: MaterializationPosition,
+    count: usize,
+) -> Vec<(MaterializationPosition, MaterializationRecord)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = storage.materializations_after(after, 10_000).await.unwrap();
+        if found.len() >= count || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A running run started at `at(minutes)`.
@@ -772,15 +791,33 @@ pub async fn observations(storage: &dyn Storage) {
         storage.latest_materializations().await.unwrap(),
         [expected[0].clone()]
     );
+    let after = final_materializations_after(storage, MaterializationPosition::START, 2).await;
     assert_eq!(
-        storage.materializations_since(at(0), 10).await.unwrap(),
+        after.into_iter().map(|(_, m)| m).collect::<Vec<_>>(),
         [expected[1].clone(), expected[0].clone()]
     );
 }
 
-/// `materializations_since` lists materializations at or after an instant, oldest first
-/// (ties in the order they were appended, late ones by their own timestamp), at most `limit`.
-pub async fn materializations_since(storage: &dyn Storage) {
+/// `materializations_after` lists the materializations after a position, in the order they
+/// were appended, at most `limit`; continuing from the last position returned gives exactly
+/// the rest; `materialization_position` is the newest; pruning keeps the positions of what
+/// remains.
+pub async fn materializations_after(storage: &dyn Storage) {
+    let start = MaterializationPosition::default();
+    assert_eq!(start, MaterializationPosition::START);
+    assert_eq!(
+        storage.materialization_position().await.unwrap(),
+        start,
+        "an empty store is at the start"
+    );
+    assert!(
+        storage
+            .materializations_after(start, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing before anything was appended"
+    );
     storage.create_run(&run_record("s1", 0)).await.unwrap();
     storage.create_run(&run_record("s2", 0)).await.unwrap();
     let stamped = |mut e: Event, minutes: i64| {
@@ -818,7 +855,7 @@ pub async fn materializations_since(storage: &dyn Storage) {
             event("s2", 0, Some("c"), materialization(json!("c"), None)),
             30,
         ),
-        // Appended late: older than what came before it.
+        // Appended late: older than what came before it, still after it in position.
         stamped(
             event("s2", 1, Some("b"), materialization(json!("late"), None)),
             5,
@@ -830,64 +867,100 @@ pub async fn materializations_since(storage: &dyn Storage) {
             27,
         ),
     ];
-    assert!(
-        storage
-            .materializations_since(at(0), 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "nothing before anything was appended"
-    );
     storage.append_events(&first).await.unwrap();
     storage.append_events(&second).await.unwrap();
     let record = |e: &Event| MaterializationRecord::of(e).unwrap();
-    // By timestamp: s2/1 (5), s1/0 (10), s1/1 (20), s1/2 (20), s2/2 (25), s2/0 (30).
-    let all = vec![
-        record(&second[1]),
-        record(&first[0]),
-        record(&first[1]),
-        record(&first[2]),
-        record(&second[2]),
-        record(&second[0]),
-    ];
+    let all = final_materializations_after(storage, start, 6).await;
     assert_eq!(
-        storage.materializations_since(at(0), 100).await.unwrap(),
-        all,
-        "oldest first, ties in append order, every field kept"
+        all.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(),
+        [
+            record(&first[0]),
+            record(&first[1]),
+            record(&first[2]),
+            record(&second[0]),
+            record(&second[1]),
+            record(&second[2]),
+        ],
+        "in append order, a changed observation included, an unchanged one not, every field kept"
     );
-    let tied = at(20) + chrono::Duration::microseconds(250);
-    assert_eq!(
-        storage.materializations_since(tied, 100).await.unwrap(),
-        all[2..],
-        "`since` is inclusive"
+    assert!(all[0].0 > start, "after the start");
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions strictly increase: {all:?}"
     );
     assert_eq!(
-        storage
-            .materializations_since(tied + chrono::Duration::microseconds(1), 100)
-            .await
-            .unwrap(),
-        all[4..],
-        "anything earlier than `since` is left out"
+        storage.materialization_position().await.unwrap(),
+        all[5].0,
+        "the newest position is the last one read"
     );
-    assert_eq!(
-        storage.materializations_since(tied, 1).await.unwrap(),
-        all[2..3],
-        "at most `limit`, the oldest"
-    );
-    assert_eq!(
-        storage.materializations_since(tied, 3).await.unwrap(),
-        all[2..5]
-    );
+    for (i, (position, _)) in all.iter().enumerate() {
+        assert_eq!(
+            storage
+                .materializations_after(*position, 100)
+                .await
+                .unwrap(),
+            all[i + 1..],
+            "after a position comes exactly the rest"
+        );
+    }
+    for limit in 1..=7 {
+        let mut after = start;
+        let mut read = Vec::new();
+        loop {
+            let page = storage.materializations_after(after, limit).await.unwrap();
+            assert!(page.len() <= limit, "at most `limit`");
+            let Some(&(last, _)) = page.last() else {
+                break;
+            };
+            after = last;
+            read.extend(page);
+        }
+        assert_eq!(read, all, "pages of {limit} continue exactly");
+    }
     assert!(storage
-        .materializations_since(tied, 0)
+        .materializations_after(start, 0)
         .await
         .unwrap()
         .is_empty());
-    assert!(storage
-        .materializations_since(at(31), 10)
+
+    // Pruning s1 keeps only its latest materialization of `a`; the rest keep their positions.
+    storage
+        .finish_run(&RunId::from("s1"), RunStatus::Succeeded, at(40), None)
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    let report = storage
+        .prune(
+            Retention {
+                max_age: Some(Duration::from_secs(86_400)),
+                max_runs: None,
+            },
+            at(10 * 24 * 60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.materializations, 2);
+    let kept = all[2..].to_vec();
+    assert_eq!(
+        storage.materializations_after(start, 100).await.unwrap(),
+        kept,
+        "pruning keeps the positions of what remains"
+    );
+    assert_eq!(
+        storage.materializations_after(all[0].0, 100).await.unwrap(),
+        kept,
+        "a pruned position still continues"
+    );
+    assert_eq!(storage.materialization_position().await.unwrap(), all[5].0);
+    let later = event("s2", 5, Some("a"), materialization(json!("later"), None));
+    storage
+        .append_events(std::slice::from_ref(&later))
+        .await
+        .unwrap();
+    let more = final_materializations_after(storage, all[5].0, 1).await;
+    assert_eq!(more.len(), 1);
+    assert_eq!(more[0].1, record(&later));
+    assert!(more[0].0 > all[5].0, "positions keep growing after a prune");
+    assert_eq!(storage.materialization_position().await.unwrap(), more[0].0);
 }
 
 /// Check evaluation events become check records, written with the event (a failed batch

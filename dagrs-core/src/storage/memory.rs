@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     runs_to_prune, AutomationRecord, CheckRecord, EventFilter, InstigatorStatus,
-    MaterializationRecord, PruneReport, Retention, RunFilter, RunRecord, Storage, TickRecord,
+    MaterializationPosition, MaterializationRecord, PruneReport, Retention, RunFilter, RunRecord,
+    Storage, TickRecord,
 };
 use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::error::Error;
@@ -30,8 +31,10 @@ struct Inner {
     run_index: HashMap<RunId, usize>,
     /// Each run's events by seq.
     events: HashMap<RunId, BTreeMap<u64, Event>>,
-    /// Every materialization, oldest first.
-    materializations: Vec<MaterializationRecord>,
+    /// Every materialization with its position (`id`), in position order.
+    materializations: Vec<(u64, MaterializationRecord)>,
+    /// How many materializations were ever appended (the last one's position).
+    materializations_written: u64,
     /// Each asset's check evaluations, oldest first.
     checks: HashMap<AssetKey, Vec<CheckRecord>>,
     /// Automation evaluations by `(evaluated_at, write order)`: newest is last.
@@ -113,7 +116,9 @@ impl Storage for InMemoryStorage {
         }
         for event in events {
             if let Some(record) = MaterializationRecord::of(event) {
-                inner.materializations.push(record);
+                inner.materializations_written += 1;
+                let id = inner.materializations_written;
+                inner.materializations.push((id, record));
             }
             if let Some(record) = CheckRecord::of(event) {
                 inner
@@ -284,6 +289,7 @@ impl Storage for InMemoryStorage {
             .materializations
             .iter()
             .rev()
+            .map(|(_, m)| m)
             .find(|m| &m.asset == asset)
             .cloned())
     }
@@ -291,7 +297,7 @@ impl Storage for InMemoryStorage {
     async fn latest_materializations(&self) -> Result<Vec<MaterializationRecord>, Error> {
         let inner = self.lock();
         let mut latest: BTreeMap<&AssetKey, &MaterializationRecord> = BTreeMap::new();
-        for record in &inner.materializations {
+        for (_, record) in &inner.materializations {
             latest.insert(&record.asset, record);
         }
         Ok(latest.into_values().cloned().collect())
@@ -307,27 +313,33 @@ impl Storage for InMemoryStorage {
             .materializations
             .iter()
             .rev()
+            .map(|(_, m)| m)
             .filter(|m| &m.asset == asset)
             .take(limit)
             .cloned()
             .collect())
     }
 
-    async fn materializations_since(
+    async fn materialization_position(&self) -> Result<MaterializationPosition, Error> {
+        // Appended under the lock: every counted materialization is final.
+        let written = self.lock().materializations_written;
+        Ok(MaterializationPosition::new(0, written))
+    }
+
+    async fn materializations_after(
         &self,
-        since: DateTime<Utc>,
+        after: MaterializationPosition,
         limit: usize,
-    ) -> Result<Vec<MaterializationRecord>, Error> {
+    ) -> Result<Vec<(MaterializationPosition, MaterializationRecord)>, Error> {
         let inner = self.lock();
-        // Appended late, a record can be older than the ones before it: no binary search.
-        let mut found: Vec<&MaterializationRecord> = inner
+        let from = inner
             .materializations
+            .partition_point(|(id, _)| MaterializationPosition::new(0, *id) <= after);
+        Ok(inner.materializations[from..]
             .iter()
-            .filter(|m| m.timestamp >= since)
-            .collect();
-        // Stable: ties stay in append order.
-        found.sort_by_key(|m| m.timestamp);
-        Ok(found.into_iter().take(limit).cloned().collect())
+            .take(limit)
+            .map(|(id, m)| (MaterializationPosition::new(0, *id), m.clone()))
+            .collect())
     }
 
     async fn check_records(
@@ -397,13 +409,13 @@ impl Storage for InMemoryStorage {
         }
         report.runs = doomed.len() as u64;
         let mut latest: HashMap<AssetKey, usize> = HashMap::new();
-        for (i, record) in inner.materializations.iter().enumerate() {
+        for (i, (_, record)) in inner.materializations.iter().enumerate() {
             latest.insert(record.asset.clone(), i);
         }
         let keep_index: HashSet<usize> = latest.into_values().collect();
         let before = inner.materializations.len();
         let mut index = 0;
-        inner.materializations.retain(|m| {
+        inner.materializations.retain(|(_, m)| {
             let kept = keep_index.contains(&index) || !doomed.contains(&m.run_id);
             index += 1;
             kept
@@ -528,7 +540,7 @@ impl Storage for InMemoryStorage {
             })
         };
         let inner = self.lock();
-        let mut found = inner.materializations.iter().rev();
+        let mut found = inner.materializations.iter().rev().map(|(_, m)| m);
         Ok(found.find(|m| &m.asset == asset && covers(m)).cloned())
     }
 

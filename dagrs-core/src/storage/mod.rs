@@ -63,6 +63,47 @@ pub struct RunRecord {
     pub failure: Option<String>,
 }
 
+/// A position in the order materializations become visible: what
+/// [`Storage::materializations_after`] continues from. Opaque to callers: compare, store and
+/// pass back positions, but do not read meaning into their parts.
+///
+/// Positions only grow, in the order each store makes materializations final: the in-memory
+/// store counts them under its lock, SQLite uses the row id (writes are serialized, so ids
+/// become visible in order), and PostgreSQL pairs the writing transaction's id with the row
+/// id, so rows of transactions still running are held back until no older one can appear.
+/// [`Default`] (and [`START`](Self::START)) is before every materialization.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct MaterializationPosition {
+    transaction: u64,
+    id: u64,
+}
+
+impl MaterializationPosition {
+    /// Before every materialization.
+    pub const START: MaterializationPosition = MaterializationPosition {
+        transaction: 0,
+        id: 0,
+    };
+
+    /// For storage implementations: the position of row `id` written by transaction
+    /// `transaction` (0 in stores whose ids alone are in order).
+    pub const fn new(transaction: u64, id: u64) -> Self {
+        MaterializationPosition { transaction, id }
+    }
+
+    /// For storage implementations: the transaction part.
+    pub const fn transaction(self) -> u64 {
+        self.transaction
+    }
+
+    /// For storage implementations: the row part.
+    pub const fn id(self) -> u64 {
+        self.id
+    }
+}
+
 /// One materialization of an asset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MaterializationRecord {
@@ -370,15 +411,21 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<MaterializationRecord>, Error>;
 
-    /// The materializations whose timestamp is at or after `since`, oldest first (ties in
-    /// the order they were appended), at most `limit`: how the daemon follows what changed.
-    /// A materialization appended late (its run's writer lagged) is found by reading again
-    /// from a little earlier.
-    async fn materializations_since(
+    /// The position of the newest materialization that is final: visible, and no
+    /// materialization before it can still appear. [`Default`] when there is none.
+    async fn materialization_position(&self) -> Result<MaterializationPosition, Error>;
+
+    /// The materializations after `after`, in position order, at most `limit`: how the daemon
+    /// follows what changed. Passing the last returned position again continues exactly:
+    /// every materialization appended is returned once across calls, even when concurrent
+    /// writers commit out of order, because one is returned only once no other can still
+    /// appear before it. So a committed materialization can show a little late: PostgreSQL
+    /// holds it back while any transaction of its server that began writing before it runs.
+    async fn materializations_after(
         &self,
-        since: DateTime<Utc>,
+        after: MaterializationPosition,
         limit: usize,
-    ) -> Result<Vec<MaterializationRecord>, Error>;
+    ) -> Result<Vec<(MaterializationPosition, MaterializationRecord)>, Error>;
 
     /// The evaluations of `asset`'s checks, newest first, at most `limit`.
     async fn check_records(

@@ -15,7 +15,8 @@ use dagrs_core::partitions::{
 };
 use dagrs_core::storage::{
     runs_to_prune, tick_cutoff, AutomationRecord, CheckRecord, EventFilter, InstigatorStatus,
-    MaterializationRecord, PruneReport, Retention, RunFilter, RunRecord, Storage, TickRecord,
+    MaterializationPosition, MaterializationRecord, PruneReport, Retention, RunFilter, RunRecord,
+    Storage, TickRecord,
 };
 use dagrs_core::{AssetKey, BackfillRecord, BackfillStatus, Event, Metadata, RunId, RunStatus};
 use tokio_postgres::error::SqlState;
@@ -32,7 +33,8 @@ mod sql;
 
 use self::rows::{
     automation_from_row, backfill_from_row, check_from_row, event_from_row,
-    materialization_from_row, run_from_row, seq_param, tick_from_row,
+    materialization_from_row, position_from_row, positioned_materialization_from_row, run_from_row,
+    seq_param, tick_from_row,
 };
 use self::sql::Statements;
 
@@ -941,18 +943,36 @@ impl Storage for PgStorage {
         .await
     }
 
-    async fn materializations_since(
+    async fn materialization_position(&self) -> CoreResult<MaterializationPosition> {
+        const OP: &str = "read the materialization position";
+        match self
+            .query(OP, &self.inner.sql.materialization_position, &[])
+            .await?
+            .first()
+        {
+            None => Ok(MaterializationPosition::default()),
+            Some(row) => position_from_row(row, 0).map_err(|e| storage_error(OP, e)),
+        }
+    }
+
+    async fn materializations_after(
         &self,
-        since: DateTime<Utc>,
+        after: MaterializationPosition,
         limit: usize,
-    ) -> CoreResult<Vec<MaterializationRecord>> {
+    ) -> CoreResult<Vec<(MaterializationPosition, MaterializationRecord)>> {
+        const OP: &str = "read materializations after a position";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.materializations_where(
-            "read materializations since an instant",
-            &self.inner.sql.materializations_since,
-            &[&since, &limit],
+        let tx = after.transaction().to_string();
+        let id = i64::try_from(after.id()).unwrap_or(i64::MAX);
+        self.query(
+            OP,
+            &self.inner.sql.materializations_after,
+            &[&tx, &id, &limit],
         )
-        .await
+        .await?
+        .iter()
+        .map(|row| positioned_materialization_from_row(row).map_err(|e| storage_error(OP, e)))
+        .collect()
     }
 
     async fn check_records(&self, asset: &AssetKey, limit: usize) -> CoreResult<Vec<CheckRecord>> {
@@ -1690,12 +1710,12 @@ mod tests {
         }
     }
 
-    /// The statements of check records, automation records and `materializations_since`
+    /// The statements of check records, automation records and materialization positions
     /// read by index in order (no sort), as the server plans them once cached, on tables
     /// holding many rows.
     #[cfg(feature = "testing")]
     #[tokio::test]
-    async fn check_automation_and_since_statements_read_by_index() {
+    async fn check_automation_and_position_statements_read_by_index() {
         let db = crate::testing::TestDatabase::create().await;
         let storage = PgStorage::connect(db.pg.clone(), DEFAULT_SCHEMA)
             .await
@@ -1724,9 +1744,14 @@ mod tests {
         let sql = &storage.inner.sql;
         for (name, statement, args) in [
             (
-                "materializations_since",
-                &sql.materializations_since,
-                "now(), 10",
+                "materializations_after",
+                &sql.materializations_after,
+                "'0', 0, 10",
+            ),
+            (
+                "materialization_position",
+                &sql.materialization_position,
+                "",
             ),
             ("check_records", &sql.check_records, "'a1', 10"),
             ("automation_records", &sql.automation_records, "10"),
@@ -1746,7 +1771,13 @@ mod tests {
                 .await
                 .unwrap();
             let plan: Vec<String> = client
-                .query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
+                .query(
+                    &match args {
+                        "" => format!("EXPLAIN EXECUTE {name}"),
+                        _ => format!("EXPLAIN EXECUTE {name}({args})"),
+                    },
+                    &[],
+                )
                 .await
                 .unwrap()
                 .iter()

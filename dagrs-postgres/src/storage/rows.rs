@@ -2,7 +2,8 @@
 
 use dagrs_core::partitions::PartitionRange;
 use dagrs_core::storage::{
-    AutomationRecord, CheckRecord, MaterializationRecord, RunRecord, TickRecord,
+    AutomationRecord, CheckRecord, MaterializationPosition, MaterializationRecord, RunRecord,
+    TickRecord,
 };
 use dagrs_core::{AssetKey, BackfillRecord, Event, EventKind, RunId};
 use tokio_postgres::types::Json;
@@ -74,6 +75,26 @@ pub(super) fn materialization_from_row(
             }),
         },
     })
+}
+
+/// The position `(tx, id)` read from columns `at` and `at + 1`.
+pub(super) fn position_from_row(
+    row: &Row,
+    at: usize,
+) -> std::result::Result<MaterializationPosition, BoxError> {
+    let tx: i64 = row.try_get(at)?;
+    let id: i64 = row.try_get(at + 1)?;
+    let tx = u64::try_from(tx).map_err(|_| format!("stored transaction id {tx} is negative"))?;
+    let id =
+        u64::try_from(id).map_err(|_| format!("stored materialization id {id} is negative"))?;
+    Ok(MaterializationPosition::new(tx, id))
+}
+
+/// A materialization from its `MATERIALIZATION_COLUMNS` followed by its position.
+pub(super) fn positioned_materialization_from_row(
+    row: &Row,
+) -> std::result::Result<(MaterializationPosition, MaterializationRecord), BoxError> {
+    Ok((position_from_row(row, 11)?, materialization_from_row(row)?))
 }
 
 /// A backfill from its `BACKFILL_COLUMNS`; a body that does not decode names the backfill.

@@ -42,7 +42,8 @@ pub(super) struct Statements {
     pub(super) latest_materialization: String,
     pub(super) latest_materializations: String,
     pub(super) materializations: String,
-    pub(super) materializations_since: String,
+    pub(super) materialization_position: String,
+    pub(super) materializations_after: String,
     pub(super) check_records: String,
     pub(super) record_automation: String,
     pub(super) automation_records: String,
@@ -199,9 +200,21 @@ impl Statements {
                 "SELECT {MATERIALIZATION_COLUMNS} FROM {materializations} \
                  WHERE asset = $1 ORDER BY id DESC LIMIT $2"
             ),
-            materializations_since: format!(
-                "SELECT {MATERIALIZATION_COLUMNS} FROM {materializations} \
-                 WHERE ts >= $1 ORDER BY ts, id LIMIT $2"
+            // Positions are `(tx, id)`, final below the oldest transaction still running:
+            // rows of running transactions wait until every older transaction has ended.
+            // (`m.tx`: the output column `tx::text::bigint` is named `tx` too, and sorting by
+            // it would not read the index in order.)
+            materialization_position: format!(
+                "SELECT m.tx::text::bigint, m.id FROM {materializations} AS m \
+                 WHERE m.tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY m.tx DESC, m.id DESC LIMIT 1"
+            ),
+            materializations_after: format!(
+                "SELECT {MATERIALIZATION_COLUMNS}, m.tx::text::bigint, m.id \
+                 FROM {materializations} AS m \
+                 WHERE (m.tx, m.id) > ($1::text::xid8, $2) \
+                   AND m.tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY m.tx, m.id LIMIT $3"
             ),
             check_records: format!(
                 "SELECT {CHECK_COLUMNS} FROM {checks} WHERE asset = $1 ORDER BY id DESC LIMIT $2"

@@ -179,8 +179,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "#,
     // Version 6: asset checks and automation. Every check evaluation event gets a row (the
     // row goes when its run is pruned; `id` is the order of appending, newest last); the
-    // daemon's automation evaluations (pruned by age, like ticks); materializations read in
-    // timestamp order, for the daemon following what changed.
+    // daemon's automation evaluations (pruned by age, like ticks). The daemon follows new
+    // materializations by `id` (the primary key; writes are serialized, so ids become visible
+    // in order): no index is needed for it.
     "
     CREATE TABLE check_records (
         id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -209,8 +210,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX automation_records_by_asset ON automation_records (asset, evaluated_at);
     CREATE INDEX automation_records_newest ON automation_records (evaluated_at);
-
-    CREATE INDEX materializations_by_time ON materializations (timestamp, id);
     ",
 ];
 

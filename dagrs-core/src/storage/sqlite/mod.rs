@@ -30,14 +30,15 @@ use self::file::{resolve, resolve_existing};
 use self::partitions::{BackfillRow, RangeUpdate, COVERING};
 use self::rows::{
     append, from_json, instant, is_primary_key_clash, limit_to_sql, micros, prune,
-    query_automation, query_checks, query_materializations, query_runs, run_exists, seq_from_sql,
-    to_json, AutomationRow, Damage, EventInsert, OrStorage, RunRow, TickRow, AUTOMATION_COLUMNS,
-    CHECK_COLUMNS, MATERIALIZATION_COLUMNS, RUN_COLUMNS, TICK_COLUMNS,
+    query_automation, query_checks, query_materializations, query_positioned_materializations,
+    query_runs, run_exists, seq_from_sql, to_json, AutomationRow, Damage, EventInsert, OrStorage,
+    RunRow, TickRow, AUTOMATION_COLUMNS, CHECK_COLUMNS, MATERIALIZATION_COLUMNS, RUN_COLUMNS,
+    TICK_COLUMNS,
 };
 use self::writer::{lock, registry, Shared};
 use super::{
-    AutomationRecord, CheckRecord, EventFilter, InstigatorStatus, MaterializationRecord,
-    PruneReport, Retention, RunFilter, RunRecord, Storage, TickRecord,
+    AutomationRecord, CheckRecord, EventFilter, InstigatorStatus, MaterializationPosition,
+    MaterializationRecord, PruneReport, Retention, RunFilter, RunRecord, Storage, TickRecord,
 };
 use crate::backfill::{BackfillRecord, BackfillStatus};
 use crate::error::Error;
@@ -494,21 +495,42 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn materializations_since(
-        &self,
-        since: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<MaterializationRecord>, Error> {
-        const OP: &str = "read materializations since an instant";
+    async fn materialization_position(&self) -> Result<MaterializationPosition, Error> {
+        const OP: &str = "read the materialization position";
         self.read(OP, move |conn| {
-            query_materializations(
+            // Each asset's latest materialization survives pruning: the newest row stays.
+            let id: Option<i64> = conn
+                .prepare_cached("SELECT MAX(id) FROM materializations")
+                .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+                .or_storage(OP)?;
+            Ok(MaterializationPosition::new(
+                0,
+                seq_from_sql(id.unwrap_or(0), OP)?,
+            ))
+        })
+        .await
+    }
+
+    async fn materializations_after(
+        &self,
+        after: MaterializationPosition,
+        limit: usize,
+    ) -> Result<Vec<(MaterializationPosition, MaterializationRecord)>, Error> {
+        const OP: &str = "read materializations after a position";
+        // The transaction part is always 0 here; a later one is past every row.
+        let after = match after.transaction() {
+            0 => i64::try_from(after.id()).unwrap_or(i64::MAX),
+            _ => i64::MAX,
+        };
+        self.read(OP, move |conn| {
+            query_positioned_materializations(
                 conn,
                 OP,
                 &format!(
-                    "SELECT {MATERIALIZATION_COLUMNS} FROM materializations \
-                     WHERE timestamp >= ?1 ORDER BY timestamp, id LIMIT ?2"
+                    "SELECT {MATERIALIZATION_COLUMNS}, id FROM materializations \
+                     WHERE id > ?1 ORDER BY id LIMIT ?2"
                 ),
-                params![micros(since), limit_to_sql(limit)],
+                params![after, limit_to_sql(limit)],
             )
         })
         .await

@@ -13,8 +13,8 @@ use crate::event::{Event, RunStatus};
 use crate::key::{AssetKey, RunId};
 use crate::partition::PartitionRange;
 use crate::storage::{
-    runs_to_prune, tick_cutoff, AutomationRecord, CheckRecord, MaterializationRecord, PruneReport,
-    Retention, RunRecord, TickRecord,
+    runs_to_prune, tick_cutoff, AutomationRecord, CheckRecord, MaterializationPosition,
+    MaterializationRecord, PruneReport, Retention, RunRecord, TickRecord,
 };
 
 /// `.or_storage(op)`: a SQLite error as an [`Error::Storage`]; a value that cannot be read
@@ -303,6 +303,32 @@ pub(super) fn query_materializations(
         params,
         MaterializationRow::from_row,
         MaterializationRow::into_record,
+    )
+}
+
+/// Runs `sql`, whose columns are [`MATERIALIZATION_COLUMNS`] then `id`, into records with
+/// their positions (the row id: writes are serialized, so ids become visible in order).
+pub(super) fn query_positioned_materializations(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(MaterializationPosition, MaterializationRecord)>, Error> {
+    query_records(
+        conn,
+        op,
+        sql,
+        params,
+        |row| Ok((row.get::<_, i64>(11)?, MaterializationRow::from_row(row)?)),
+        |(id, row), op| {
+            let id = u64::try_from(id).map_err(|_| {
+                Error::storage(
+                    op,
+                    Damage(format!("the stored materialization id {id} is negative")),
+                )
+            })?;
+            Ok((MaterializationPosition::new(0, id), row.into_record(op)?))
+        },
     )
 }
 

@@ -19,7 +19,7 @@ use crate::storage::contract::{
     at, automation_record, backfill_record, check_evaluated, event, minutes,
     partition_materialized, run_record,
 };
-use crate::storage::CheckRecord;
+use crate::storage::{CheckRecord, MaterializationPosition};
 
 /// A fresh temp folder, removed on drop, with the store's file in it.
 struct TempDir(tempfile::TempDir);
@@ -823,10 +823,19 @@ async fn a_version_5_store_gains_check_and_automation_records_and_keeps_its_data
         store.latest_materialization(&"a".into()).await.unwrap(),
         Some(kept.clone())
     );
+    let after = store
+        .materializations_after(MaterializationPosition::START, 10)
+        .await
+        .unwrap();
     assert_eq!(
-        store.materializations_since(at(0), 10).await.unwrap(),
+        after.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(),
         [kept],
-        "a materialization of version 5 is found by time"
+        "a materialization of version 5 is found by position"
+    );
+    assert_eq!(
+        store.materialization_position().await.unwrap(),
+        after[0].0,
+        "and is the newest position"
     );
     assert!(store
         .check_records(&"a".into(), 10)
@@ -851,15 +860,18 @@ async fn a_version_5_store_gains_check_and_automation_records_and_keeps_its_data
 }
 
 #[tokio::test]
-async fn check_automation_and_since_statements_read_by_index() {
+async fn check_automation_and_position_statements_read_by_index() {
     let dir = TempDir::new("plans");
     let _store = SqliteStorage::open(dir.file()).unwrap();
     let conn = Connection::open(dir.file()).unwrap();
     for (sql, index) in [
         (
-            "SELECT id FROM materializations WHERE timestamp >= ?1 ORDER BY timestamp, id \
-             LIMIT ?2",
-            "materializations_by_time",
+            "SELECT id FROM materializations WHERE id > ?1 ORDER BY id LIMIT ?2",
+            "INTEGER PRIMARY KEY",
+        ),
+        (
+            "SELECT MAX(id) FROM materializations",
+            "SEARCH materializations",
         ),
         (
             "SELECT id FROM check_records WHERE asset = ?1 ORDER BY id DESC LIMIT ?2",
