@@ -100,6 +100,8 @@ pub(crate) struct Args {
     pub(crate) asset: Option<Dep>,
     pub(crate) name: Option<LitStr>,
     pub(crate) blocking: Option<syn::LitBool>,
+    /// Every key given, even with a bad value (so a bad value is not also "missing").
+    pub(crate) given: Vec<String>,
 }
 
 /// Errors collected while parsing and checking, all reported.
@@ -189,6 +191,7 @@ fn parse_arg(
         return Err(duplicate("key", &key, &name, first));
     }
     seen.push(name.clone());
+    args.given.push(key.clone());
 
     if key == "tags" || key == "mappings" {
         let list = delimited(input, Delimiter::Parenthesis)
@@ -273,7 +276,13 @@ fn parse_arg(
                 "description" => args.description = Some(text),
                 "code_version" => args.code_version = Some(text),
                 "name" => {
-                    check_key(&text)?;
+                    if !is_valid_key(&text.value()) {
+                        return Err(syn::Error::new_spanned(
+                            &text,
+                            "check names are non-empty and use only letters, digits, `_`, \
+                             `-`, `.` and `/`",
+                        ));
+                    }
                     args.name = Some(text);
                 }
                 _ => {

@@ -53,10 +53,13 @@ fn expand(args: &attr::Args, function: &ItemFn, errors: &mut Errors) -> TokenStr
         },
         Some(Dep::Key(key)) => quote! { #key },
         None => {
-            errors.push(syn::Error::new_spanned(
-                name,
-                "say which asset this checks: `#[asset_check(asset = some_asset)]`",
-            ));
+            // A bad `asset = ...` was reported where it is.
+            if !args.given.iter().any(|k| k == "asset") {
+                errors.push(syn::Error::new_spanned(
+                    name,
+                    "say which asset this checks: `#[asset_check(asset = some_asset)]`",
+                ));
+            }
             quote! { "" }
         }
     };
