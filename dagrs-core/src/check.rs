@@ -248,3 +248,50 @@ impl fmt::Debug for CheckSpec {
             .finish_non_exhaustive()
     }
 }
+
+/// One check of an asset as the command line and the web UI list it: declared with
+/// `#[asset_check]` (`spec`), or only reported by the asset itself, with its latest result.
+pub(crate) struct CheckSummary<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) spec: Option<&'a CheckSpec>,
+    pub(crate) latest: Option<&'a crate::storage::CheckRecord>,
+}
+
+impl CheckSummary<'_> {
+    /// `yes`, `no`, or `reported` for a check the asset reported itself.
+    pub(crate) fn blocking_text(&self) -> &'static str {
+        match self.spec {
+            Some(spec) if spec.blocking => "yes",
+            Some(_) => "no",
+            None => "reported",
+        }
+    }
+}
+
+/// The declared checks, then those only the records (newest first) name, each with its
+/// newest record.
+pub(crate) fn summaries<'a>(
+    declared: impl Iterator<Item = &'a CheckSpec>,
+    records: &'a [crate::storage::CheckRecord],
+) -> Vec<CheckSummary<'a>> {
+    let mut all: Vec<CheckSummary<'a>> = declared
+        .map(|spec| CheckSummary {
+            name: &spec.name,
+            spec: Some(spec),
+            latest: None,
+        })
+        .collect();
+    for record in records {
+        match all.iter_mut().find(|s| s.name == record.check) {
+            Some(summary) => {
+                summary.latest.get_or_insert(record);
+            }
+            None => all.push(CheckSummary {
+                name: &record.check,
+                spec: None,
+                latest: Some(record),
+            }),
+        }
+    }
+    all
+}

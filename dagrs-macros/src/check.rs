@@ -1,14 +1,14 @@
 //! Code generation for `#[asset_check]`: the function as written, a marker type of the same
 //! name implementing `AssetCheck`, whose spec evaluates the function after its asset.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{ItemFn, ReturnType};
 
 use crate::attr::{self, Dep, Errors};
-use crate::expand::{doc_comment, item_span, params, Params};
+use crate::expand::{common_calls, compute_closure, item_span, params};
 
 /// Expands `#[asset_check(args)] item`.
 pub(crate) fn asset_check(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -79,11 +79,8 @@ fn expand(args: &attr::Args, function: &ItemFn, errors: &mut Errors) -> TokenStr
     if !sig.generics.params.is_empty() {
         return marker;
     }
-    let Params {
-        extract,
-        declare,
-        call_args,
-    } = params(sig);
+    let params = params(sig);
+    let declare = &params.declare;
     let return_span = match &sig.output {
         ReturnType::Default => name.span(),
         ReturnType::Type(_, ty) => ty.span(),
@@ -91,32 +88,9 @@ fn expand(args: &attr::Args, function: &ItemFn, errors: &mut Errors) -> TokenStr
     let into_result = quote_spanned! {return_span=>
         ::dagrs_core::__private::IntoCheckResult::into_check_result(__dagrs_value)
     };
-    let compute = if sig.asyncness.is_some() {
-        quote! {
-            |__dagrs_scope: ::dagrs_core::__private::StepScope| async move {
-                #(#extract)*
-                let __dagrs_value = #name(#(#call_args),*).await;
-                #into_result
-            }
-        }
-    } else {
-        quote! {
-            |__dagrs_scope: ::dagrs_core::__private::StepScope| {
-                ::dagrs_core::__private::run_blocking(move || {
-                    #(#extract)*
-                    let __dagrs_value = #name(#(#call_args),*);
-                    #into_result
-                })
-            }
-        }
-    };
+    let compute = compute_closure(sig, &params, into_result, Span::call_site());
     let blocking = args.blocking.iter().map(|b| quote! { .blocking(#b) });
-    let description = args
-        .description
-        .as_ref()
-        .map(|d| d.value())
-        .or_else(|| doc_comment(function))
-        .map(|d| quote! { .description(#d) });
+    let description = common_calls(args, function);
     quote! {
         #marker
 

@@ -132,36 +132,15 @@ fn expand(args: &Args, function: &ItemFn, kind: attr::Kind, errors: &mut Errors)
         return quote! { #marker #stub };
     }
 
-    let Params {
-        extract,
-        declare,
-        call_args,
-    } = params(sig);
+    let params = params(sig);
+    let declare = &params.declare;
 
     // The `IntoAssetResult` impl is inferred, not named with the user's tokens, which rustc
     // would report over the whole type, beside the same error at its first token.
     let into_result = quote_spanned! {return_span=>
         ::dagrs_core::__private::IntoAssetResult::into_asset_result(__dagrs_value)
     };
-    let compute = if sig.asyncness.is_some() {
-        quote_spanned! {return_span=>
-            |__dagrs_scope: ::dagrs_core::__private::StepScope| async move {
-                #(#extract)*
-                let __dagrs_value = #name(#(#call_args),*).await;
-                #into_result
-            }
-        }
-    } else {
-        quote_spanned! {return_span=>
-            |__dagrs_scope: ::dagrs_core::__private::StepScope| {
-                ::dagrs_core::__private::run_blocking(move || {
-                    #(#extract)*
-                    let __dagrs_value = #name(#(#call_args),*);
-                    #into_result
-                })
-            }
-        }
-    };
+    let compute = compute_closure(sig, &params, into_result, return_span);
     let spec_new = if kind.name == attr::OBSERVABLE.name {
         quote_spanned! {return_span=> ::dagrs_core::__private::AssetSpec::observable }
     } else {
@@ -171,27 +150,7 @@ fn expand(args: &Args, function: &ItemFn, kind: attr::Kind, errors: &mut Errors)
     };
     let output_item = quote_spanned! {return_span=> type Output = #output; };
 
-    let deps = args.deps.iter().map(|dep| match dep {
-        Dep::Path(path) => quote_spanned! {path.span()=>
-            .dep(<#path as ::dagrs_core::__private::Asset>::KEY)
-        },
-        Dep::Key(key) => quote! { .dep(#key) },
-    });
-    let group = args.group.iter().map(|g| quote! { .group(#g) });
-    let tags = args.tags.iter().map(|(k, v)| quote! { .tag(#k, #v) });
-    let description = args
-        .description
-        .as_ref()
-        .map(|d| d.value())
-        .or_else(|| doc_comment(function))
-        .map(|d| quote! { .description(#d) });
-    let retry = args.retry.iter().map(|r| quote! { .retry(#r) });
-    let timeout = args.timeout.iter().map(|t| quote! { .timeout(#t) });
-    let hooks = args.hooks.iter().map(|h| quote! { .hook(#h) });
-    let code_version = args
-        .code_version
-        .iter()
-        .map(|c| quote! { .code_version(#c) });
+    let common = common_calls(args, function);
     // Partition expressions see `dagrs_core::partitions::*` (`hourly`, `PartitionMapping`,
     // `BackfillPolicy`, ...) unless the user's own names shadow them.
     let scoped = |expr: &syn::Expr| {
@@ -238,14 +197,7 @@ fn expand(args: &Args, function: &ItemFn, kind: attr::Kind, errors: &mut Errors)
             fn spec() -> ::dagrs_core::__private::AssetSpec {
                 #spec_new(#key, #compute)
                     .needs(|__dagrs_needs: &mut ::dagrs_core::__private::Requirements| { #(#declare)* })
-                    #(#deps)*
-                    #(#group)*
-                    #(#tags)*
-                    #description
-                    #(#retry)*
-                    #(#timeout)*
-                    #(#hooks)*
-                    #(#code_version)*
+                    #common
                     #(#partitions)*
                     #(#mappings)*
                     #(#backfill)*
@@ -255,7 +207,8 @@ fn expand(args: &Args, function: &ItemFn, kind: attr::Kind, errors: &mut Errors)
     }
 }
 
-/// What the parameters of a function marked `#[asset]` or `#[asset_check]` become.
+/// What the parameters of a function marked `#[asset]`, `#[multi_asset]` or `#[asset_check]`
+/// become.
 pub(crate) struct Params {
     /// `let __dagrs_pN = <T as AssetParam>::extract(&__dagrs_scope)?;` per parameter.
     pub(crate) extract: Vec<TokenStream>,
@@ -288,6 +241,74 @@ pub(crate) fn params(sig: &syn::Signature) -> Params {
         params.call_args.push(var);
     }
     params
+}
+
+/// The compute closure of a spec: extracts the parameters from `__dagrs_scope`, calls the
+/// function (awaited when `async`, else on tokio's blocking pool) and turns its value,
+/// `__dagrs_value`, into the result with `convert`; spanned at `span`.
+pub(crate) fn compute_closure(
+    sig: &syn::Signature,
+    params: &Params,
+    convert: TokenStream,
+    span: Span,
+) -> TokenStream {
+    let name = &sig.ident;
+    let (extract, call_args) = (&params.extract, &params.call_args);
+    if sig.asyncness.is_some() {
+        quote_spanned! {span=>
+            |__dagrs_scope: ::dagrs_core::__private::StepScope| async move {
+                #(#extract)*
+                let __dagrs_value = #name(#(#call_args),*).await;
+                #convert
+            }
+        }
+    } else {
+        quote_spanned! {span=>
+            |__dagrs_scope: ::dagrs_core::__private::StepScope| {
+                ::dagrs_core::__private::run_blocking(move || {
+                    #(#extract)*
+                    let __dagrs_value = #name(#(#call_args),*);
+                    #convert
+                })
+            }
+        }
+    }
+}
+
+/// The builder calls every kind of spec takes from its attribute: `deps`, `group`, `tags`,
+/// `description` (default: the doc comment), `retry`, `timeout`, `hooks` and `code_version`.
+pub(crate) fn common_calls(args: &Args, function: &ItemFn) -> TokenStream {
+    let deps = args.deps.iter().map(|dep| match dep {
+        Dep::Path(path) => quote_spanned! {path.span()=>
+            .dep(<#path as ::dagrs_core::__private::Asset>::KEY)
+        },
+        Dep::Key(key) => quote! { .dep(#key) },
+    });
+    let group = args.group.iter().map(|g| quote! { .group(#g) });
+    let tags = args.tags.iter().map(|(k, v)| quote! { .tag(#k, #v) });
+    let description = args
+        .description
+        .as_ref()
+        .map(|d| d.value())
+        .or_else(|| doc_comment(function))
+        .map(|d| quote! { .description(#d) });
+    let retry = args.retry.iter().map(|r| quote! { .retry(#r) });
+    let timeout = args.timeout.iter().map(|t| quote! { .timeout(#t) });
+    let hooks = args.hooks.iter().map(|h| quote! { .hook(#h) });
+    let code_version = args
+        .code_version
+        .iter()
+        .map(|c| quote! { .code_version(#c) });
+    quote! {
+        #(#deps)*
+        #(#group)*
+        #(#tags)*
+        #description
+        #(#retry)*
+        #(#timeout)*
+        #(#hooks)*
+        #(#code_version)*
+    }
 }
 
 /// The `Asset` impl of a marker after an error: the right key and the best guess of the

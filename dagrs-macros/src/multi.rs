@@ -7,9 +7,9 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
-use syn::{Expr, FnArg, Ident, ItemFn, LitBool, LitStr, ReturnType, Token, Type};
+use syn::{Expr, Ident, ItemFn, LitBool, LitStr, ReturnType, Token, Type};
 
-use crate::attr::{self, Args, Dep, Errors};
+use crate::attr::{self, Args, Errors};
 use crate::expand;
 
 /// The keys `#[multi_asset]` accepts, for the "unknown key" error.
@@ -450,23 +450,8 @@ fn expand(args: &MultiArgs, function: &ItemFn, errors: &mut Errors) -> TokenStre
         return multi_marker(name, vis, &multi_name, outs, None);
     }
 
-    let mut extract = Vec::new();
-    let mut declare = Vec::new();
-    let mut call_args = Vec::new();
-    for (i, input) in sig.inputs.iter().enumerate() {
-        let FnArg::Typed(pat) = input else {
-            continue;
-        };
-        let ty = &pat.ty;
-        let var = format_ident!("__dagrs_p{}", i, span = ty.span());
-        extract.push(quote_spanned! {ty.span()=>
-            let #var = <#ty as ::dagrs_core::__private::AssetParam<'_>>::extract(&__dagrs_scope)?;
-        });
-        declare.push(quote_spanned! {ty.span()=>
-            <#ty as ::dagrs_core::__private::AssetParam<'_>>::declare(__dagrs_needs);
-        });
-        call_args.push(var);
-    }
+    let params = expand::params(sig);
+    let declare = &params.declare;
     let vars: Vec<Ident> = (0..outs.len())
         .map(|i| format_ident!("__dagrs_o{}", i))
         .collect();
@@ -493,25 +478,7 @@ fn expand(args: &MultiArgs, function: &ItemFn, errors: &mut Errors) -> TokenStre
         #(#sets)*
         ::core::result::Result::Ok(__dagrs_outs)
     };
-    let compute = if sig.asyncness.is_some() {
-        quote! {
-            |__dagrs_scope: ::dagrs_core::__private::StepScope| async move {
-                #(#extract)*
-                let __dagrs_value = #name(#(#call_args),*).await;
-                #convert
-            }
-        }
-    } else {
-        quote! {
-            |__dagrs_scope: ::dagrs_core::__private::StepScope| {
-                ::dagrs_core::__private::run_blocking(move || {
-                    #(#extract)*
-                    let __dagrs_value = #name(#(#call_args),*);
-                    #convert
-                })
-            }
-        }
-    };
+    let compute = expand::compute_closure(sig, &params, convert, Span::call_site());
 
     let common = &args.common;
     let out_specs = outs.iter().map(|out| {
@@ -530,41 +497,14 @@ fn expand(args: &MultiArgs, function: &ItemFn, errors: &mut Errors) -> TokenStre
                 .name(#out_name) #(#group)* #(#description)* #(#code_version)* #(#tags)*)
         }
     });
-    let deps = common.deps.iter().map(|dep| match dep {
-        Dep::Path(path) => quote_spanned! {path.span()=>
-            .dep(<#path as ::dagrs_core::__private::Asset>::KEY)
-        },
-        Dep::Key(key) => quote! { .dep(#key) },
-    });
-    let group = common.group.iter().map(|g| quote! { .group(#g) });
-    let tags = common.tags.iter().map(|(k, v)| quote! { .tag(#k, #v) });
-    let description = common
-        .description
-        .as_ref()
-        .map(|d| d.value())
-        .or_else(|| expand::doc_comment(function))
-        .map(|d| quote! { .description(#d) });
-    let retry = common.retry.iter().map(|r| quote! { .retry(#r) });
-    let timeout = common.timeout.iter().map(|t| quote! { .timeout(#t) });
-    let hooks = common.hooks.iter().map(|h| quote! { .hook(#h) });
-    let code_version = common
-        .code_version
-        .iter()
-        .map(|c| quote! { .code_version(#c) });
+    let common = expand::common_calls(common, function);
     let can_subset = args.can_subset;
     let body = quote! {
         ::dagrs_core::__private::MultiAssetSpec::new(#multi_name, #compute)
             #(#out_specs)*
             .can_subset(#can_subset)
             .needs(|__dagrs_needs: &mut ::dagrs_core::__private::Requirements| { #(#declare)* })
-            #(#deps)*
-            #(#group)*
-            #(#tags)*
-            #description
-            #(#retry)*
-            #(#timeout)*
-            #(#hooks)*
-            #(#code_version)*
+            #common
     };
     let multi = multi_marker(name, vis, &multi_name, outs, Some(body));
     quote! { #markers #multi }

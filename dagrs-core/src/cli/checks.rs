@@ -3,12 +3,10 @@
 
 use std::process::ExitCode;
 
-use super::show::{self, say};
+use super::show::{self, say, TIME};
 use crate::definitions::Definitions;
 use crate::error::Error;
 use crate::instance::Instance;
-
-const TIME: &str = "%Y-%m-%d %H:%M:%S UTC";
 
 /// `asset checks NAME`: each check with its latest result, then the latest evaluations.
 pub(super) async fn checks(
@@ -23,32 +21,27 @@ pub(super) async fn checks(
         show::print_json(&records);
         return Ok(ExitCode::SUCCESS);
     }
-    let declared: Vec<_> = defs.checks_of(asset).collect();
-    if declared.is_empty() && records.is_empty() {
+    let checks = crate::check::summaries(defs.checks_of(asset), &records);
+    if checks.is_empty() {
         say!("{asset} has no checks; add one with `#[asset_check(asset = {asset})]`");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut names: Vec<&str> = declared.iter().map(|c| c.name()).collect();
-    for record in &records {
-        if !names.contains(&record.check.as_str()) {
-            names.push(&record.check); // reported by the asset itself
-        }
-    }
     show::rows(
         &["CHECK", "BLOCKING", "LATEST", "WHEN", "RUN", "DESCRIPTION"],
-        names.iter().map(|name| {
-            let spec = declared.iter().find(|c| c.name() == *name);
-            let latest = records.iter().find(|r| r.check == *name);
+        checks.iter().map(|check| {
+            let latest = check.latest;
             vec![
-                name.to_string(),
-                spec.map_or("reported", |c| if c.is_blocking() { "yes" } else { "no" })
-                    .to_owned(),
+                check.name.to_owned(),
+                check.blocking_text().to_owned(),
                 latest.map_or("never run".into(), verdict),
                 latest.map_or("-".into(), |r| r.timestamp.format(TIME).to_string()),
                 latest.map_or("-".into(), |r| r.run_id.to_string()),
                 latest
                     .and_then(|r| r.description.clone())
-                    .or_else(|| spec.and_then(|c| c.description_text().map(first_sentence)))
+                    .or_else(|| {
+                        let spec = check.spec?;
+                        spec.description_text().map(first_sentence)
+                    })
                     .unwrap_or_default(),
             ]
         }),

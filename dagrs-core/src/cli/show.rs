@@ -17,7 +17,7 @@ use crate::result::{RunResult, StepOutcome};
 use crate::state::AssetState;
 use crate::storage::RunRecord;
 
-const TIME: &str = "%Y-%m-%d %H:%M:%S UTC";
+pub(super) const TIME: &str = "%Y-%m-%d %H:%M:%S UTC";
 
 /// Whether stdout was closed by its reader (`run list | head`): further output is dropped.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);

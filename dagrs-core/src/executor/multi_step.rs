@@ -66,15 +66,7 @@ impl MultiStep {
             .collect();
         // The outs share their needs: the first one's inputs are everyone's.
         let lead = &graph.assets[members[0].asset];
-        let inputs = lead
-            .needs
-            .inputs
-            .iter()
-            .filter_map(|input| {
-                let value = outputs.get(&input.key)?;
-                Some((input.key.clone(), Arc::clone(value)))
-            })
-            .collect();
+        let inputs = super::scheduler::inputs_of(lead, outputs);
         MultiStep {
             defs: scheduler.defs.clone(),
             run_id: scheduler.run_id.clone(),

@@ -204,15 +204,7 @@ impl Scheduler {
             running.spawn(step.run().in_current_span());
             return;
         }
-        let inputs: HashMap<AssetKey, Shared> = spec
-            .needs
-            .inputs
-            .iter()
-            .filter_map(|input| {
-                let value = outputs.get(&input.key)?;
-                Some((input.key.clone(), Arc::clone(value)))
-            })
-            .collect();
+        let inputs = inputs_of(spec, outputs);
         let step = Step {
             defs: self.defs.clone(),
             asset,
@@ -225,4 +217,19 @@ impl Scheduler {
         };
         running.spawn(async move { vec![(pos, step.run().await)] }.in_current_span());
     }
+}
+
+/// The outputs among `outputs` that `spec` takes as inputs.
+pub(super) fn inputs_of(
+    spec: &crate::asset::AssetSpec,
+    outputs: &HashMap<AssetKey, Shared>,
+) -> HashMap<AssetKey, Shared> {
+    spec.needs
+        .inputs
+        .iter()
+        .filter_map(|input| {
+            let value = outputs.get(&input.key)?;
+            Some((input.key.clone(), Arc::clone(value)))
+        })
+        .collect()
 }

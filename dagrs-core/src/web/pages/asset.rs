@@ -161,30 +161,23 @@ fn checks_section(
     spec: &crate::AssetSpec,
     records: &[CheckRecord],
 ) -> maud::Markup {
-    let declared: Vec<_> = app.defs.checks_of(spec.key().as_str()).collect();
-    let mut names: Vec<&str> = declared.iter().map(|c| c.name()).collect();
-    for record in records {
-        if !names.contains(&record.check.as_str()) {
-            names.push(&record.check);
-        }
-    }
+    let checks = crate::check::summaries(app.defs.checks_of(spec.key().as_str()), records);
     let verdict = |r: &CheckRecord| match (r.passed, r.severity) {
         (true, _) => badge("passed"),
         (false, crate::CheckSeverity::Warn) => badge("warn"),
         (false, crate::CheckSeverity::Error) => badge("failed"),
     };
     html! {
-        @if !names.is_empty() {
+        @if !checks.is_empty() {
             h2 { "Checks" }
             table #checks {
                 thead { tr { th { "Check" } th { "Blocking" } th { "Latest" } th { "When" } th { "Run" } th { "Found" } } }
                 tbody {
-                    @for name in &names {
-                        @let spec = declared.iter().find(|c| c.name() == *name);
-                        @let latest = records.iter().find(|r| r.check == *name);
+                    @for check in &checks {
+                        @let latest = check.latest;
                         tr {
-                            td.mono { (name) }
-                            td { (spec.map_or("reported", |c| if c.is_blocking() { "yes" } else { "no" })) }
+                            td.mono { (check.name) }
+                            td { (check.blocking_text()) }
                             td { @match latest { Some(r) => (verdict(r)), None => span.muted { "never run" } } }
                             td { @if let Some(r) = latest { (page::time(r.timestamp)) } }
                             td { @if let Some(r) = latest { (page::run_link(r.run_id.as_str())) } }
