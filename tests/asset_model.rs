@@ -84,8 +84,8 @@ async fn a_failing_blocking_check_stops_downstream_and_keeps_the_materialization
         .await
         .unwrap()
         .is_some());
-    let kinds: Vec<&str> = result
-        .events()
+    let events = result.events().await.unwrap();
+    let kinds: Vec<&str> = events
         .iter()
         .filter(|e| e.asset.as_ref().is_some_and(|a| a.as_str() == "readings"))
         .map(|e| match &e.kind {
@@ -328,7 +328,7 @@ async fn observing_a_new_version_makes_downstream_stale_and_the_same_version_doe
     assert!(first.success());
     assert!(matches!(
         first
-            .events()
+            .events().await.unwrap()
             .iter()
             .find(|e| matches!(e.kind, EventKind::Observation { .. }))
             .unwrap()
@@ -350,7 +350,7 @@ async fn observing_a_new_version_makes_downstream_stale_and_the_same_version_doe
         .materialize(&defs, "influx/readings", RunConfig::new())
         .await
         .unwrap();
-    assert!(again.events().iter().any(|e| matches!(
+    assert!(&again.events().await.unwrap().iter().any(|e| matches!(
         &e.kind,
         EventKind::Observation { changed: false, data_version, .. } if data_version == "v1"
     )));

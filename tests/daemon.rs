@@ -466,8 +466,8 @@ async fn slack_hears_of_a_failure_and_a_failing_hook_does_not_fail_its_run() {
         RunStatus::Failed,
         "flaky failed, by itself"
     );
-    let hooks: Vec<&EventKind> = result
-        .events()
+    let events = result.events().await.unwrap();
+    let hooks: Vec<&EventKind> = events
         .iter()
         .map(|e| &e.kind)
         .filter(|k| {
@@ -495,7 +495,7 @@ async fn slack_hears_of_a_failure_and_a_failing_hook_does_not_fail_its_run() {
     assert!(text.contains(&result.run_id().to_string()), "{text}");
     assert!(text.contains("attempt 1"), "{text}");
     assert!(!text.contains("hunter2"), "passwords stay masked: {text}");
-    let logged = format!("{:?}", result.events());
+    let logged = format!("{:?}", result.events().await.unwrap());
     assert!(
         !logged.contains("s3cretpath"),
         "the webhook URL never reaches the log"
@@ -524,8 +524,8 @@ async fn slack_bots_post_with_their_token_and_an_api_error_is_a_hook_failure() {
         "{}",
         requests[0]
     );
-    let failure = result
-        .events()
+    let events = result.events().await.unwrap();
+    let failure = events
         .iter()
         .find_map(|e| match &e.kind {
             EventKind::HookFailed { hook, error } if hook == "slack_on_failure" => Some(error),

@@ -44,7 +44,7 @@ async fn independent_assets_overlap_in_time() {
         .unwrap();
     let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
     assert!(result.success());
-    let events = result.events();
+    let events = &result.events().await.unwrap();
     let started = |a| position(events, a, |k| matches!(k, EventKind::StepStarted { .. }));
     let done = |a| position(events, a, |k| matches!(k, EventKind::StepSucceeded { .. }));
     assert!(started("left") < done("right") && started("right") < done("left"));
@@ -121,7 +121,7 @@ async fn assets_run_after_their_dependencies_and_get_typed_inputs() {
         result.output_value("numbers"),
         Some(&serde_json::json!([1, 2, 3, 4]))
     );
-    let events = result.events();
+    let events = &result.events().await.unwrap();
     let done = |a| position(events, a, |k| matches!(k, EventKind::StepSucceeded { .. }));
     let started = |a| position(events, a, |k| matches!(k, EventKind::StepStarted { .. }));
     assert!(done("numbers") < started("total") && done("total") < started("report"));
@@ -162,7 +162,8 @@ async fn retries_follow_the_backoff_and_every_attempt_is_an_event() {
     assert_eq!(times[1] - times[0], Duration::from_secs(60));
     assert_eq!(times[2] - times[1], Duration::from_secs(120));
 
-    let kinds = kinds_of(result.events(), "flaky");
+    let events = result.events().await.unwrap();
+    let kinds = kinds_of(&events, "flaky");
     let retries: Vec<(u32, Duration)> = kinds
         .iter()
         .filter_map(|k| match k {
@@ -221,7 +222,7 @@ async fn a_step_that_keeps_failing_fails_after_its_last_retry_with_its_error_cha
     let error = step.error.as_ref().unwrap();
     assert_eq!(error.message, "cannot reach the source");
     assert_eq!(error.causes, ["connection refused"]);
-    let delays: Vec<Duration> = kinds_of(result.events(), "broken")
+    let delays: Vec<Duration> = kinds_of(&result.events().await.unwrap(), "broken")
         .into_iter()
         .filter_map(|k| match k {
             EventKind::StepRetrying { delay, .. } => Some(*delay),
@@ -254,11 +255,11 @@ async fn a_failure_skips_everything_downstream_and_the_sibling_branch_still_runs
     assert_eq!(status("report"), StepStatus::Skipped);
     assert_eq!(status("side"), StepStatus::Succeeded);
     assert_eq!(status("side_report"), StepStatus::Succeeded);
-    assert!(kinds_of(result.events(), "clean")
+    assert!(kinds_of(&result.events().await.unwrap(), "clean")
         .iter()
         .any(|k| matches!(k,
         EventKind::StepSkipped { reason } if reason == "upstream `source` failed")));
-    match &result.events().last().unwrap().kind {
+    match &result.events().await.unwrap().last().unwrap().kind {
         EventKind::RunFailed { failed, skipped } => {
             assert_eq!(failed, &["source"]);
             assert_eq!(skipped, &["clean", "report"]);
@@ -347,15 +348,15 @@ async fn cancelling_a_run_stops_it_tells_running_steps_and_skips_the_rest() {
     assert_eq!(result.status(), RunStatus::Cancelled);
     assert_eq!(result.step("long").unwrap().status, StepStatus::Cancelled);
     assert_eq!(result.step("after").unwrap().status, StepStatus::Skipped);
-    assert!(kinds_of(result.events(), "long")
+    assert!(kinds_of(&result.events().await.unwrap(), "long")
         .iter()
         .any(|k| matches!(k, EventKind::StepCancelled { attempt: 1 })));
-    assert!(kinds_of(result.events(), "after")
+    assert!(kinds_of(&result.events().await.unwrap(), "after")
         .iter()
         .any(|k| matches!(k,
         EventKind::StepSkipped { reason } if reason == "upstream `long` was cancelled")));
     assert!(matches!(
-        result.events().last().unwrap().kind,
+        result.events().await.unwrap().last().unwrap().kind,
         EventKind::RunCancelled
     ));
     let stored = instance.run(result.run_id()).await.unwrap();
@@ -450,7 +451,7 @@ async fn passwords_never_reach_the_event_log() {
     });
     let defs = Definitions::builder().specs([leaky]).build().unwrap();
     let result = materialize(&defs, "*", RunConfig::new()).await.unwrap();
-    let log = serde_json::to_string(result.events()).unwrap();
+    let log = serde_json::to_string(&result.events().await.unwrap()).unwrap();
     assert!(!log.contains("hunter2"), "{log}");
     assert!(log.contains("postgres://app:***@db:5432/ecoanp"), "{log}");
     let error = result.step("leaky").unwrap().error.clone().unwrap();
@@ -486,7 +487,7 @@ async fn steps_waiting_for_a_slot_when_the_run_is_cancelled_are_skipped() {
     assert_eq!(result.step("busy").unwrap().status, StepStatus::Cancelled);
     let queued = result.step("queued").unwrap();
     assert_eq!((queued.status, queued.attempts), (StepStatus::Skipped, 0));
-    assert!(kinds_of(result.events(), "queued")
+    assert!(kinds_of(&result.events().await.unwrap(), "queued")
         .iter()
         .any(|k| matches!(k,
         EventKind::StepSkipped { reason } if reason == "run cancelled")));

@@ -209,7 +209,7 @@ async fn a_cancellation_requested_by_another_process_stops_the_run() {
     let result = handle.wait().await.unwrap();
     assert_eq!(result.status(), RunStatus::Cancelled);
     assert!(matches!(
-        result.events().last().unwrap().kind,
+        result.events().await.unwrap().last().unwrap().kind,
         EventKind::RunCancelled
     ));
     let stored = instance.run(result.run_id()).await.unwrap();

@@ -100,8 +100,9 @@ async fn the_function_runs_once_for_all_outs_and_each_out_is_an_asset() {
     assert_eq!(result.output::<total>(), Some(&6.0));
     assert_eq!(result.output::<report>().unwrap(), "3 readings");
     // Each out's events are recorded under its own key.
+    let events = result.events().await.unwrap();
     for key in ["clean", "readings/stats"] {
-        let kinds = kinds_of(result.events(), key);
+        let kinds = kinds_of(&events, key);
         assert!(matches!(kinds[0], EventKind::StepStarted { attempt: 1 }));
         assert!(matches!(kinds[1], EventKind::Materialization { .. }));
         assert!(matches!(
@@ -128,9 +129,9 @@ async fn selecting_one_out_of_a_multi_asset_that_cannot_subset_materializes_all(
         .unwrap();
     assert!(result.success());
     assert_eq!(SPLIT_CALLS.load(Ordering::SeqCst) - before, 1);
-    assert_eq!(materializations(result.events(), "clean"), 1);
-    assert_eq!(materializations(result.events(), "readings/stats"), 1);
-    let EventKind::RunStarted { selection } = &result.events()[0].kind else {
+    assert_eq!(materializations(&result.events().await.unwrap(), "clean"), 1);
+    assert_eq!(materializations(&result.events().await.unwrap(), "readings/stats"), 1);
+    let EventKind::RunStarted { selection } = &result.events().await.unwrap()[0].kind else {
         panic!("the run starts with RunStarted");
     };
     assert_eq!(selection, &["clean", "readings/stats"]);
@@ -159,7 +160,7 @@ async fn a_downstream_only_run_reads_the_outs_from_storage() {
     );
     assert_eq!(again.output::<total>(), Some(&6.0));
     assert_eq!(again.output::<report>().unwrap(), "3 readings");
-    assert_eq!(materializations(again.events(), "clean"), 0);
+    assert_eq!(materializations(&again.events().await.unwrap(), "clean"), 0);
 }
 
 static SUBSET_SEEN: Mutex<Vec<Vec<String>>> = Mutex::new(Vec::new());
@@ -193,7 +194,7 @@ async fn a_subset_run_materializes_only_the_selected_outs() {
     assert_eq!(result.output::<left>(), Some(&7));
     assert_eq!(result.output::<after_left>(), Some(&8));
     assert_eq!(result.output::<right>(), None);
-    assert!(kinds_of(result.events(), "right").is_empty());
+    assert!(kinds_of(&result.events().await.unwrap(), "right").is_empty());
     assert_eq!(result.steps().len(), 2);
     assert!(SUBSET_SEEN
         .lock()
@@ -269,7 +270,7 @@ async fn a_failure_fails_every_out_skips_what_lies_below_and_retries_rerun_the_f
         let step = result.step(key).unwrap();
         assert_eq!(step.status, StepStatus::Failed);
         assert_eq!(step.attempts, 3);
-        let failed = kinds_of(result.events(), key)
+        let failed = kinds_of(&result.events().await.unwrap(), key)
             .into_iter()
             .filter(|k| matches!(k, EventKind::StepFailed { .. }))
             .count();
@@ -438,7 +439,7 @@ async fn the_timeout_and_cancellation_are_the_steps() {
     assert_eq!(result.status(), RunStatus::Cancelled);
     for key in ["wait_a", "wait_b"] {
         assert_eq!(result.step(key).unwrap().status, StepStatus::Cancelled);
-        assert!(kinds_of(result.events(), key)
+        assert!(kinds_of(&result.events().await.unwrap(), key)
             .iter()
             .any(|k| matches!(k, EventKind::StepCancelled { attempt: 1 })));
     }

@@ -182,7 +182,7 @@ fn what_libraries_log_inside_a_step_lands_in_that_steps_events() {
     let result =
         runtime().block_on(async { materialize(&defs(), "*", RunConfig::new()).await.unwrap() });
     assert!(result.success());
-    let events = result.events();
+    let events = &runtime().block_on(result.events()).unwrap();
 
     let fetch = logs(events, "fetch");
     assert_eq!(
@@ -233,8 +233,8 @@ fn nothing_is_captured_outside_a_step_or_without_the_layer() {
         materialize(&defs(), "*", RunConfig::new()).await.unwrap()
     });
     // No subscriber: only ctx.log's line is in the log.
-    assert_eq!(logs(result.events(), "fetch").len(), 1);
-    assert!(logs(result.events(), "crunch").is_empty());
+    assert_eq!(logs(&runtime().block_on(result.events()).unwrap(), "fetch").len(), 1);
+    assert!(logs(&runtime().block_on(result.events()).unwrap(), "crunch").is_empty());
 }
 
 /// Logs more than the capture limit.
@@ -258,7 +258,7 @@ fn a_chatty_step_is_cut_at_the_limit_with_one_dropped_event() {
         .unwrap();
     let result =
         runtime().block_on(async { materialize(&defs, "*", RunConfig::new()).await.unwrap() });
-    let lines = logs(result.events(), "chatty");
+    let lines = logs(&runtime().block_on(result.events()).unwrap(), "chatty");
     assert_eq!(lines.len(), 4, "{lines:#?}");
     assert_eq!(lines[0].1, "[chatty_lib] line i=0");
     assert_eq!(lines[2].1, "[chatty_lib] line i=2");
@@ -269,8 +269,8 @@ fn a_chatty_step_is_cut_at_the_limit_with_one_dropped_event() {
         lines[3].1
     );
     // The dropped event comes before the step's end.
-    let kinds: Vec<_> = result
-        .events()
+    let events = runtime().block_on(result.events()).unwrap();
+    let kinds: Vec<_> = events
         .iter()
         .filter(|e| e.asset.as_deref() == Some("chatty"))
         .map(|e| &e.kind)

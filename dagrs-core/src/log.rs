@@ -63,27 +63,17 @@ impl Sink {
     }
 }
 
-/// What the writer reports when the run's log is complete.
-pub(crate) struct Written {
-    /// Every event, in order.
-    pub(crate) events: Vec<Event>,
-    /// The first storage error, if writing failed (the events were still forwarded).
-    pub(crate) error: Option<Error>,
-}
-
-/// Numbers the run's events, writes them to storage in batches and keeps them for the
-/// result; stops after the run's final event.
+/// Numbers the run's events, writes them to storage in batches and forwards them; stops
+/// after the run's final event. Returns the first storage error, if writing failed (the
+/// events were still forwarded).
 pub(crate) async fn write_events(
     storage: Arc<dyn Storage>,
     run_id: RunId,
     mut rx: mpsc::UnboundedReceiver<Draft>,
     forward: Option<mpsc::UnboundedSender<Event>>,
-) -> Written {
+) -> Option<Error> {
     const BATCH: usize = 1024;
-    let mut written = Written {
-        events: Vec::new(),
-        error: None,
-    };
+    let mut failed = None;
     let mut drafts = Vec::with_capacity(BATCH);
     let mut seq = 0;
     loop {
@@ -106,25 +96,24 @@ pub(crate) async fn write_events(
             });
             seq += 1;
         }
-        if written.error.is_none() {
+        if failed.is_none() {
             let writing = std::time::Instant::now();
             let appended = storage.append_events(&batch).await;
             crate::observe::meter::store_write(writing.elapsed());
             if let Err(e) = appended {
                 tracing::error!(target: "dagrs::storage", run_id = %run_id, "cannot record events: {e}");
-                written.error = Some(e);
+                failed = Some(e);
             }
         }
         if let Some(forward) = &forward {
-            for event in &batch {
+            for event in batch {
                 // The receiver may have stopped listening; the run goes on.
-                let _ = forward.send(event.clone());
+                let _ = forward.send(event);
             }
         }
-        written.events.extend(batch);
         if finished {
             break;
         }
     }
-    written
+    failed
 }

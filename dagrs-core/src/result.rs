@@ -1,4 +1,5 @@
-//! What a run returns: status, per-asset outcomes, the event log and typed outputs.
+//! What a run returns: status, per-asset outcomes and outputs, and its event log read back
+//! from storage.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -7,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::asset::Asset;
+use crate::error::Error;
 use crate::event::{ErrorInfo, Event, EventKind, Metadata, RunStatus, StepStatus};
 use crate::key::{AssetKey, RunId};
+use crate::storage::Storage;
 
 /// How one asset of a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,13 +93,16 @@ pub fn outcomes_from_events(assets: &[AssetKey], events: &[Event]) -> Vec<StepOu
     outcomes
 }
 
-/// The result of a finished run.
+/// The result of a finished run: how each asset ended and what it produced. The full event
+/// log stays in storage (a run of many assets would otherwise hold all of it in memory) and
+/// is read back by [`events`](Self::events).
 pub struct RunResult {
     pub(crate) run_id: RunId,
     pub(crate) status: RunStatus,
     pub(crate) steps: Vec<StepOutcome>,
-    pub(crate) events: Vec<Event>,
     pub(crate) outputs: HashMap<AssetKey, Arc<dyn Any + Send + Sync>>,
+    pub(crate) values: HashMap<AssetKey, serde_json::Value>,
+    pub(crate) storage: Arc<dyn Storage>,
 }
 
 impl RunResult {
@@ -125,9 +131,10 @@ impl RunResult {
         self.steps.iter().find(|s| s.key == key)
     }
 
-    /// The run's complete event log, in order.
-    pub fn events(&self) -> &[Event] {
-        &self.events
+    /// The run's complete event log, in order, read back from the instance's storage (so it
+    /// is there as long as the run is: a pruned run has none).
+    pub async fn events(&self) -> Result<Vec<Event>, Error> {
+        self.storage.events(&self.run_id, None).await
     }
 
     /// The output of asset `A`, typed: `result.output::<influx_tags>()`. `None` when `A`
@@ -136,17 +143,11 @@ impl RunResult {
         self.outputs.get(A::KEY)?.downcast_ref::<A::Output>()
     }
 
-    /// The serialized output of asset `key`, as recorded in the event log.
+    /// The serialized output of asset `key`, as recorded with its materialization (for an
+    /// observable source asset, its data version). `None` when `key` produced nothing in this
+    /// run.
     pub fn output_value(&self, key: &str) -> Option<&serde_json::Value> {
-        self.events
-            .iter()
-            .rev()
-            .find_map(|e| match (&e.asset, &e.kind) {
-                (Some(asset), EventKind::Materialization { value, .. }) if asset == key => {
-                    Some(value)
-                }
-                _ => None,
-            })
+        self.values.get(key)
     }
 }
 
@@ -156,7 +157,6 @@ impl fmt::Debug for RunResult {
             .field("run_id", &self.run_id)
             .field("status", &self.status)
             .field("steps", &self.steps)
-            .field("events", &self.events.len())
             .finish_non_exhaustive()
     }
 }

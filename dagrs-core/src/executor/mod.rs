@@ -206,7 +206,7 @@ pub(crate) fn drive(
                 reason: format!("the event writer stopped: {e}"),
             })?;
             // A run whose log could not be stored is never recorded as succeeded.
-            let (status, failure) = match &written.error {
+            let (status, failure) = match &written {
                 Some(e) => (
                     RunStatus::Failed,
                     Some(format!("cannot record its events: {e}")),
@@ -226,7 +226,7 @@ pub(crate) fn drive(
             if let Some(keep) = retention {
                 storage.prune(keep, now()).await?;
             }
-            if let Some(error) = written.error {
+            if let Some(error) = written {
                 return Err(error);
             }
             // Another process may have ended the run first: its record is the truth.
@@ -239,8 +239,9 @@ pub(crate) fn drive(
                 run_id,
                 status,
                 steps: driven.outcomes,
-                events: written.events,
                 outputs: driven.outputs,
+                values: driven.values,
+                storage,
             })
         }
         .instrument(span)

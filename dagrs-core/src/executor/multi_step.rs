@@ -324,6 +324,7 @@ impl MultiStep {
             return;
         }
         let step = Step {
+            permit: None,
             defs: self.defs.clone(),
             asset: member.asset,
             run_id: self.run_id.clone(),

@@ -1,10 +1,10 @@
 //! Drives a planned run: starts each step as soon as its dependencies succeeded, skips what
 //! lies below a failure, and decides how the run ended.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -32,11 +32,15 @@ pub(crate) struct Driven {
     pub(crate) status: RunStatus,
     pub(crate) outcomes: Vec<StepOutcome>,
     pub(crate) outputs: HashMap<AssetKey, Shared>,
+    /// The serialized output of each step that produced one.
+    pub(crate) values: HashMap<AssetKey, serde_json::Value>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum State {
     Waiting,
+    /// Its dependencies are done; it starts when a slot is free.
+    Ready,
     Running,
     Done,
 }
@@ -73,19 +77,43 @@ impl Scheduler {
         let mut state = vec![State::Waiting; n];
         let mut outcomes: Vec<Option<StepOutcome>> = vec![None; n];
         let mut outputs: HashMap<AssetKey, Shared> = plan.external.clone();
+        let mut values = HashMap::new();
         let mut running = JoinSet::new();
-
-        for pos in 0..n {
-            if waiting_on[pos] == 0 && state[pos] == State::Waiting {
-                state[pos] = State::Running;
-                self.spawn_step(&mut running, &plan, pos, &outputs, &position, &mut state);
-            }
+        // Steps whose dependencies are done, in the order they became ready: each starts when
+        // a slot of the concurrency limit is free, so that a run of many assets holds tasks
+        // only for the steps that run (and for those waiting to retry).
+        let mut ready: VecDeque<usize> = (0..n).filter(|&pos| waiting_on[pos] == 0).collect();
+        for &pos in &ready {
+            state[pos] = State::Ready;
         }
 
-        while let Some(joined) = running.join_next().await {
-            let reports = match joined {
-                Ok(done) => done,
-                Err(e) => unreachable!("step drivers catch their steps' panics: {e}"),
+        loop {
+            while let Some(&pos) = ready.front() {
+                if self.cancel.is_cancelled() {
+                    break;
+                }
+                let Ok(permit) = Arc::clone(&self.semaphore).try_acquire_owned() else {
+                    break;
+                };
+                ready.pop_front();
+                if state[pos] == State::Ready {
+                    self.spawn_step(&mut running, &plan, pos, permit, &outputs, &position, &mut state);
+                }
+            }
+            let reports = tokio::select! {
+                joined = running.join_next(), if !running.is_empty() => match joined {
+                    Some(Ok(done)) => done,
+                    Some(Err(e)) => unreachable!("step drivers catch their steps' panics: {e}"),
+                    None => continue,
+                },
+                // A slot freed by a step still running (one waiting to retry).
+                permit = Arc::clone(&self.semaphore).acquire_owned(),
+                    if !ready.is_empty() && !self.cancel.is_cancelled() =>
+                {
+                    drop(permit);
+                    continue;
+                }
+                else => break,
             };
             for (pos, report) in reports {
                 state[pos] = State::Done;
@@ -93,6 +121,7 @@ impl Scheduler {
                 let key = report.outcome.key.clone();
                 if let Some(output) = report.output {
                     outputs.insert(key.clone(), output.value);
+                    values.insert(key.clone(), output.json);
                 }
                 outcomes[pos] = Some(report.outcome);
                 let asset = plan.selected[pos];
@@ -106,15 +135,8 @@ impl Scheduler {
                         };
                         waiting_on[dpos] -= 1;
                         if waiting_on[dpos] == 0 && state[dpos] == State::Waiting {
-                            state[dpos] = State::Running;
-                            self.spawn_step(
-                                &mut running,
-                                &plan,
-                                dpos,
-                                &outputs,
-                                &position,
-                                &mut state,
-                            );
+                            state[dpos] = State::Ready;
+                            ready.push_back(dpos);
                         }
                     }
                 } else {
@@ -135,7 +157,7 @@ impl Scheduler {
         }
 
         for pos in 0..n {
-            if state[pos] == State::Waiting {
+            if matches!(state[pos], State::Waiting | State::Ready) {
                 outcomes[pos] = Some(self.skip(&plan.keys[pos], "run cancelled".into()));
             }
         }
@@ -148,6 +170,7 @@ impl Scheduler {
             status,
             outcomes,
             outputs,
+            values,
         }
     }
 
@@ -179,20 +202,25 @@ impl Scheduler {
         StepOutcome::new(key.clone(), StepStatus::Skipped)
     }
 
-    /// Starts the step at `pos`; for an out of a multi-asset, one step for all its selected
-    /// outs, marked running.
+    /// Starts the step at `pos` with the slot `permit`, marked running; for an out of a
+    /// multi-asset, one step for all its selected outs.
+    #[allow(clippy::too_many_arguments)]
     fn spawn_step(
         &self,
         running: &mut JoinSet<Vec<(usize, StepReport)>>,
         plan: &Plan,
         pos: usize,
+        permit: OwnedSemaphorePermit,
         outputs: &HashMap<AssetKey, Shared>,
         position: &HashMap<usize, usize>,
         state: &mut [State],
     ) {
+        state[pos] = State::Running;
         let asset = plan.selected[pos];
         let spec = &self.defs.inner().graph.assets[asset];
         if let Some(info) = &spec.multi {
+            // The multi-step takes its own slot for each attempt.
+            drop(permit);
             let graph = &self.defs.inner().graph;
             let members: Vec<usize> = crate::multi::siblings(graph, info)
                 .filter_map(|i| position.get(&i).copied())
@@ -206,6 +234,7 @@ impl Scheduler {
         }
         let inputs = inputs_of(spec, outputs);
         let step = Step {
+            permit: Some(permit),
             defs: self.defs.clone(),
             asset,
             run_id: self.run_id.clone(),

@@ -1,10 +1,15 @@
 //! One step of a run: its attempts, each under the concurrency limit and the asset's
 //! timeout, retried by its policy, stopped by cancellation.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -31,6 +36,8 @@ pub(crate) struct StepReport {
 
 /// One step of a run: everything its driver task needs.
 pub(crate) struct Step {
+    /// The slot of the first attempt, taken by the scheduler before it started the step.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) defs: Definitions,
     pub(crate) asset: usize,
     pub(crate) run_id: RunId,
@@ -43,18 +50,23 @@ pub(crate) struct Step {
 
 impl Step {
     /// Runs attempts until one succeeds, the retry policy gives up, or the run is cancelled.
-    pub(crate) async fn run(self) -> StepReport {
+    pub(crate) async fn run(mut self) -> StepReport {
+        let mut first = self.permit.take();
         let spec = &self.defs.inner().graph.assets[self.asset];
         let key = &spec.key;
         let retry = &self.plan.retry;
         let mut outcome = StepOutcome::new(key.clone(), StepStatus::Cancelled);
         for attempt in 1.. {
-            let permit = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => break,
-                permit = Arc::clone(&self.semaphore).acquire_owned() => {
-                    permit.expect("the run's semaphore is never closed")
-                }
+            let permit = match first.take() {
+                Some(_) if self.cancel.is_cancelled() => break,
+                Some(permit) => permit,
+                None => tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => break,
+                    permit = Arc::clone(&self.semaphore).acquire_owned() => {
+                        permit.expect("the run's semaphore is never closed")
+                    }
+                },
             };
             outcome.attempts = attempt;
             self.sink
@@ -81,7 +93,8 @@ impl Step {
                 self.plan.partition.as_deref().map(|p| p.range.key.as_str()),
             );
             let started = Instant::now();
-            let mut task = tokio::spawn((spec.compute)(scope).instrument(span.clone()));
+            // Polled in this task (no task of its own): dropping it stops it.
+            let mut task = CatchUnwind((spec.compute)(scope).instrument(span.clone()));
             let deadline = async {
                 match spec.timeout {
                     Some(limit) => tokio::time::sleep(limit).await,
@@ -92,16 +105,16 @@ impl Step {
             let mut retriable = true;
             let mut error_type = "error";
             let result = tokio::select! {
-                joined = &mut task => match joined {
+                caught = &mut task => match caught {
                     Ok(result) => result,
-                    Err(e) => {
+                    Err(payload) => {
                         retriable = false;
                         error_type = "panic";
-                        Err(anyhow::anyhow!("asset panicked: {}", panic_message(e)))
+                        Err(anyhow::anyhow!("asset panicked: {}", panic_text(payload)))
                     }
                 },
                 _ = deadline => {
-                    task.abort();
+                    drop(task);
                     error_type = "timeout";
                     Err(anyhow::anyhow!(
                         "timed out after {:?}; raise the asset's `timeout` if it needs longer",
@@ -109,7 +122,7 @@ impl Step {
                     ))
                 }
                 _ = self.cancel.cancelled() => {
-                    task.abort();
+                    drop(task);
                     log.report_dropped();
                     trace::record_status(&span, false, Some("cancelled"));
                     self.sink.send(Some(key), EventKind::StepCancelled { attempt });
@@ -290,11 +303,34 @@ impl Step {
     }
 }
 
-pub(super) fn panic_message(error: tokio::task::JoinError) -> String {
-    if !error.is_panic() {
-        return error.to_string();
+/// A future that turns a panic while polling `F` into an error (the payload).
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        // After a panic the future is never polled again.
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
     }
-    let payload = error.into_panic();
+}
+
+/// What a task's panic said, or why else it did not finish.
+pub(super) fn panic_message(error: tokio::task::JoinError) -> String {
+    if error.is_panic() {
+        panic_text(error.into_panic())
+    } else {
+        error.to_string()
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_text(payload: Box<dyn Any + Send>) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = payload.downcast_ref::<String>() {

@@ -211,6 +211,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX automation_records_by_asset ON automation_records (asset, evaluated_at);
     CREATE INDEX automation_records_newest ON automation_records (evaluated_at);
     ",
+    // Version 7: a flat cost per materialization however large the store grows. The index on
+    // `(asset, id)` took one leaf page per asset in every run (a run of 1,000 assets rewrote
+    // 1,000 scattered pages once the index outgrew them); instead, each asset's latest
+    // materialization is one row of the small `asset_latest`, and each materialization names
+    // the one before it (`previous`), so an asset's history is a walk back along that chain.
+    "
+    ALTER TABLE materializations ADD COLUMN previous INTEGER;
+    UPDATE materializations SET previous = (
+        SELECT MAX(p.id) FROM materializations AS p
+        WHERE p.asset = materializations.asset AND p.id < materializations.id);
+    CREATE TABLE asset_latest (
+        asset TEXT PRIMARY KEY NOT NULL,
+        id    INTEGER NOT NULL   -- the asset's newest row of `materializations`
+    ) WITHOUT ROWID;
+    INSERT INTO asset_latest (asset, id) SELECT asset, MAX(id) FROM materializations GROUP BY asset;
+    DROP INDEX materializations_by_asset;
+    ",
 ];
 
 /// The schema version this code writes and understands.

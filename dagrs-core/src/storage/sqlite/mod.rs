@@ -448,7 +448,7 @@ impl Storage for SqliteStorage {
                 OP,
                 &format!(
                     "SELECT {MATERIALIZATION_COLUMNS} FROM materializations \
-                     WHERE asset = ?1 ORDER BY id DESC LIMIT 1"
+                     WHERE id = (SELECT id FROM asset_latest WHERE asset = ?1)"
                 ),
                 [asset.as_str()],
             )?;
@@ -465,8 +465,7 @@ impl Storage for SqliteStorage {
                 OP,
                 &format!(
                     "SELECT {MATERIALIZATION_COLUMNS} FROM materializations \
-                     WHERE id IN (SELECT MAX(id) FROM materializations GROUP BY asset) \
-                     ORDER BY asset"
+                     WHERE id IN (SELECT id FROM asset_latest) ORDER BY asset"
                 ),
                 [],
             )
@@ -486,8 +485,15 @@ impl Storage for SqliteStorage {
                 conn,
                 OP,
                 &format!(
-                    "SELECT {MATERIALIZATION_COLUMNS} FROM materializations \
-                     WHERE asset = ?1 ORDER BY id DESC LIMIT ?2"
+                    // The asset's chain, newest first (it ends where pruning cut it).
+                    "WITH RECURSIVE chain (id, n) AS ( \
+                         SELECT id, 1 FROM asset_latest WHERE asset = ?1 AND ?2 > 0 \
+                         UNION ALL \
+                         SELECT m.previous, chain.n + 1 FROM chain \
+                         JOIN materializations AS m ON m.id = chain.id \
+                         WHERE m.previous IS NOT NULL AND chain.n < ?2) \
+                     SELECT {MATERIALIZATION_COLUMNS} FROM materializations \
+                     WHERE id IN (SELECT id FROM chain) ORDER BY id DESC"
                 ),
                 params![asset.as_str(), limit_to_sql(limit)],
             )

@@ -637,8 +637,15 @@ pub(super) fn append(
         .prepare_cached(
             "INSERT INTO materializations \
              (asset, run_id, seq, timestamp, metadata, value, code_version, \
-              partition_key, partition_dims, partition_start, partition_end) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+              partition_key, partition_dims, partition_start, partition_end, previous) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+                     (SELECT id FROM asset_latest WHERE asset = ?1))",
+        )
+        .or_storage(op)?;
+    let mut set_latest = conn
+        .prepare_cached(
+            "INSERT INTO asset_latest (asset, id) VALUES (?1, last_insert_rowid()) \
+             ON CONFLICT (asset) DO UPDATE SET id = excluded.id",
         )
         .or_storage(op)?;
     let mut insert_check = conn
@@ -688,6 +695,7 @@ pub(super) fn append(
                     p.map(|p| p.end),
                 ])
                 .or_storage(op)?;
+            set_latest.execute([&m.asset]).or_storage(op)?;
         }
         if let Some(check) = &event.check {
             insert_check.execute(check.params()).or_storage(op)?;
@@ -737,7 +745,7 @@ pub(super) fn prune(
     let events = delete("DELETE FROM events WHERE run_id IN (SELECT value FROM json_each(?1))")?;
     let materializations = delete(
         "DELETE FROM materializations WHERE run_id IN (SELECT value FROM json_each(?1)) \
-         AND id NOT IN (SELECT MAX(id) FROM materializations GROUP BY asset)",
+         AND id NOT IN (SELECT id FROM asset_latest)",
     )?;
     delete("DELETE FROM check_records WHERE run_id IN (SELECT value FROM json_each(?1))")?;
     let runs = delete("DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?1))")?;

@@ -711,7 +711,7 @@ async fn a_version_3_store_gains_partitions_and_keeps_its_data() {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
     store.create_run(&run_record("new", 0)).await.unwrap();
     let range = minutes("", 0, 60);
     store
@@ -814,7 +814,7 @@ async fn a_version_5_store_gains_check_and_automation_records_and_keeps_its_data
         .unwrap()
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (6, 6));
+    assert_eq!((version, SCHEMA_VERSION), (7, 7));
     let old = RunId::from("old");
     assert_eq!(store.run(&old).await.unwrap(), Some(old_run));
     assert_eq!(store.events(&old, None).await.unwrap(), old_events);
@@ -1004,4 +1004,79 @@ async fn partition_statements_seek_by_index_and_stay_fast_with_many_ranges() {
     // Generous bounds (debug builds, busy machines): a scan per write would take minutes.
     assert!(read.as_secs() < 5, "reading 20,000 ranges took {read:?}");
     assert!(written.as_secs() < 20, "200 writes took {written:?}");
+}
+
+#[tokio::test]
+async fn a_version_6_store_keeps_each_assets_history_in_order() {
+    let dir = TempDir::new("v6");
+    {
+        // A store written by the previous version: materializations of two assets,
+        // interleaved, found then through the index on `(asset, id)`.
+        let conn = Connection::open(dir.file()).unwrap();
+        for sql in &super::file::MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        for (seq, asset) in ["a", "b", "a", "a", "b"].iter().enumerate() {
+            conn.execute(
+                "INSERT INTO materializations (asset, run_id, seq, timestamp, metadata, value) \
+                 VALUES (?1, 'old', ?2, 0, '{}', ?2)",
+                params![asset, seq as i64],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStorage::open(dir.file()).unwrap();
+    let seqs = |records: Vec<MaterializationRecord>| -> Vec<u64> {
+        records.iter().map(|m| m.seq).collect()
+    };
+    let a = AssetKey::from("a");
+    assert_eq!(seqs(store.materializations(&a, 10).await.unwrap()), [3, 2, 0]);
+    assert_eq!(seqs(store.materializations(&a, 2).await.unwrap()), [3, 2]);
+    assert!(store.materializations(&a, 0).await.unwrap().is_empty());
+    assert_eq!(store.latest_materialization(&a).await.unwrap().unwrap().seq, 3);
+    assert_eq!(seqs(store.latest_materializations().await.unwrap()), [3, 4]);
+    // New materializations continue each asset's chain.
+    store.create_run(&run_record("new", 0)).await.unwrap();
+    store
+        .append_events(&[
+            materialization("new", 0, "b", json!(1)),
+            materialization("new", 1, "a", json!(2)),
+        ])
+        .await
+        .unwrap();
+    let b = AssetKey::from("b");
+    assert_eq!(seqs(store.materializations(&b, 10).await.unwrap()), [0, 4, 1]);
+    assert_eq!(seqs(store.materializations(&a, 10).await.unwrap()), [1, 3, 2, 0]);
+}
+
+#[tokio::test]
+async fn materialization_statements_touch_no_index_on_the_asset_and_never_scan() {
+    let dir = TempDir::new("chain-plans");
+    let _store = SqliteStorage::open(dir.file()).unwrap();
+    let conn = Connection::open(dir.file()).unwrap();
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'materializations'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    // An index led by the asset would take a page per asset in every run (issue: the cost
+    // of a materialization grew with the store).
+    assert!(
+        !indexes.iter().any(|i| i == "materializations_by_asset"),
+        "{indexes:?}"
+    );
+    for sql in [
+        "SELECT id FROM materializations WHERE id = (SELECT id FROM asset_latest WHERE asset = ?1)",
+        "SELECT id FROM materializations WHERE id IN (SELECT id FROM asset_latest) ORDER BY asset",
+        "INSERT INTO asset_latest (asset, id) VALUES (?1, 1) \
+         ON CONFLICT (asset) DO UPDATE SET id = excluded.id",
+    ] {
+        let plan = query_plan(&conn, sql);
+        assert!(!plan.contains("SCAN materializations"), "{sql}: {plan}");
+    }
 }
