@@ -1,5 +1,6 @@
 //! Executor overhead on no-op assets: `Definitions::build` and materialization, measured
-//! separately, on four graph shapes.
+//! separately, on four graph shapes (and `Definitions::build` of 100,000 and 1,000,000
+//! independent assets).
 //!
 //! ```text
 //! cargo bench --bench executor
@@ -46,9 +47,19 @@ fn shapes() -> Vec<(&'static str, Vec<AssetSpec>)> {
     ]
 }
 
+/// Larger graphs, for `Definitions::build` alone: does it stay linear?
+fn large_shapes() -> Vec<(&'static str, Vec<AssetSpec>)> {
+    let independent = |n: usize| (0..n).map(|i| noop(format!("a{i}"))).collect();
+    vec![
+        ("independent_100000", independent(100_000)),
+        ("independent_1000000", independent(1_000_000)),
+    ]
+}
+
 fn build(c: &mut Criterion) {
     let mut group = c.benchmark_group("definitions_build");
-    for (name, specs) in shapes() {
+    group.sample_size(10);
+    for (name, specs) in shapes().into_iter().chain(large_shapes()) {
         group.throughput(Throughput::Elements(specs.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(name), &specs, |b, specs| {
             b.iter_batched(

@@ -14,7 +14,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use dagrs_core::storage::{SqliteStorage, Storage};
 use dagrs_core::{AssetSpec, Definitions, Instance, RunConfig};
 use dagrs_postgres::testing::TestDatabase;
@@ -52,9 +54,9 @@ fn store_growth(c: &mut Criterion) {
         ),
         (
             "postgres",
-            Arc::new(rt.block_on(async {
-                PgStorage::connect(db.pg.clone(), "growth").await.unwrap()
-            })),
+            Arc::new(
+                rt.block_on(async { PgStorage::connect(db.pg.clone(), "growth").await.unwrap() }),
+            ),
         ),
     ];
     let mut group = c.benchmark_group("store_growth");

@@ -328,7 +328,9 @@ async fn observing_a_new_version_makes_downstream_stale_and_the_same_version_doe
     assert!(first.success());
     assert!(matches!(
         first
-            .events().await.unwrap()
+            .events()
+            .await
+            .unwrap()
             .iter()
             .find(|e| matches!(e.kind, EventKind::Observation { .. }))
             .unwrap()

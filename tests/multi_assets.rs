@@ -129,8 +129,14 @@ async fn selecting_one_out_of_a_multi_asset_that_cannot_subset_materializes_all(
         .unwrap();
     assert!(result.success());
     assert_eq!(SPLIT_CALLS.load(Ordering::SeqCst) - before, 1);
-    assert_eq!(materializations(&result.events().await.unwrap(), "clean"), 1);
-    assert_eq!(materializations(&result.events().await.unwrap(), "readings/stats"), 1);
+    assert_eq!(
+        materializations(&result.events().await.unwrap(), "clean"),
+        1
+    );
+    assert_eq!(
+        materializations(&result.events().await.unwrap(), "readings/stats"),
+        1
+    );
     let EventKind::RunStarted { selection } = &result.events().await.unwrap()[0].kind else {
         panic!("the run starts with RunStarted");
     };

@@ -233,7 +233,10 @@ fn nothing_is_captured_outside_a_step_or_without_the_layer() {
         materialize(&defs(), "*", RunConfig::new()).await.unwrap()
     });
     // No subscriber: only ctx.log's line is in the log.
-    assert_eq!(logs(&runtime().block_on(result.events()).unwrap(), "fetch").len(), 1);
+    assert_eq!(
+        logs(&runtime().block_on(result.events()).unwrap(), "fetch").len(),
+        1
+    );
     assert!(logs(&runtime().block_on(result.events()).unwrap(), "crunch").is_empty());
 }
 

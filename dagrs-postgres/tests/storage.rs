@@ -584,7 +584,11 @@ async fn runs_through_the_executor_are_stored_end_to_end() {
     assert_eq!(run.selection, "a b");
     assert!(run.ended_at.is_some_and(|end| end >= run.started_at));
     let events = other.events(result.run_id(), None).await.unwrap();
-    assert_eq!(events, result.events().await.unwrap(), "the stored log is the run's log");
+    assert_eq!(
+        events,
+        result.events().await.unwrap(),
+        "the stored log is the run's log"
+    );
     assert!(matches!(
         events.first().map(|e| &e.kind),
         Some(EventKind::RunStarted { .. })

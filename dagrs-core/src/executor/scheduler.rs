@@ -97,7 +97,15 @@ impl Scheduler {
                 };
                 ready.pop_front();
                 if state[pos] == State::Ready {
-                    self.spawn_step(&mut running, &plan, pos, permit, &outputs, &position, &mut state);
+                    self.spawn_step(
+                        &mut running,
+                        &plan,
+                        pos,
+                        permit,
+                        &outputs,
+                        &position,
+                        &mut state,
+                    );
                 }
             }
             let reports = tokio::select! {

@@ -104,7 +104,18 @@ impl Step {
             // A panic is a bug, not a passing failure: it is not retried.
             let mut retriable = true;
             let mut error_type = "error";
+            // Cancellation first: an asset that ends because it was told to stop (a
+            // `ctx.cancelled()` returning) is cancelled, not succeeded.
             let result = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    drop(task);
+                    log.report_dropped();
+                    trace::record_status(&span, false, Some("cancelled"));
+                    self.sink.send(Some(key), EventKind::StepCancelled { attempt });
+                    outcome.status = StepStatus::Cancelled;
+                    return StepReport { outcome, output: None };
+                }
                 caught = &mut task => match caught {
                     Ok(result) => result,
                     Err(payload) => {
@@ -120,14 +131,6 @@ impl Step {
                         "timed out after {:?}; raise the asset's `timeout` if it needs longer",
                         spec.timeout.unwrap_or_default()
                     ))
-                }
-                _ = self.cancel.cancelled() => {
-                    drop(task);
-                    log.report_dropped();
-                    trace::record_status(&span, false, Some("cancelled"));
-                    self.sink.send(Some(key), EventKind::StepCancelled { attempt });
-                    outcome.status = StepStatus::Cancelled;
-                    return StepReport { outcome, output: None };
                 }
             };
             drop(permit);

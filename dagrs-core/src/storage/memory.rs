@@ -96,9 +96,9 @@ impl Storage for InMemoryStorage {
         let mut inner = self.lock();
         // The executor's batches are one run's events in seq order: no set needed to find a
         // seq given twice.
-        let in_order = events.windows(2).all(|pair| {
-            pair[0].run_id == pair[1].run_id && pair[0].seq < pair[1].seq
-        });
+        let in_order = events
+            .windows(2)
+            .all(|pair| pair[0].run_id == pair[1].run_id && pair[0].seq < pair[1].seq);
         let mut batch = HashSet::new();
         for event in events {
             if !inner.run_index.contains_key(&event.run_id) {

@@ -1033,10 +1033,16 @@ async fn a_version_6_store_keeps_each_assets_history_in_order() {
         records.iter().map(|m| m.seq).collect()
     };
     let a = AssetKey::from("a");
-    assert_eq!(seqs(store.materializations(&a, 10).await.unwrap()), [3, 2, 0]);
+    assert_eq!(
+        seqs(store.materializations(&a, 10).await.unwrap()),
+        [3, 2, 0]
+    );
     assert_eq!(seqs(store.materializations(&a, 2).await.unwrap()), [3, 2]);
     assert!(store.materializations(&a, 0).await.unwrap().is_empty());
-    assert_eq!(store.latest_materialization(&a).await.unwrap().unwrap().seq, 3);
+    assert_eq!(
+        store.latest_materialization(&a).await.unwrap().unwrap().seq,
+        3
+    );
     assert_eq!(seqs(store.latest_materializations().await.unwrap()), [3, 4]);
     // New materializations continue each asset's chain.
     store.create_run(&run_record("new", 0)).await.unwrap();
@@ -1048,8 +1054,14 @@ async fn a_version_6_store_keeps_each_assets_history_in_order() {
         .await
         .unwrap();
     let b = AssetKey::from("b");
-    assert_eq!(seqs(store.materializations(&b, 10).await.unwrap()), [0, 4, 1]);
-    assert_eq!(seqs(store.materializations(&a, 10).await.unwrap()), [1, 3, 2, 0]);
+    assert_eq!(
+        seqs(store.materializations(&b, 10).await.unwrap()),
+        [0, 4, 1]
+    );
+    assert_eq!(
+        seqs(store.materializations(&a, 10).await.unwrap()),
+        [1, 3, 2, 0]
+    );
 }
 
 #[tokio::test]
@@ -1058,7 +1070,9 @@ async fn materialization_statements_touch_no_index_on_the_asset_and_never_scan()
     let _store = SqliteStorage::open(dir.file()).unwrap();
     let conn = Connection::open(dir.file()).unwrap();
     let indexes: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'materializations'")
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'materializations'",
+        )
         .unwrap()
         .query_map([], |row| row.get(0))
         .unwrap()
