@@ -65,7 +65,7 @@ fn build(c: &mut Criterion) {
             b.iter_batched(
                 || specs.clone(),
                 |specs| Definitions::builder().specs(specs).build().unwrap(),
-                BatchSize::SmallInput,
+                BatchSize::LargeInput,
             )
         });
     }

@@ -231,7 +231,7 @@ impl AssetContext {
     pub fn log_records(&self) -> Vec<LogRecord> {
         match &self.log.sink {
             Sink::Local(records) => lock(records).clone(),
-            Sink::Run(_) => Vec::new(),
+            Sink::Run(..) => Vec::new(),
         }
     }
 }

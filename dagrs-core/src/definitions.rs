@@ -209,7 +209,13 @@ impl DefinitionsBuilder {
 
     /// Adds assets given as specs, e.g. from [`assets!`](crate::assets) or built by hand.
     pub fn specs(mut self, specs: impl IntoIterator<Item = AssetSpec>) -> Self {
-        self.assets.extend(specs);
+        if self.assets.is_empty() {
+            // Collecting a `Vec`'s own iterator keeps its buffer: a million specs are not
+            // copied.
+            self.assets = specs.into_iter().collect();
+        } else {
+            self.assets.extend(specs);
+        }
         self
     }
 

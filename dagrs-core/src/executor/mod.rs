@@ -29,7 +29,7 @@ use crate::definitions::Definitions;
 use crate::error::Error;
 use crate::event::{now, Event, RunStatus};
 use crate::key::RunId;
-use crate::log::{write_events, Sink};
+use crate::log::{write_events, Backlog, Sink};
 use crate::observe;
 use crate::result::RunResult;
 use crate::storage::{Retention, RunRecord, Storage};
@@ -171,10 +171,12 @@ pub(crate) fn drive(
     let storage = Arc::clone(&settings.storage);
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Backlog::default());
     let writer = tokio::spawn(write_events(
         Arc::clone(&storage),
         run_id.clone(),
         rx,
+        Arc::clone(&backlog),
         forward,
     ));
     let heartbeat = tokio::spawn(heartbeat(
@@ -188,7 +190,7 @@ pub(crate) fn drive(
     let scheduler = Scheduler {
         defs: defs.clone(),
         run_id: run_id.clone(),
-        sink: Sink::Run(tx),
+        sink: Sink::Run(tx, backlog),
         cancel: cancel.clone(),
         semaphore: Arc::new(Semaphore::new(limit)),
     };

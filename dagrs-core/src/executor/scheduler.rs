@@ -87,9 +87,11 @@ impl Scheduler {
             state[pos] = State::Ready;
         }
 
+        let backlog = self.sink.backlog();
+        let log_full = || backlog.is_some_and(|b| b.is_full());
         loop {
             while let Some(&pos) = ready.front() {
-                if self.cancel.is_cancelled() {
+                if self.cancel.is_cancelled() || log_full() {
                     break;
                 }
                 let Ok(permit) = Arc::clone(&self.semaphore).try_acquire_owned() else {
@@ -114,9 +116,15 @@ impl Scheduler {
                     Some(Err(e)) => unreachable!("step drivers catch their steps' panics: {e}"),
                     None => continue,
                 },
+                // The writer caught up with the run's log.
+                _ = async { backlog.expect("full only with a backlog").drained().await },
+                    if !ready.is_empty() && !self.cancel.is_cancelled() && log_full() =>
+                {
+                    continue;
+                }
                 // A slot freed by a step still running (one waiting to retry).
                 permit = Arc::clone(&self.semaphore).acquire_owned(),
-                    if !ready.is_empty() && !self.cancel.is_cancelled() =>
+                    if !ready.is_empty() && !self.cancel.is_cancelled() && !log_full() =>
                 {
                     drop(permit);
                     continue;
