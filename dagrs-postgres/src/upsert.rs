@@ -471,10 +471,17 @@ impl Upsert {
         let settings = self.staging_settings(tx).await?;
         let touch_updated_at =
             !columns.iter().any(|c| c.as_str() == "updated_at") && settings.has_updated_at;
-        let merge = tx
-            .prepare(&self.merge_sql(columns, column_list, &staging, touch_updated_at))
-            .await
-            .map_err(query_error(format!("preparing the upsert into {table}")))?;
+        // The merge that drops unchanged rows first, and the one that does not.
+        let mut merges = Vec::with_capacity(2);
+        for filter in [true, false] {
+            let sql = self.merge_sql(columns, column_list, &staging, touch_updated_at, filter);
+            merges.push(
+                tx.prepare(&sql)
+                    .await
+                    .map_err(query_error(format!("preparing the upsert into {table}")))?,
+            );
+        }
+        let mut filter_unchanged = true;
         let copy_sql = format!("COPY {staging} ({column_list}) FROM STDIN (FORMAT binary)");
         let mut stats = UpsertStats {
             inserted: 0,
@@ -508,7 +515,8 @@ impl Upsert {
                         "copying rows {first_row}.. into the staging table for {table}"
                     ))(err),
                 })?;
-            let counts = tx.query_one(&merge, &[]).await.map_err(|err| {
+            let merge = &merges[usize::from(!filter_unchanged)];
+            let counts = tx.query_one(merge, &[]).await.map_err(|err| {
                 decompression_limit(&table, &err).unwrap_or_else(|| {
                     query_error(format!(
                         "upserting rows {first_row}..{} into {table}",
@@ -518,10 +526,15 @@ impl Upsert {
             })?;
             let inserted = u64::try_from(counts.get::<_, i64>(0)).unwrap_or(0);
             let updated = u64::try_from(counts.get::<_, i64>(1)).unwrap_or(0);
+            let unchanged = sent.saturating_sub(inserted + updated);
             stats.inserted += inserted;
             stats.updated += updated;
-            stats.unchanged += sent.saturating_sub(inserted + updated);
+            stats.unchanged += unchanged;
             first_row += sent;
+            // Dropping unchanged rows first costs every other row a second index lookup
+            // (a chunk of changed rows took 15 to 25 % longer), so it is done for the first
+            // chunk, then only while at least half of the last chunk was unchanged.
+            filter_unchanged = unchanged * 2 >= sent;
         }
         let jit = string_literal(&settings.jit);
         tx.batch_execute(&format!(
@@ -537,21 +550,23 @@ impl Upsert {
     /// The merge of one staged chunk; returns (inserted, updated).
     ///
     /// `DISTINCT ON (keys) … ORDER BY keys, ctid DESC` keeps the last input
-    /// row per key (the staging heap is filled in input order). Rows equal to
-    /// the stored row (compared as stored images, which works for every type,
-    /// `json` included) are dropped before the `INSERT`, by one index lookup
-    /// each (a scalar subquery, which the planner never turns into a join, so
-    /// never into a scan of the whole table): an unchanged row is neither
-    /// locked nor written, where `ON CONFLICT DO UPDATE … WHERE` alone would
-    /// lock it, dirtying its page and writing WAL. The update's `WHERE` stays
-    /// for rows another transaction changed meanwhile. `xmax = 0` marks fresh
-    /// inserts.
+    /// row per key (the staging heap is filled in input order). With
+    /// `filter_unchanged`, rows equal to the stored row (compared as stored
+    /// images, which works for every type, `json` included) are dropped before
+    /// the `INSERT`, by one index lookup each (a scalar subquery, which the
+    /// planner never turns into a join, so never into a scan of the whole
+    /// table): an unchanged row is then neither locked nor written, where
+    /// `ON CONFLICT DO UPDATE … WHERE` alone locks it, dirtying its page and
+    /// writing WAL. The update's `WHERE` compares too, for rows another
+    /// transaction changed meanwhile, and for the merge without the filter.
+    /// `xmax = 0` marks fresh inserts.
     fn merge_sql(
         &self,
         columns: &[Ident],
         column_list: &str,
         staging: &Ident,
         touch_updated_at: bool,
+        filter_unchanged: bool,
     ) -> String {
         let table = &self.table;
         let keys = join(&self.keys);
@@ -579,6 +594,13 @@ impl Upsert {
                 qualified("dagrs_input", &values)
             )
         };
+        let filter = if filter_unchanged {
+            format!(
+                "WHERE (SELECT {same} FROM {table} AS dagrs_stored WHERE {key_match}) IS NOT TRUE"
+            )
+        } else {
+            String::new()
+        };
         let on_conflict = if values.is_empty() {
             "DO NOTHING".to_owned()
         } else {
@@ -602,9 +624,7 @@ impl Upsert {
                  SELECT dagrs_input.* FROM (\
                      SELECT DISTINCT ON ({keys}) {column_list} FROM {staging} \
                      ORDER BY {keys}, ctid DESC) AS dagrs_input \
-                 WHERE (SELECT {same} FROM {table} AS dagrs_stored WHERE {key_match}) \
-                     IS NOT TRUE \
-                 ON CONFLICT ({keys}) {on_conflict} \
+                 {filter} ON CONFLICT ({keys}) {on_conflict} \
                  RETURNING (dagrs_target.xmax = 0) AS inserted) \
              SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) \
              FROM written"

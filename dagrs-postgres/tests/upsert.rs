@@ -764,3 +764,33 @@ async fn bad_windows_are_reported_before_writing() {
         .unwrap();
     assert_eq!(tuple(s), stats(100, 0, 0, WritePath::Staged));
 }
+
+#[tokio::test]
+async fn chunks_of_changed_and_unchanged_rows_are_counted_and_merged() {
+    let (_db, mut client) = setup().await;
+    let stored = readings(0..1000, 1);
+    upsert(&mut client, &table(), &["ts", "tag_name"], &stored)
+        .await
+        .unwrap();
+    let before = xmins(&client).await;
+    // Chunks of 100: three of changed rows, then seven unchanged, then one changed.
+    let mut input = readings(0..300, 2);
+    input.extend(readings(300..1000, 1));
+    input.extend(readings(0..100, 3));
+    let s = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .chunk_size(100)
+        .execute(&mut client, &input)
+        .await
+        .unwrap();
+    assert_eq!(tuple(s), stats(0, 400, 700, WritePath::Staged));
+    assert_eq!(
+        without_updated_at(contents(&client).await),
+        expected(&[&stored, &input])
+    );
+    let after = xmins(&client).await;
+    for r in &input[300..1000] {
+        let key = (r.ts, r.tag_name.clone());
+        assert_eq!(after[&key], before[&key], "{key:?} was rewritten");
+    }
+}
