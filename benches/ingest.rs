@@ -1,5 +1,5 @@
 //! Rows per second into the seed's `influx_hist` table (as the EcoAnP example creates it,
-//! [`ecoanp::schema::ensure`]), four ways:
+//! [`ecoanp::schema::ensure`]), seven ways:
 //!
 //! - `a_row_by_row_upsert`: one `INSERT … ON CONFLICT DO UPDATE` per row in
 //!   one transaction, as the seed's Python asset does, over 100,000 stored rows;
