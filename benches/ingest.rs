@@ -1,5 +1,5 @@
 //! Rows per second into the seed's `influx_hist` table (as the EcoAnP example creates it,
-//! [`ecoanp::schema::ensure`]), four ways:
+//! [`ecoanp::schema::ensure`]), seven ways:
 //!
 //! - `a_row_by_row_upsert`: one `INSERT … ON CONFLICT DO UPDATE` per row in
 //!   one transaction, as the seed's Python asset does, over 100,000 stored rows;
@@ -8,7 +8,14 @@
 //! - `c_bulk_upsert_over_existing`: [`Upsert`] with [`WriteMode::Upsert`]
 //!   over 1,000,000 stored rows, every one changed;
 //! - `d_raw_binary_copy`: tokio-postgres' `BinaryCopyInWriter` into an empty
-//!   table, 1,000,000 rows: the ceiling.
+//!   table, 1,000,000 rows: the ceiling;
+//! - `e_replace_window_over_existing`: [`Upsert::replace_window`] over the
+//!   window of 1,000,000 stored rows, every one changed (`DELETE`, then `COPY`);
+//! - `f_upsert_unchanged_*`: [`Upsert`] with [`WriteMode::Upsert`] re-ingesting
+//!   rows the table holds unchanged (it writes nothing, which the bench asserts):
+//!   an hour of readings (32,400 rows) in the default chunks and in the EcoAnP
+//!   pipeline's chunks of 1,000, and all 1,000,000, over 1,000,000 stored rows;
+//! - `g_raw_binary_copy_hour`: as `d`, the hour's 32,400 rows, the ceiling for `f`.
 //!
 //! Each iteration's setup (emptying or refilling the table, `CHECKPOINT`) is
 //! not timed. The bench creates its own database on `DAGRS_BENCH_PG`
@@ -45,6 +52,8 @@ use serde_json::{json, Value};
 
 const BULK_ROWS: i64 = 1_000_000;
 const ROW_BY_ROW_ROWS: i64 = 100_000;
+/// An hour of the seed's readings: 9 tags, one reading per tag and second.
+const HOUR_ROWS: i64 = 9 * 3600;
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The seed's per-row statement.
@@ -195,6 +204,32 @@ async fn refill(client: &mut Client, table: &QualifiedName, rows: &[Reading]) {
         .expect("CHECKPOINT");
 }
 
+/// COPYs `rows` with tokio-postgres' `BinaryCopyInWriter` in a transaction of its own; the
+/// time it took, commit included.
+async fn raw_copy(client: &mut Client, rows: &[Reading]) -> Duration {
+    let types = [
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::FLOAT8,
+        Type::INT4,
+        Type::JSONB,
+    ];
+    let start = Instant::now();
+    let tx = client.transaction().await.unwrap();
+    let sink = tx.copy_in(COPY_RAW).await.unwrap();
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    let mut writer = std::pin::pin!(writer);
+    for r in rows {
+        let row: [&(dyn ToSql + Sync); 5] = [&r.ts, &r.tag_name, &r.value, &r.qc, &*r.meta];
+        writer.as_mut().write(&row).await.unwrap();
+    }
+    let copied = writer.as_mut().finish().await.unwrap();
+    tx.commit().await.unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(copied, rows.len() as u64);
+    elapsed
+}
+
 fn ingest(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -282,33 +317,92 @@ fn ingest(c: &mut Criterion) {
         })
     });
 
+    group.bench_function("e_replace_window_over_existing", |b| {
+        let (start, end) = (bulk_v2[0].ts, bulk_v2[bulk_v2.len() - 1].ts);
+        let writer = Upsert::new(table(), &["ts", "tag_name"])
+            .unwrap()
+            .replace_window("ts", start, end + chrono::Duration::seconds(1))
+            .unwrap();
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    refill(&mut client, &table(), &bulk_v1).await;
+                    let start = Instant::now();
+                    let stats = writer.execute(&mut client, &bulk_v2).await.unwrap();
+                    total += start.elapsed();
+                    assert_eq!(
+                        (stats.path, stats.deleted, stats.inserted),
+                        (WritePath::ReplaceWindow, BULK_ROWS as u64, BULK_ROWS as u64)
+                    );
+                }
+                total
+            })
+        })
+    });
+
     group.bench_function("d_raw_binary_copy", |b| {
-        let types = [
-            Type::TIMESTAMPTZ,
-            Type::TEXT,
-            Type::FLOAT8,
-            Type::INT4,
-            Type::JSONB,
-        ];
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     reset(&client, &table()).await;
-                    let start = Instant::now();
-                    let tx = client.transaction().await.unwrap();
-                    let sink = tx.copy_in(COPY_RAW).await.unwrap();
-                    let writer = BinaryCopyInWriter::new(sink, &types);
-                    let mut writer = std::pin::pin!(writer);
-                    for r in &bulk_v1 {
-                        let row: [&(dyn ToSql + Sync); 5] =
-                            [&r.ts, &r.tag_name, &r.value, &r.qc, &*r.meta];
-                        writer.as_mut().write(&row).await.unwrap();
+                    total += raw_copy(&mut client, &bulk_v1).await;
+                }
+                total
+            })
+        })
+    });
+
+    // Re-ingesting rows the table already holds, unchanged: an hour of readings (the seed's
+    // shape, 9 tags × 3,600 s) and all 1,000,000, over the same 1,000,000 stored rows. Such a
+    // write changes nothing, so the table is filled once.
+    let hour = &bulk_v1[..HOUR_ROWS as usize];
+    rt.block_on(refill(&mut client, &table(), &bulk_v1));
+    let unchanged_cases: [(&str, &[Reading], usize); 3] = [
+        ("f_upsert_unchanged_hour", hour, Upsert::DEFAULT_CHUNK_SIZE),
+        // The EcoAnP pipeline's `influx_data` writes in chunks of its `batch_size`, 1,000.
+        ("f_upsert_unchanged_hour_chunks_1000", hour, 1000),
+        (
+            "f_upsert_unchanged_all",
+            &bulk_v1,
+            Upsert::DEFAULT_CHUNK_SIZE,
+        ),
+    ];
+    for (name, rows, chunk_size) in unchanged_cases {
+        group.throughput(Throughput::Elements(rows.len() as u64));
+        group.bench_function(name, |b| {
+            let writer = Upsert::new(table(), &["ts", "tag_name"])
+                .unwrap()
+                .chunk_size(chunk_size);
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        let stats = writer.execute(&mut client, rows).await.unwrap();
+                        total += start.elapsed();
+                        // Nothing written: every row found stored and equal.
+                        assert_eq!(
+                            (stats.path, stats.inserted, stats.updated, stats.unchanged),
+                            (WritePath::Staged, 0, 0, rows.len() as u64)
+                        );
                     }
-                    let copied = writer.as_mut().finish().await.unwrap();
-                    tx.commit().await.unwrap();
-                    total += start.elapsed();
-                    assert_eq!(copied, BULK_ROWS as u64);
+                    total
+                })
+            })
+        });
+    }
+
+    // The ceiling for the hour: the same 32,400 rows COPYed into an empty table.
+    group.throughput(Throughput::Elements(HOUR_ROWS as u64));
+    group.bench_function("g_raw_binary_copy_hour", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    reset(&client, &table()).await;
+                    total += raw_copy(&mut client, hour).await;
                 }
                 total
             })

@@ -510,8 +510,11 @@ impl BucketAggregate {
             .await
     }
 
-    /// The statements of the plain PostgreSQL path, run as one transaction.
-    fn materialized_statements(&self) -> Vec<String> {
+    /// The statements [`create`](Self::create) runs, as one transaction, where TimescaleDB
+    /// is not used: the materialized view, filled, and the unique index that
+    /// `REFRESH … CONCURRENTLY` needs. For scripts and reviews; `create` also checks what
+    /// exists first.
+    pub fn materialized_statements(&self) -> Vec<String> {
         let (view, source, time) = (&self.view, &self.source, &self.time_column);
         let groups = self.group_list();
         vec![

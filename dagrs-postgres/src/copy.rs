@@ -127,6 +127,14 @@ pub(crate) struct CopyIn<'a> {
     pub first_row: u64,
 }
 
+/// What a COPY did.
+pub(crate) struct Copied {
+    /// Rows taken from the input and sent.
+    pub sent: u64,
+    /// Rows the server stored: fewer than `sent` when the statement's `WHERE` skipped some.
+    pub stored: u64,
+}
+
 /// What went wrong in a COPY: the row encoding (already a crate error) or the server.
 pub(crate) enum CopyFailure {
     Encode(Error),
@@ -134,7 +142,7 @@ pub(crate) enum CopyFailure {
 }
 
 impl CopyIn<'_> {
-    /// Streams up to `limit` rows from `rows` and returns how many the server took.
+    /// Streams up to `limit` rows from `rows`; returns how many were sent and stored.
     ///
     /// When it fails, the COPY is aborted (the sink is dropped unfinished) and
     /// the transaction must be rolled back.
@@ -142,7 +150,7 @@ impl CopyIn<'_> {
         &self,
         tx: &Transaction<'_>,
         rows: &mut Peekable<I>,
-    ) -> Result<u64, CopyFailure>
+    ) -> Result<Copied, CopyFailure>
     where
         R: CopyRow,
         I: Iterator<Item = R>,
@@ -202,6 +210,7 @@ impl CopyIn<'_> {
         sink.send(buf.split().freeze())
             .await
             .map_err(CopyFailure::Server)?;
-        sink.as_mut().finish().await.map_err(CopyFailure::Server)
+        let stored = sink.as_mut().finish().await.map_err(CopyFailure::Server)?;
+        Ok(Copied { sent, stored })
     }
 }

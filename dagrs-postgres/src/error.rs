@@ -218,6 +218,28 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// Rows given to [`Upsert::replace_window`](crate::Upsert::replace_window) lie outside
+    /// the window they replace; nothing was written.
+    #[error(
+        "{outside} of the {rows} rows written to {table} have {column} outside the window \
+         being replaced ({start} <= {column} < {end}), or NULL; nothing was written; pass only \
+         rows inside the window, or widen the window"
+    )]
+    OutsideWindow {
+        /// The target table.
+        table: String,
+        /// The window's column, quoted.
+        column: String,
+        /// Start of the window (inclusive).
+        start: chrono::DateTime<chrono::Utc>,
+        /// End of the window (exclusive).
+        end: chrono::DateTime<chrono::Utc>,
+        /// Input rows outside the window.
+        outside: u64,
+        /// All input rows.
+        rows: u64,
+    },
+
     /// A write into compressed TimescaleDB chunks needed more rows decompressed than
     /// TimescaleDB allows one transaction.
     #[error(

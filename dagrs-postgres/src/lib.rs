@@ -9,7 +9,8 @@
 //!   configuration are validated and quoted, never pasted into SQL.
 //! - [`CopyRow`] and [`Upsert`]: binary `COPY` into a staging table and one
 //!   `INSERT … ON CONFLICT` per chunk, all in one transaction; or straight
-//!   `COPY` when the rows are known to be new.
+//!   `COPY` when the rows are known to be new, or replace a time window
+//!   (`DELETE`, then `COPY`).
 //! - [`enable_timescaledb`], [`create_hypertable`], [`compress_hypertable`],
 //!   [`BucketAggregate`]: hypertables, continuous aggregates with refresh and
 //!   compression policies on TimescaleDB (2.11 or newer), materialized views

@@ -490,3 +490,307 @@ async fn rows_with_only_key_columns_are_inserted_once() {
     .unwrap();
     assert_eq!(tuple(s), stats(50, 0, 50, WritePath::Staged));
 }
+
+/// The instant of [`reading`] number `i`: 9 readings a second.
+fn at(i: i64) -> DateTime<Utc> {
+    reading(i, 0).ts
+}
+
+/// The table's `xmin` per key: which rows a write touched.
+async fn xmins(client: &Client) -> BTreeMap<Key, String> {
+    client
+        .query("SELECT ts, tag_name, xmin::text FROM influx_hist", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn replace_window_replaces_exactly_the_window() {
+    let (_db, mut client) = setup().await;
+    let stored = readings(0..3000, 1);
+    upsert(&mut client, &table(), &["ts", "tag_name"], &stored)
+        .await
+        .unwrap();
+    let before = xmins(&client).await;
+
+    // The window holds readings 900..1800; the input has new values for 900..1500 only,
+    // so 1500..1800 go, and everything before 900 and from 1800 on stays as it was.
+    let input = readings(900..1500, 2);
+    let s = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .replace_window("ts", at(900), at(1800))
+        .unwrap()
+        .execute(&mut client, &input)
+        .await
+        .unwrap();
+    assert_eq!(tuple(s), stats(600, 0, 0, WritePath::ReplaceWindow));
+    assert_eq!((s.deleted, s.rows()), (900, 600));
+
+    let kept_before = readings(0..900, 1);
+    let kept_after = readings(1800..3000, 1);
+    assert_eq!(
+        without_updated_at(contents(&client).await),
+        expected(&[&kept_before, &input, &kept_after])
+    );
+    let after = xmins(&client).await;
+    for r in kept_before.iter().chain(&kept_after) {
+        let key = (r.ts, r.tag_name.clone());
+        assert_eq!(after[&key], before[&key], "{key:?} was rewritten");
+    }
+
+    // Replacing a window with the same rows again deletes and copies them again.
+    let s = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .replace_window("ts", at(900), at(1800))
+        .unwrap()
+        .execute(&mut client, &input)
+        .await
+        .unwrap();
+    assert_eq!((s.deleted, s.inserted), (600, 600));
+    assert_eq!(contents(&client).await.len(), 900 + 600 + 1200);
+}
+
+#[tokio::test]
+async fn a_row_outside_the_window_fails_and_leaves_the_table_unchanged() {
+    let (_db, mut client) = setup().await;
+    upsert(
+        &mut client,
+        &table(),
+        &["ts", "tag_name"],
+        &readings(0..2000, 1),
+    )
+    .await
+    .unwrap();
+    let before = contents(&client).await;
+    let writer = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .replace_window("ts", at(900), at(1800))
+        .unwrap();
+
+    // The window's end is exclusive: readings 1800..1809 fall at its end.
+    for input in [readings(900..1801, 2), readings(899..1800, 2)] {
+        let err = writer.execute(&mut client, &input).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::OutsideWindow {
+                    outside: 1,
+                    rows: 901,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(contents(&client).await, before);
+    }
+    let err = writer
+        .execute(&mut client, &readings(0..1000, 2))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "900 of the 1000 rows written to \"influx_hist\" have \"ts\" outside the window being \
+         replaced (2024-05-01 00:01:40 UTC <= \"ts\" < 2024-05-01 00:03:20 UTC), or NULL; \
+         nothing was written; pass only rows inside the window, or widen the window"
+    );
+    assert_eq!(contents(&client).await, before);
+
+    // In a caller's transaction, the failed call leaves the transaction as it was: usable,
+    // with the caller's own writes.
+    client
+        .batch_execute("CREATE TABLE runs (id int)")
+        .await
+        .unwrap();
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute("INSERT INTO runs VALUES (1)")
+        .await
+        .unwrap();
+    let err = writer
+        .execute_in(&tx, &readings(900..1801, 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutsideWindow { .. }), "{err:?}");
+    tx.commit().await.unwrap();
+    assert_eq!(contents(&client).await, before);
+    let runs: i64 = client
+        .query_one("SELECT count(*) FROM runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+}
+
+#[tokio::test]
+async fn replace_window_commits_or_rolls_back_with_the_callers_transaction() {
+    let (_db, mut client) = setup().await;
+    let stored = readings(0..1000, 1);
+    upsert(&mut client, &table(), &["ts", "tag_name"], &stored)
+        .await
+        .unwrap();
+    let before = contents(&client).await;
+    let writer = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .replace_window("ts", at(0), at(450))
+        .unwrap();
+    let input = readings(0..450, 2);
+
+    let tx = client.transaction().await.unwrap();
+    let s = writer.execute_in(&tx, &input).await.unwrap();
+    assert_eq!((s.deleted, s.inserted), (450, 450));
+    tx.rollback().await.unwrap();
+    assert_eq!(contents(&client).await, before);
+
+    let tx = client.transaction().await.unwrap();
+    writer.execute_in(&tx, &input).await.unwrap();
+    // A second window in the same transaction.
+    let later = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .replace_window("ts", at(900), at(1800))
+        .unwrap();
+    let s = later
+        .execute_in(&tx, &readings(900..1800, 3))
+        .await
+        .unwrap();
+    assert_eq!((s.deleted, s.inserted), (100, 900));
+    tx.commit().await.unwrap();
+    assert_eq!(
+        without_updated_at(contents(&client).await),
+        expected(&[&stored, &input, &readings(900..1800, 3)])
+    );
+}
+
+#[tokio::test]
+async fn concurrent_readers_see_the_old_window_or_the_new_never_half() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (db, mut client) = setup().await;
+    // Readings 0..9000 are the window; each version replaces it with a different number
+    // of rows, so a reader can tell the versions (and any mix of them) apart.
+    let versions: Vec<Vec<Reading>> = (1..=4)
+        .map(|v| readings(0..9000 - 1000 * i64::from(v), v))
+        .collect();
+    let state = |rows: &[Reading]| (rows.len() as i64, rows.iter().map(|r| r.value).sum::<f64>());
+    let states: Vec<(i64, f64)> = versions.iter().map(|rows| state(rows)).collect();
+    upsert(&mut client, &table(), &["ts", "tag_name"], &versions[0])
+        .await
+        .unwrap();
+
+    let reader = db.client().await;
+    let done = Arc::new(AtomicBool::new(false));
+    let reading = {
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let row = reader
+                    .query_one(
+                        "SELECT count(*), coalesce(sum(value), 0) FROM influx_hist \
+                         WHERE ts >= $1 AND ts < $2",
+                        &[&at(0), &at(9000)],
+                    )
+                    .await
+                    .unwrap();
+                seen.push((row.get::<_, i64>(0), row.get::<_, f64>(1)));
+            }
+            seen
+        })
+    };
+    for round in 0..12 {
+        let rows = &versions[round % versions.len()];
+        Upsert::new(table(), &["ts", "tag_name"])
+            .unwrap()
+            .replace_window("ts", at(0), at(9000))
+            .unwrap()
+            .execute(&mut client, rows)
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Ordering::Relaxed);
+    let seen = reading.await.unwrap();
+    assert!(!seen.is_empty());
+    for (count, sum) in seen {
+        assert!(
+            states
+                .iter()
+                .any(|&(c, s)| c == count && (s - sum).abs() < 1e-6 * s.abs().max(1.0)),
+            "a reader saw {count} rows summing to {sum}: no version of the window"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_windows_are_reported_before_writing() {
+    let (_db, mut client) = setup().await;
+    let writer = Upsert::new(table(), &["ts", "tag_name"]).unwrap();
+    let err = writer
+        .clone()
+        .replace_window("ts", at(900), at(900))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid setting `replace_window` = 2024-05-01 00:01:40 UTC to 2024-05-01 00:01:40 UTC: \
+         the window must end after it starts (start inclusive, end exclusive)"
+    );
+    assert!(matches!(
+        writer.clone().replace_window("", at(0), at(9)),
+        Err(Error::InvalidIdent { .. })
+    ));
+
+    let err = writer
+        .clone()
+        .replace_window("updated_at", at(0), at(900))
+        .unwrap()
+        .execute(&mut client, &readings(0..10, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid setting `replace_window` = \"updated_at\": the window's column must be one of \
+         CopyRow::COLUMNS, so that every row says where it falls"
+    );
+
+    // A later `mode` drops the window: this is a plain upsert again.
+    let s = writer
+        .replace_window("ts", at(0), at(9))
+        .unwrap()
+        .mode(WriteMode::Upsert)
+        .execute(&mut client, &readings(0..100, 1))
+        .await
+        .unwrap();
+    assert_eq!(tuple(s), stats(100, 0, 0, WritePath::Staged));
+}
+
+#[tokio::test]
+async fn chunks_of_changed_and_unchanged_rows_are_counted_and_merged() {
+    let (_db, mut client) = setup().await;
+    let stored = readings(0..1000, 1);
+    upsert(&mut client, &table(), &["ts", "tag_name"], &stored)
+        .await
+        .unwrap();
+    let before = xmins(&client).await;
+    // Chunks of 100: three of changed rows, then seven unchanged, then one changed.
+    let mut input = readings(0..300, 2);
+    input.extend(readings(300..1000, 1));
+    input.extend(readings(0..100, 3));
+    let s = Upsert::new(table(), &["ts", "tag_name"])
+        .unwrap()
+        .chunk_size(100)
+        .execute(&mut client, &input)
+        .await
+        .unwrap();
+    assert_eq!(tuple(s), stats(0, 400, 700, WritePath::Staged));
+    assert_eq!(
+        without_updated_at(contents(&client).await),
+        expected(&[&stored, &input])
+    );
+    let after = xmins(&client).await;
+    for r in &input[300..1000] {
+        let key = (r.ts, r.tag_name.clone());
+        assert_eq!(after[&key], before[&key], "{key:?} was rewritten");
+    }
+}

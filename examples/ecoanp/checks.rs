@@ -15,6 +15,39 @@ use crate::assets::{create_aggregates, influx_data};
 /// The most tags named in a check's description; the rest are counted.
 const NAMED: usize = 10;
 
+/// [`readings_without_gaps()`]'s query: per tag, its readings in the hour `[$1, $2)`, their
+/// typical and widest spacing.
+pub const GAPS_SQL: &str = "WITH spacing AS (
+        SELECT tag_name,
+               extract(epoch FROM ts - lag(ts) OVER (PARTITION BY tag_name ORDER BY ts))
+                   AS gap
+        FROM influx_hist WHERE ts >= $1 AND ts < $2),
+    per_tag AS (
+        SELECT tag_name, count(*) AS readings,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) AS typical,
+               max(gap) AS widest
+        FROM spacing GROUP BY tag_name)
+    SELECT t.key, coalesce(p.readings, 0), p.typical, p.widest::float8
+    FROM influx_tag t LEFT JOIN per_tag p ON p.tag_name = t.key ORDER BY t.key";
+
+/// [`values_in_declared_range()`]'s query: per tag, its unit and the range of its values in
+/// the hour `[$1, $2)`.
+pub const RANGES_SQL: &str = "SELECT h.tag_name, t.unit, min(h.value), max(h.value)
+    FROM influx_hist h JOIN influx_tag t ON t.key = h.tag_name
+    WHERE h.ts >= $1 AND h.ts < $2 GROUP BY h.tag_name, t.unit ORDER BY h.tag_name";
+
+/// [`aggregates_count_every_row()`]'s count of the raw rows in the hour `[$1, $2)`.
+pub const RAW_COUNT_SQL: &str = "SELECT count(*) FROM influx_hist WHERE ts >= $1 AND ts < $2";
+
+/// [`aggregates_count_every_row()`]'s count of the rows aggregated in `view`'s buckets of the
+/// hour `[$1, $2)`.
+pub fn bucket_count_sql(view: &Ident) -> String {
+    format!(
+        "SELECT coalesce(sum(record_count), 0)::int8 FROM {view} \
+         WHERE bucket >= $1 AND bucket < $2"
+    )
+}
+
 /// The range each tag's values must stay in: by unit, and per tag where a tag differs.
 /// A resource of [`values_in_declared_range()`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,19 +102,7 @@ pub async fn readings_without_gaps(
 ) -> Result<CheckResult> {
     let TimeWindow { start, end } = *window;
     let client = pg.get().await?;
-    let sql = "WITH spacing AS (
-            SELECT tag_name,
-                   extract(epoch FROM ts - lag(ts) OVER (PARTITION BY tag_name ORDER BY ts))
-                       AS gap
-            FROM influx_hist WHERE ts >= $1 AND ts < $2),
-        per_tag AS (
-            SELECT tag_name, count(*) AS readings,
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) AS typical,
-                   max(gap) AS widest
-            FROM spacing GROUP BY tag_name)
-        SELECT t.key, coalesce(p.readings, 0), p.typical, p.widest::float8
-        FROM influx_tag t LEFT JOIN per_tag p ON p.tag_name = t.key ORDER BY t.key";
-    let rows = client.query(sql, &[&start, &end]).await?;
+    let rows = client.query(GAPS_SQL, &[&start, &end]).await?;
     let (mut silent, mut gaps, mut readings) = (Vec::new(), Vec::new(), 0_i64);
     for row in &rows {
         let (tag, count): (String, i64) = (row.get(0), row.get(1));
@@ -119,10 +140,7 @@ pub async fn values_in_declared_range(
 ) -> Result<CheckResult> {
     let TimeWindow { start, end } = *window;
     let client = pg.get().await?;
-    let sql = "SELECT h.tag_name, t.unit, min(h.value), max(h.value)
-        FROM influx_hist h JOIN influx_tag t ON t.key = h.tag_name
-        WHERE h.ts >= $1 AND h.ts < $2 GROUP BY h.tag_name, t.unit ORDER BY h.tag_name";
-    let rows = client.query(sql, &[&start, &end]).await?;
+    let rows = client.query(RANGES_SQL, &[&start, &end]).await?;
     let (mut outside, mut undeclared) = (Vec::new(), 0);
     for row in &rows {
         let (tag, unit): (String, String) = (row.get(0), row.get(1));
@@ -154,15 +172,14 @@ pub async fn aggregates_count_every_row(
 ) -> Result<CheckResult> {
     let TimeWindow { start, end } = *window;
     let client = pg.get().await?;
-    let raw = "SELECT count(*) FROM influx_hist WHERE ts >= $1 AND ts < $2";
-    let raw: i64 = client.query_one(raw, &[&start, &end]).await?.get(0);
+    let raw: i64 = client
+        .query_one(RAW_COUNT_SQL, &[&start, &end])
+        .await?
+        .get(0);
     let mut wrong = Vec::new();
     for view in &aggregates.aggregate_list {
         let view = Ident::new(view)?;
-        let sql = format!(
-            "SELECT coalesce(sum(record_count), 0)::int8 FROM {view} \
-             WHERE bucket >= $1 AND bucket < $2"
-        );
+        let sql = bucket_count_sql(&view);
         let counted: i64 = client.query_one(&sql, &[&start, &end]).await?.get(0);
         if counted != raw {
             wrong.push(format!("{view} counts {counted}"));

@@ -9,7 +9,8 @@ use dagrs_postgres::{
     create_hypertable, enable_timescaledb, Ident, QualifiedName, TableKind, TimescaleStatus,
 };
 
-const TAG_TABLE: &str = "CREATE TABLE IF NOT EXISTS influx_tag (
+/// `CREATE TABLE IF NOT EXISTS influx_tag`, as [`ensure`] runs it.
+pub const TAG_TABLE: &str = "CREATE TABLE IF NOT EXISTS influx_tag (
     key text PRIMARY KEY, tag_id text NOT NULL, tag_name text NOT NULL, tag_type text NOT NULL,
     unit text NOT NULL, meta jsonb NOT NULL DEFAULT '{}',
     created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())";
