@@ -24,6 +24,9 @@ use crate::error::Error;
 /// The most commands the writer commits in one transaction.
 const MAX_BATCH: usize = 256;
 
+/// The page cache of the writer connection, in KiB.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+
 /// Idle read connections kept open per store.
 const MAX_IDLE_READERS: usize = 4;
 
@@ -163,6 +166,11 @@ impl Shared {
             );
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
+        // The writer keeps the upper levels of every index in its page cache (the default of
+        // 2 MiB is outgrown by a store of a few hundred thousand materializations, and then
+        // every insert reads pages back from the file).
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.wrapping_neg())
             .map_err(sqlite)?;
         // Foreign keys stay off while migrations rebuild tables, so no row cascades away.
         if version != Some(SCHEMA_VERSION) {
