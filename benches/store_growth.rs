@@ -10,7 +10,7 @@
 //!
 //! Needs PostgreSQL on 127.0.0.1:5432 (user postgres); the bench creates and drops its own
 //! database. Filling both stores to a million materializations takes a few minutes;
-//! `GROWTH_SQLITE_ONLY=1` measures SQLite alone.
+//! `GROWTH_STORE=sqlite` (or `postgres`) measures one store alone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,8 +60,8 @@ fn store_growth(c: &mut Criterion) {
             ),
         ),
     ];
-    if std::env::var_os("GROWTH_SQLITE_ONLY").is_some() {
-        stores.truncate(1);
+    if let Ok(only) = std::env::var("GROWTH_STORE") {
+        stores.retain(|(name, _)| *name == only);
     }
     let mut group = c.benchmark_group("store_growth");
     group
