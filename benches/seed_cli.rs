@@ -21,6 +21,9 @@
 //! Needs PostgreSQL (`DAGRS_BENCH_PG`, default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! and `psql` on the `PATH`.
 
+#[path = "support/example.rs"]
+mod example;
+
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,22 +41,6 @@ use serde_json::json;
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// The simulator's readings in an hour: 9 tags every 10 s.
 const HOUR_READINGS: i64 = 9 * 360;
-
-/// The example's release binary, beside this bench's.
-fn example() -> PathBuf {
-    let example = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("ecoanp"))
-        .unwrap();
-    assert!(
-        example.exists(),
-        "{} is missing: run `cargo build --release --example ecoanp` first",
-        example.display()
-    );
-    example
-}
 
 /// The hour `ecoanp asset materialize` picks at `now`: the one that just closed.
 fn last_closed_hour(now: Time) -> (Time, Time) {
@@ -179,7 +166,7 @@ fn median(times: &[Duration]) -> Duration {
 }
 
 fn seed_cli(c: &mut Criterion) {
-    let example = example();
+    let example = example::ecoanp();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

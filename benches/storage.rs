@@ -9,6 +9,9 @@
 //! Needs PostgreSQL on 127.0.0.1:5432 (user postgres); the bench creates and drops its own
 //! database.
 
+#[path = "support/example.rs"]
+mod example;
+
 use std::process::Command;
 use std::sync::Arc;
 
@@ -145,17 +148,7 @@ fn materialization_overhead(c: &mut Criterion) {
 }
 
 fn cli_asset_list(c: &mut Criterion) {
-    let example = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("ecoanp"))
-        .unwrap();
-    assert!(
-        example.exists(),
-        "{} is missing: run `cargo build --release --example ecoanp` first",
-        example.display()
-    );
+    let example = example::ecoanp();
     let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let status = Command::new(&example)

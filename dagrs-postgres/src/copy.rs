@@ -8,7 +8,7 @@ use futures_util::SinkExt;
 use tokio_postgres::types::{IsNull, Kind, ToSql, Type};
 use tokio_postgres::Transaction;
 
-use crate::error::{Error, Result};
+use crate::error::{query_error, Error, Result};
 
 /// Header of the binary COPY format: signature, flags, header extension length.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -139,6 +139,17 @@ pub(crate) struct Copied {
 pub(crate) enum CopyFailure {
     Encode(Error),
     Server(tokio_postgres::Error),
+}
+
+impl CopyFailure {
+    /// The crate's error: an encoding error as it is, the server's as a query error while
+    /// doing `action`.
+    pub(crate) fn into_error(self, action: impl FnOnce() -> String) -> Error {
+        match self {
+            CopyFailure::Encode(err) => err,
+            CopyFailure::Server(err) => query_error(action())(err),
+        }
+    }
 }
 
 impl CopyIn<'_> {

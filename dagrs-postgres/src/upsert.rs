@@ -508,13 +508,11 @@ impl Upsert {
                 limit: u64::try_from(self.chunk_size).unwrap_or(u64::MAX),
                 first_row,
             };
-            let Copied { sent, .. } =
-                copy.run(tx, rows).await.map_err(|failure| match failure {
-                    CopyFailure::Encode(err) => err,
-                    CopyFailure::Server(err) => query_error(format!(
-                        "copying rows {first_row}.. into the staging table for {table}"
-                    ))(err),
-                })?;
+            let Copied { sent, .. } = copy.run(tx, rows).await.map_err(|failure| {
+                failure.into_error(|| {
+                    format!("copying rows {first_row}.. into the staging table for {table}")
+                })
+            })?;
             let merge = &merges[usize::from(!filter_unchanged)];
             let counts = tx.query_one(merge, &[]).await.map_err(|err| {
                 decompression_limit(&table, &err).unwrap_or_else(|| {
@@ -692,11 +690,10 @@ impl Upsert {
             limit: u64::MAX,
             first_row: 0,
         };
-        let Copied { sent, stored } =
-            copy.run(tx, rows).await.map_err(|failure| match failure {
-                CopyFailure::Encode(err) => err,
-                CopyFailure::Server(err) => query_error(format!("copying rows into {what}"))(err),
-            })?;
+        let Copied { sent, stored } = copy
+            .run(tx, rows)
+            .await
+            .map_err(|failure| failure.into_error(|| format!("copying rows into {what}")))?;
         if stored != sent {
             tx.batch_execute(
                 "ROLLBACK TO SAVEPOINT dagrs_replace_window; \

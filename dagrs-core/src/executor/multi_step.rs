@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{Plan, StepPlan};
 use super::scheduler::Scheduler;
-use super::step::{panic_message, Step, StepReport};
+use super::step::{panic_text, CatchUnwind, Step, StepReport};
 use crate::asset::StepOutput;
 use crate::context::AssetContext;
 use crate::definitions::Definitions;
@@ -132,8 +132,9 @@ impl MultiStep {
             let log = crate::observe::trace::StepLog::new(self.sink.clone(), lead.key.clone());
             let span = crate::observe::trace::step_span(&log, attempt, None);
             let started = Instant::now();
+            // Polled in this task, cancellation first, as a single step's asset is.
             let mut task =
-                tokio::spawn(tracing::Instrument::instrument((info.compute)(scope), span));
+                CatchUnwind(tracing::Instrument::instrument((info.compute)(scope), span));
             let deadline = async {
                 match lead.timeout {
                     Some(limit) => tokio::time::sleep(limit).await,
@@ -142,24 +143,25 @@ impl MultiStep {
             };
             let mut retriable = true;
             let result = tokio::select! {
-                joined = &mut task => match joined {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    drop(task);
+                    self.each(|| EventKind::StepCancelled { attempt });
+                    return self.ended(StepStatus::Cancelled, attempt, None).await;
+                }
+                caught = &mut task => match caught {
                     Ok(result) => result,
-                    Err(e) => {
+                    Err(payload) => {
                         retriable = false;
-                        Err(anyhow::anyhow!("asset panicked: {}", panic_message(e)))
+                        Err(anyhow::anyhow!("asset panicked: {}", panic_text(payload)))
                     }
                 },
                 _ = deadline => {
-                    task.abort();
+                    drop(task);
                     Err(anyhow::anyhow!(
                         "timed out after {:?}; raise the asset's `timeout` if it needs longer",
                         lead.timeout.unwrap_or_default()
                     ))
-                }
-                _ = self.cancel.cancelled() => {
-                    task.abort();
-                    self.each(|| EventKind::StepCancelled { attempt });
-                    return self.ended(StepStatus::Cancelled, attempt, None).await;
                 }
             };
             drop(permit);

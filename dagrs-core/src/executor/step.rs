@@ -307,7 +307,7 @@ impl Step {
 }
 
 /// A future that turns a panic while polling `F` into an error (the payload).
-struct CatchUnwind<F>(F);
+pub(super) struct CatchUnwind<F>(pub(super) F);
 
 impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
@@ -333,7 +333,7 @@ pub(super) fn panic_message(error: tokio::task::JoinError) -> String {
 }
 
 /// The text of a panic's payload.
-fn panic_text(payload: Box<dyn Any + Send>) -> String {
+pub(super) fn panic_text(payload: Box<dyn Any + Send>) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = payload.downcast_ref::<String>() {
