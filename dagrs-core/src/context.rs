@@ -78,6 +78,7 @@ pub struct AssetContext {
     cancel: CancellationToken,
     /// The outs a multi-asset's step materializes (name and key); `None` for an asset.
     pub(crate) selection: Option<Arc<[(String, AssetKey)]>>,
+    extension: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl AssetContext {
@@ -102,7 +103,23 @@ impl AssetContext {
             metadata,
             cancel,
             selection: None,
+            extension: None,
         }
+    }
+
+    pub(crate) fn with_extension(
+        mut self,
+        extension: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    ) -> Self {
+        self.extension = extension;
+        self
+    }
+
+    /// What the runner of this step attached to it, if it is a `T`: under a
+    /// [`Worker`](crate::worker::Worker) on PostgreSQL, the step's transaction that
+    /// `dagrs_postgres::PgContext::pg_transaction` opens. `None` elsewhere.
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        Arc::clone(self.extension.as_ref()?).downcast::<T>().ok()
     }
 
     pub(crate) fn with_partition(mut self, partition: Option<Arc<StepPartition>>) -> Self {

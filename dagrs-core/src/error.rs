@@ -468,6 +468,32 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+
+    /// Workers or the queue launcher were asked of an instance without a step queue.
+    #[error("this instance has no step queue: workers and `--launcher queue` need an instance on PostgreSQL (`dagrs_postgres::PgStorage::instance`, or `Instance::with_step_queue`)")]
+    NoStepQueue,
+
+    /// A run that the step queue cannot take.
+    #[error(
+        "asset `{asset}` cannot run on the step queue: {reason}; launch the run in-process instead"
+    )]
+    NotQueueable {
+        /// The asset.
+        asset: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A step's serialized output is over the limit of what is kept for downstream steps.
+    #[error("the output of `{asset}` is {size} bytes serialized, over the limit of {limit} bytes kept between workers; return a reference to the data (a table, a path) instead, or raise the limit (`PgStorage::with_output_limit`)")]
+    OutputTooLarge {
+        /// The asset.
+        asset: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl Error {

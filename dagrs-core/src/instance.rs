@@ -21,6 +21,8 @@ use crate::storage::{
     recover_abandoned_runs, AutomationRecord, CheckRecord, InMemoryStorage, InstigatorStatus,
     PruneReport, Retention, RunRecord, Storage, LEASE,
 };
+use crate::worker::launcher::{InProcessLauncher, RunLauncher, LAUNCHER_TAG};
+use crate::worker::{QueuedStep, StepQueue, QUEUE_OWNER};
 
 /// Where and how runs happen: the run store (in memory, SQLite or PostgreSQL), retention,
 /// the concurrency limit, recovery of runs whose process died, and cancellation. The
@@ -53,6 +55,8 @@ struct Inner {
     lease: Duration,
     queue: RunQueue,
     ended: Arc<tokio::sync::Notify>,
+    step_queue: Option<Arc<dyn StepQueue>>,
+    launcher: Arc<dyn RunLauncher>,
 }
 
 impl Instance {
@@ -70,6 +74,8 @@ impl Instance {
             lease: LEASE,
             queue: RunQueue::default(),
             ended: Arc::new(tokio::sync::Notify::new()),
+            step_queue: None,
+            launcher: Arc::new(InProcessLauncher),
         }))
     }
 
@@ -117,6 +123,102 @@ impl Instance {
     /// Limits the runs the daemon starts from the queue (default [`RunQueue::default`]).
     pub fn with_run_queue(self, queue: RunQueue) -> Self {
         self.with(|inner| inner.queue = queue)
+    }
+
+    /// Queues steps for [`Worker`](crate::worker::Worker)s in `queue` (dagrs-postgres's
+    /// `PgStorage::instance` sets it up): [`enqueue`](Self::enqueue) and workers use it.
+    pub fn with_step_queue(self, queue: Arc<dyn StepQueue>) -> Self {
+        self.with(|inner| inner.step_queue = Some(queue))
+    }
+
+    /// The step queue, if the instance has one.
+    pub fn step_queue(&self) -> Option<&Arc<dyn StepQueue>> {
+        self.0.step_queue.as_ref()
+    }
+
+    /// Starts runs with `launcher` in [`launch_with_launcher`](Self::launch_with_launcher)
+    /// (default: [`InProcessLauncher`]).
+    pub fn with_launcher(self, launcher: impl RunLauncher) -> Self {
+        self.with(|inner| inner.launcher = Arc::new(launcher))
+    }
+
+    /// The instance's run launcher.
+    pub fn launcher(&self) -> &Arc<dyn RunLauncher> {
+        &self.0.launcher
+    }
+
+    /// Starts a run of `selection` with the instance's [`launcher`](Self::launcher) and
+    /// returns its id; follow it with [`wait_for_end`](Self::wait_for_end) and its events.
+    pub async fn launch_with_launcher(
+        &self,
+        defs: &Definitions,
+        selection: &str,
+        options: RunOptions,
+    ) -> Result<RunId, Error> {
+        let launcher = Arc::clone(&self.0.launcher);
+        launcher.launch(self, defs, selection, options).await
+    }
+
+    /// Puts a run of `selection` on the step queue, checked as [`launch`](Self::launch)
+    /// checks it: recorded as running with all its steps at once, for the workers of any
+    /// machine to claim ([`Worker`](crate::worker::Worker)); the run goes on without this
+    /// process. Fails when the instance has no step queue.
+    pub async fn enqueue(
+        &self,
+        defs: &Definitions,
+        selection: &str,
+        options: RunOptions,
+    ) -> Result<RunId, Error> {
+        let queue = self.0.step_queue.as_ref().ok_or(Error::NoStepQueue)?;
+        let storage = &*self.0.storage;
+        let plan = Plan::new(defs, storage, Request::new(selection, &options)).await?;
+        let steps = queued_steps(defs, &plan)?;
+        let run_id = options.run_id.clone().unwrap_or_default();
+        let at = now();
+        let run = RunRecord {
+            run_id: run_id.clone(),
+            status: RunStatus::Running,
+            selection: selection.to_owned(),
+            assets: plan.keys.clone(),
+            config: options.config,
+            tags: options.tags,
+            started_at: at,
+            ended_at: None,
+            owner: QUEUE_OWNER.to_owned(),
+            heartbeat_at: at,
+            parent_run_id: None,
+            failure: None,
+        };
+        let started = Event {
+            run_id: run_id.clone(),
+            seq: 0,
+            timestamp: at,
+            asset: None,
+            kind: crate::event::EventKind::RunStarted {
+                selection: plan.keys,
+            },
+        };
+        queue.enqueue(&run, &started, &steps).await?;
+        Ok(run_id)
+    }
+
+    /// Drives queued run `run_id` in this process, if it is still queued (what the child of
+    /// a [`SubprocessLauncher`](crate::worker::SubprocessLauncher) does); `None` when another
+    /// process started it first.
+    pub async fn execute_queued(
+        &self,
+        defs: &Definitions,
+        run_id: &RunId,
+    ) -> Result<Option<RunHandle>, Error> {
+        let run = self.run(run_id).await?;
+        match self.start_one(defs, &run).await? {
+            Taken::Started(handle) => Ok(Some(handle)),
+            Taken::No => Ok(None),
+            Taken::Failed => Err(Error::RunInterrupted {
+                run_id: run_id.to_string(),
+                reason: self.run(run_id).await?.failure.unwrap_or_default(),
+            }),
+        }
     }
 
     /// The run queue's limits.
@@ -255,7 +357,9 @@ impl Instance {
     /// each run is started by one. A queued run that no longer plans (its assets changed) is
     /// ended as failed, saying why.
     pub async fn start_queued_runs(&self, defs: &Definitions) -> Result<Vec<RunHandle>, Error> {
-        self.start_queued(defs, |_| true).await
+        // Runs queued for a launcher's child process are the child's.
+        self.start_queued(defs, |run| !run.tags.contains_key(LAUNCHER_TAG))
+            .await
     }
 
     /// Starts the queued runs that `only` accepts, as [`start_queued_runs`] does.
@@ -275,31 +379,47 @@ impl Instance {
             return Ok(Vec::new());
         }
         let active = storage.running_runs().await?;
-        let settings = self.settings();
         let mut started = Vec::new();
         let mut taken = 0;
         for run in self.0.queue.pick(&queued, &active) {
-            let at = now();
-            if !storage.start_run(&run.run_id, &settings.owner, at).await? {
-                continue;
+            match self.start_one(defs, run).await? {
+                Taken::No => continue,
+                Taken::Failed => {}
+                Taken::Started(handle) => started.push(handle),
             }
             taken += 1;
-            crate::observe::meter::queue_wait((at - run.started_at).to_std().unwrap_or_default());
-            match Plan::new(defs, storage, Request::of_run(run)).await {
-                Ok(plan) => {
-                    let handle = drive(&settings, defs, run.run_id.clone(), plan, None, None);
-                    started.push(handle);
-                }
-                Err(e) => {
-                    let failure = format!("cannot start the queued run: {e}");
-                    storage
-                        .finish_run(&run.run_id, RunStatus::Failed, now(), Some(&failure))
-                        .await?;
-                }
-            }
         }
         crate::observe::meter::queue_depth(depth - taken);
         Ok(started)
+    }
+
+    /// Starts queued run `run` in this process unless another process took it first; a run
+    /// that no longer plans is ended as failed, saying why.
+    async fn start_one(&self, defs: &Definitions, run: &RunRecord) -> Result<Taken, Error> {
+        let storage = &*self.0.storage;
+        let settings = self.settings();
+        let at = now();
+        if !storage.start_run(&run.run_id, &settings.owner, at).await? {
+            return Ok(Taken::No);
+        }
+        crate::observe::meter::queue_wait((at - run.started_at).to_std().unwrap_or_default());
+        match Plan::new(defs, storage, Request::of_run(run)).await {
+            Ok(plan) => Ok(Taken::Started(drive(
+                &settings,
+                defs,
+                run.run_id.clone(),
+                plan,
+                None,
+                None,
+            ))),
+            Err(e) => {
+                let failure = format!("cannot start the queued run: {e}");
+                storage
+                    .finish_run(&run.run_id, RunStatus::Failed, now(), Some(&failure))
+                    .await?;
+                Ok(Taken::Failed)
+            }
+        }
     }
 
     /// Re-executes the assets of run `run_id` that did not succeed (failed, skipped,
@@ -584,6 +704,52 @@ impl std::fmt::Debug for Instance {
             .field("lease", &self.0.lease)
             .finish_non_exhaustive()
     }
+}
+
+/// What became of a queued run this process tried to start.
+enum Taken {
+    /// Another process started it first.
+    No,
+    /// It no longer plans: ended as failed.
+    Failed,
+    /// Started here.
+    Started(RunHandle),
+}
+
+/// The steps of `plan` as the step queue takes them. A multi-asset's outs run as one step,
+/// which the queue does not take (yet).
+fn queued_steps(defs: &Definitions, plan: &Plan) -> Result<Vec<QueuedStep>, Error> {
+    let graph = &defs.inner().graph;
+    let position: std::collections::HashSet<usize> = plan.selected.iter().copied().collect();
+    let in_run = |list: &[usize]| -> Vec<usize> {
+        list.iter()
+            .copied()
+            .filter(|i| position.contains(i))
+            .collect()
+    };
+    plan.selected
+        .iter()
+        .zip(&plan.steps)
+        .map(|(&i, step)| {
+            let spec = &graph.assets[i];
+            if spec.multi.is_some() {
+                return Err(Error::NotQueueable {
+                    asset: spec.key.to_string(),
+                    reason: "the outs of a multi-asset run as one step, which the step queue does not take yet".into(),
+                });
+            }
+            Ok(QueuedStep {
+                asset: spec.key.clone(),
+                upstream: u32::try_from(in_run(&graph.edges.upstream[i]).len()).unwrap_or(u32::MAX),
+                downstream: in_run(&graph.edges.downstream[i])
+                    .into_iter()
+                    .map(|d| graph.assets[d].key.clone())
+                    .collect(),
+                pool: None, // POOL-MERGE
+                max_attempts: step.retry.max_retries().saturating_add(1),
+            })
+        })
+        .collect()
 }
 
 /// What [`Instance::cancel_run`] did.

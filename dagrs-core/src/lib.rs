@@ -116,6 +116,7 @@ mod test_context;
 mod text;
 #[cfg(feature = "web")]
 pub mod web;
+pub mod worker;
 
 pub use asset::{Asset, AssetSpec, AssetValue, IntoAssetResult};
 pub use backfill::{

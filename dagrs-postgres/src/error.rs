@@ -11,6 +11,14 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// `pg_transaction` was asked of a step that no PostgreSQL worker runs.
+    #[error(
+        "this step has no PostgreSQL transaction: `pg_transaction` works in steps run by a \
+         worker of an instance on PgStorage (`PgStorage::instance`, `--launcher queue`); run \
+         the asset there, or write through a `PostgresResource`"
+    )]
+    NoStepTransaction,
+
     /// A name meant as an SQL identifier breaks a rule (see [`Ident`](crate::Ident)).
     #[error("invalid SQL identifier {value:?}: {rule}")]
     InvalidIdent {

@@ -18,7 +18,9 @@
 //!   not used when it is not.
 //! - [`PgStorage`]: the run store for shared deployments (runs, event logs,
 //!   materializations, schedule ticks and cursors) in a schema of its own,
-//!   with embedded, versioned migrations.
+//!   with embedded, versioned migrations; it is also the step queue of scale-out
+//!   workers ([`PgStorage::instance`]), and [`PgContext::pg_transaction`] lets an asset
+//!   commit its data with its materialization.
 //! - `testing::TestDatabase` (feature `testing`): a throwaway database per test.
 //!
 //! [`tokio_postgres`] and [`deadpool_postgres`] are re-exported, so the
@@ -34,6 +36,7 @@ mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod timescale;
+mod transaction;
 mod upsert;
 
 pub use aggregate::{
@@ -45,11 +48,12 @@ pub use error::{Error, Result};
 pub use ident::{Ident, QualifiedName};
 pub use interval::PgInterval;
 pub use resource::{PoolOptions, PostgresConfig, PostgresResource, DATABASE_URL};
-pub use storage::{PgStorage, DEFAULT_SCHEMA, SCHEMA_VERSION};
+pub use storage::{PgStorage, DEFAULT_OUTPUT_LIMIT, DEFAULT_SCHEMA, SCHEMA_VERSION};
 pub use timescale::{
     compress_hypertable, create_hypertable, enable_timescaledb, timescaledb_available, Compression,
     TableKind, TimescaleStatus, TIMESCALEDB_MIN_VERSION,
 };
+pub use transaction::{PgContext, PgTransaction};
 pub use upsert::{upsert, Upsert, UpsertStats, WriteMode, WritePath};
 
 pub use deadpool_postgres;

@@ -439,6 +439,11 @@ impl PostgresResource {
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }
+
+    /// The connection settings, for connections outside the pool (a `LISTEN`er).
+    pub(crate) fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.inner.config
+    }
 }
 
 impl fmt::Debug for PostgresResource {

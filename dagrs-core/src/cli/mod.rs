@@ -34,6 +34,7 @@ mod partitions;
 mod show;
 #[cfg(feature = "web")]
 mod ui;
+mod worker;
 
 use self::show::say;
 
@@ -101,6 +102,9 @@ enum Command {
     /// Keys of dynamic partitions: add, list, delete.
     #[command(subcommand)]
     Partitions(partitions::PartitionsCommand),
+    /// Runs a worker: claims steps of queued runs from the instance's step queue (on
+    /// PostgreSQL) and runs them, until Ctrl-C or SIGTERM; `worker list` lists the workers.
+    Worker(worker::WorkerArgs),
     /// Runs the daemon: schedules, sensors, backfills and the run queue, until Ctrl-C or
     /// SIGTERM.
     Daemon {
@@ -159,6 +163,10 @@ enum AssetCommand {
         /// while the run lasts.
         #[arg(long, value_name = "ADDR")]
         metrics_bind: Option<SocketAddr>,
+        /// Where the run runs: `in-process`, `subprocess` (a child process of this program),
+        /// or `queue` (the workers of a PostgreSQL instance, on any machine).
+        #[arg(long, value_enum, default_value = "in-process")]
+        launcher: worker::LauncherKind,
     },
     /// Shows an asset's checks with their latest results, and the latest evaluations.
     Checks {
@@ -234,6 +242,14 @@ enum RunCommand {
         /// The run id.
         id: String,
     },
+    /// Drives a queued run in this process (what `--launcher subprocess` starts).
+    Execute {
+        /// The run id.
+        id: String,
+        /// Prints the result as JSON, and no progress.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -294,6 +310,8 @@ fn default_instance(command: &Command) -> Result<Instance, Error> {
             | Command::Schedule(ScheduleCommand::Start { .. } | ScheduleCommand::Stop { .. })
             | Command::Sensor(SensorCommand::Start { .. } | SensorCommand::Stop { .. })
             | Command::Daemon { .. }
+            | Command::Worker(_)
+            | Command::Run(RunCommand::Execute { .. })
             | Command::Backfill(
                 partitions::BackfillCommand::Launch { .. }
                     | partitions::BackfillCommand::Cancel { .. }
@@ -402,6 +420,7 @@ async fn execute(
             partition_range,
             json,
             metrics_bind,
+            launcher,
         }) => {
             let server = match metrics_server(metrics_bind).await {
                 Ok(server) => server,
@@ -419,8 +438,13 @@ async fn execute(
             if let Some(target) = partition.or(partition_range) {
                 options = options.partition(target);
             }
-            let handle = instance.launch(defs, &selection, options).await?;
-            let shown = show::follow(handle, rx, json).await;
+            let shown = if launcher == worker::LauncherKind::InProcess {
+                let handle = instance.launch(defs, &selection, options).await?;
+                show::follow(handle, rx, json).await
+            } else {
+                let run_id = launcher.launch(instance, defs, &selection, options).await?;
+                show::follow_stored(instance, run_id, json).await
+            };
             if let Some(server) = server {
                 server.abort();
             }
@@ -462,6 +486,21 @@ async fn execute(
             show::follow(handle, rx, json).await
         }
         Command::Run(RunCommand::Cancel { id }) => run_cancel(instance, &RunId::from(id)).await,
+        Command::Run(RunCommand::Execute { id, json }) => {
+            let run_id = RunId::from(id);
+            match instance.execute_queued(defs, &run_id).await? {
+                Some(handle) => {
+                    // Its progress is in its stored log; this prints its result.
+                    let (_, rx) = mpsc::unbounded_channel();
+                    show::follow(handle, rx, json).await
+                }
+                None => {
+                    eprintln!("run {run_id} was started by another process");
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        Command::Worker(args) => worker::worker(defs, instance, args).await,
         Command::Job(command) => automation::job(defs, instance, command).await,
         Command::Schedule(command) => automation::schedule(defs, instance, command).await,
         Command::Sensor(command) => automation::sensor(defs, instance, command).await,

@@ -247,7 +247,59 @@ pub(super) async fn follow(
     let result = handle.wait().await;
     interrupt.abort();
     let _ = show.await;
-    let result: RunResult = result?;
+    Ok(report(&result?, json))
+}
+
+/// Shows the progress of run `run_id`, driven elsewhere (a worker, a child process), from
+/// its stored events until it ends, then its result; Ctrl-C asks for its cancellation.
+pub(super) async fn follow_stored(
+    instance: &crate::instance::Instance,
+    run_id: crate::key::RunId,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let interrupt = tokio::spawn({
+        let (instance, run_id) = (instance.clone(), run_id.clone());
+        async move {
+            let signal = interrupted().await;
+            eprintln!("{signal}: cancelling the run");
+            if let Err(e) = instance.cancel_run(&run_id, "interrupted").await {
+                eprintln!("error: {e}");
+            }
+        }
+    });
+    let mut progress = Progress::new(json);
+    let mut after = None;
+    loop {
+        let events = instance.storage().events(&run_id, after).await?;
+        let ended = events.iter().any(Event::is_final);
+        for event in &events {
+            progress.show(&run_id, event);
+            after = Some(event.seq);
+        }
+        if ended {
+            break;
+        }
+        if events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    progress.done();
+    interrupt.abort();
+    let run = instance.run(&run_id).await?;
+    let events = instance.events(&run_id).await?;
+    let result = RunResult {
+        steps: crate::result::outcomes_from_events(&run.assets, &events),
+        run_id,
+        status: run.status,
+        outputs: Default::default(),
+        values: Default::default(),
+        storage: std::sync::Arc::clone(instance.storage()),
+    };
+    Ok(report(&result, json))
+}
+
+/// Prints how a run ended; its exit code.
+fn report(result: &RunResult, json: bool) -> ExitCode {
     if json {
         print_json(&RunSummary {
             run_id: result.run_id().as_str(),
@@ -257,11 +309,11 @@ pub(super) async fn follow(
     } else {
         say!("{}", result.to_string().trim_end());
     }
-    Ok(if result.success() {
+    if result.success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }
 
 /// Waits for Ctrl-C, SIGTERM or SIGHUP (a terminal closed, a service stopped) and names it;

@@ -11,7 +11,7 @@ mod checks;
 mod multi_step;
 pub(crate) mod plan;
 mod scheduler;
-mod step;
+pub(crate) mod step;
 mod targets;
 
 use std::collections::BTreeMap;

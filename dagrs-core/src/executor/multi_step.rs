@@ -222,6 +222,7 @@ impl MultiStep {
                             StepReport {
                                 outcome,
                                 output: Some(output),
+                                retry_in: None,
                             },
                         ));
                     }
@@ -314,6 +315,7 @@ impl MultiStep {
                 StepReport {
                     outcome,
                     output: None,
+                    retry_in: None,
                 },
             ));
         }
@@ -335,6 +337,9 @@ impl MultiStep {
             semaphore: Arc::clone(&self.semaphore),
             plan: member.plan.clone(),
             inputs: Arc::clone(&self.inputs),
+            first_attempt: 1,
+            one_attempt: false,
+            extension: None,
         };
         step.run_hooks(outcome).await;
     }

@@ -259,6 +259,9 @@ impl Scheduler {
             semaphore: Arc::clone(&self.semaphore),
             plan: plan.steps[pos].clone(),
             inputs: Arc::new(inputs),
+            first_attempt: 1,
+            one_attempt: false,
+            extension: None,
         };
         running.spawn(async move { vec![(pos, step.run().await)] }.in_current_span());
     }

@@ -32,6 +32,9 @@ use crate::source::AssetKind;
 pub(crate) struct StepReport {
     pub(crate) outcome: StepOutcome,
     pub(crate) output: Option<StepOutput>,
+    /// For a step run one attempt at a time: the failed attempt is to be retried after this
+    /// delay, by whoever claims the step next.
+    pub(crate) retry_in: Option<std::time::Duration>,
 }
 
 /// One step of a run: everything its driver task needs.
@@ -46,6 +49,13 @@ pub(crate) struct Step {
     pub(crate) semaphore: Arc<Semaphore>,
     pub(crate) plan: StepPlan,
     pub(crate) inputs: Arc<HashMap<AssetKey, Shared>>,
+    /// The number of its first attempt here (1, or more for a step a worker claimed again).
+    pub(crate) first_attempt: u32,
+    /// Runs one attempt only, and reports a retry instead of waiting for it (a worker's
+    /// step: the queue schedules the retry).
+    pub(crate) one_attempt: bool,
+    /// What the step's runner attaches to its context ([`AssetContext::extension`]).
+    pub(crate) extension: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Step {
@@ -56,7 +66,7 @@ impl Step {
         let key = &spec.key;
         let retry = &self.plan.retry;
         let mut outcome = StepOutcome::new(key.clone(), StepStatus::Cancelled);
-        for attempt in 1.. {
+        for attempt in self.first_attempt.max(1).. {
             let permit = match first.take() {
                 Some(_) if self.cancel.is_cancelled() => break,
                 Some(permit) => permit,
@@ -81,7 +91,8 @@ impl Step {
                     Arc::clone(&metadata),
                     self.cancel.clone(),
                 )
-                .with_partition(self.plan.partition.clone()),
+                .with_partition(self.plan.partition.clone())
+                .with_extension(self.extension.clone()),
                 resources: self.defs.inner().resources.clone(),
                 config: self.plan.config.clone(),
                 inputs: Arc::clone(&self.inputs),
@@ -114,7 +125,7 @@ impl Step {
                     trace::record_status(&span, false, Some("cancelled"));
                     self.sink.send(Some(key), EventKind::StepCancelled { attempt });
                     outcome.status = StepStatus::Cancelled;
-                    return StepReport { outcome, output: None };
+                    return StepReport { outcome, output: None, retry_in: None };
                 }
                 caught = &mut task => match caught {
                     Ok(result) => result,
@@ -192,6 +203,7 @@ impl Step {
                     return StepReport {
                         outcome,
                         output: Some(output),
+                        retry_in: None,
                     };
                 }
                 Err(error) => error,
@@ -214,6 +226,7 @@ impl Step {
                 return StepReport {
                     outcome,
                     output: None,
+                    retry_in: None,
                 };
             }
             meter::step_retry(key);
@@ -225,6 +238,14 @@ impl Step {
                     delay,
                 },
             );
+            if self.one_attempt {
+                outcome.status = StepStatus::Failed;
+                return StepReport {
+                    outcome,
+                    output: None,
+                    retry_in: Some(delay),
+                };
+            }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.cancel.cancelled() => break,
@@ -251,6 +272,7 @@ impl Step {
         StepReport {
             outcome,
             output: None,
+            retry_in: None,
         }
     }
 }

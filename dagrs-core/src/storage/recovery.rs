@@ -59,6 +59,10 @@ pub async fn recover_abandoned_runs(
         .and_then(|lease| now.checked_sub_signed(lease));
     let mut recovered = Vec::new();
     for run in storage.running_runs().await? {
+        // Runs on the step queue are kept by their steps' leases, not by one process.
+        if run.owner == crate::worker::QUEUE_OWNER {
+            continue;
+        }
         let reason = if is_gone(&run.owner) {
             format!("its process {} is gone", run.owner)
         } else if expired_before.is_some_and(|before| run.heartbeat_at < before) {

@@ -28,8 +28,12 @@ use crate::ident::Ident;
 use crate::resource::PostgresResource;
 
 mod page;
+mod queue;
 mod rows;
 mod sql;
+
+use self::queue::QueueSql;
+pub use self::queue::DEFAULT_OUTPUT_LIMIT;
 
 use self::rows::{
     automation_from_row, backfill_from_row, check_from_row, event_from_row,
@@ -81,6 +85,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "check records, automation records, materializations by time",
         sql: include_str!("migrations/0006_checks_automation.sql"),
     },
+    Migration {
+        version: 7,
+        name: "the step queue: steps, their outputs, workers and pools",
+        sql: include_str!("migrations/0007_step_queue.sql"),
+    },
 ];
 
 /// The schema version this build of dagrs-postgres creates and understands: the version of
@@ -131,12 +140,16 @@ type CoreResult<T> = std::result::Result<T, dagrs_core::Error>;
 #[derive(Clone)]
 pub struct PgStorage {
     inner: Arc<Inner>,
+    output_limit: usize,
 }
 
 struct Inner {
     pg: PostgresResource,
     schema: Ident,
     sql: Statements,
+    queue: QueueSql,
+    /// Wakes this process's idle workers; started by the first wait.
+    listener: std::sync::OnceLock<Arc<queue::Listener>>,
 }
 
 impl PgStorage {
@@ -148,13 +161,32 @@ impl PgStorage {
     pub fn new(resource: PostgresResource, schema: &str) -> Result<Self> {
         let schema = Ident::new(schema)?;
         let sql = Statements::new(&schema);
+        let queue = QueueSql::new(&schema);
         Ok(Self {
             inner: Arc::new(Inner {
                 pg: resource,
                 schema,
                 sql,
+                queue,
+                listener: std::sync::OnceLock::new(),
             }),
+            output_limit: DEFAULT_OUTPUT_LIMIT,
         })
+    }
+
+    /// Keeps step outputs of up to `bytes` (serialized) for steps on other workers (default
+    /// [`DEFAULT_OUTPUT_LIMIT`]); a larger output fails its step, saying so.
+    pub fn with_output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes;
+        self
+    }
+
+    /// An [`Instance`](dagrs_core::Instance) on this store with its step queue: runs can be
+    /// [enqueued](dagrs_core::Instance::enqueue) for [`Worker`](dagrs_core::worker::Worker)s on
+    /// any machine that opens the same store.
+    pub fn instance(self) -> dagrs_core::Instance {
+        let queue: Arc<dyn dagrs_core::worker::StepQueue> = Arc::new(self.clone());
+        dagrs_core::Instance::new(self).with_step_queue(queue)
     }
 
     /// [`new`](Self::new) and [`migrate`](Self::migrate): a store that is ready to use.
@@ -384,8 +416,7 @@ impl PgStorage {
                     pause = (pause * 2).min(Duration::from_secs(1));
                     retried = true;
                 }
-                Err(Failure::Pool(e)) => return (Err(storage_error(operation, e)), retried),
-                Err(Failure::Db(e)) => return (Err(self.db_error(operation)(e)), retried),
+                Err(failure) => return (Err(self.failed(operation)(failure)), retried),
             }
         }
     }
@@ -485,6 +516,48 @@ impl PgStorage {
             .collect()
     }
 
+    /// Records `run` through `client` (a connection, or a transaction).
+    async fn create_run_in(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        run: &RunRecord,
+    ) -> std::result::Result<(), Failure> {
+        let statement = client
+            .prepare_cached(&self.inner.sql.create_run)
+            .await
+            .map_err(Failure::Db)?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &run.run_id.as_str(),
+                    &run.status.as_str(),
+                    &run.selection,
+                    &Json(&run.assets),
+                    &Json(&run.config),
+                    &Json(&run.tags),
+                    &run.started_at,
+                    &run.ended_at,
+                    &run.owner,
+                    &run.heartbeat_at,
+                    &run.parent_run_id.as_ref().map(RunId::as_str),
+                    &run.failure,
+                ],
+            )
+            .await
+            .map_err(Failure::Db)?;
+        Ok(())
+    }
+
+    /// Turns a failed attempt at `operation` into the crate's error.
+    fn failed(&self, operation: &'static str) -> impl FnOnce(Failure) -> dagrs_core::Error + '_ {
+        move |failure| match failure {
+            Failure::Pool(e) => storage_error(operation, e),
+            Failure::Invalid(e) => storage_error(operation, e),
+            Failure::Db(e) => self.db_error(operation)(e),
+        }
+    }
+
     /// The advisory lock that writers of `asset`'s partition status take, in this store.
     fn partition_lock(&self, asset: &AssetKey) -> i64 {
         lock_key(&format!("partitions\0{asset}"), &self.inner.schema)
@@ -519,14 +592,30 @@ impl PgStorage {
         updates: &[RangeUpdate<'_>],
         locks: &[i64],
     ) -> std::result::Result<(), Failure> {
-        let sql = &self.inner.sql;
         let mut client = self.inner.pg.get().await.map_err(Failure::Pool)?;
         let tx = client.transaction().await.map_err(Failure::Db)?;
-        let lock = tx
-            .prepare_cached(&sql.lock_partitions)
-            .await
-            .map_err(Failure::Db)?;
-        tx.execute(&lock, &[&locks]).await.map_err(Failure::Db)?;
+        self.write_events_in(&tx, params, updates, locks).await?;
+        tx.commit().await.map_err(Failure::Db)
+    }
+
+    /// Writes a batch of events in `tx`: the events, their materializations and check
+    /// records, and the partition status they change, under the partition `locks` of their
+    /// assets.
+    async fn write_events_in(
+        &self,
+        tx: &impl deadpool_postgres::GenericClient,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        updates: &[RangeUpdate<'_>],
+        locks: &[i64],
+    ) -> std::result::Result<(), Failure> {
+        let sql = &self.inner.sql;
+        if !locks.is_empty() {
+            let lock = tx
+                .prepare_cached(&sql.lock_partitions)
+                .await
+                .map_err(Failure::Db)?;
+            tx.execute(&lock, &[&locks]).await.map_err(Failure::Db)?;
+        }
         let append = tx
             .prepare_cached(&sql.append_events)
             .await
@@ -536,25 +625,25 @@ impl PgStorage {
             let (asset, range) = (update.asset.as_str(), update.range);
             match update.outcome {
                 PartitionOutcome::Materialized => {
-                    self.join_range(&tx, asset, PartitionOutcome::Materialized, range)
+                    self.join_range(tx, asset, PartitionOutcome::Materialized, range)
                         .await?;
-                    self.cut_range(&tx, asset, PartitionOutcome::Failed, range)
+                    self.cut_range(tx, asset, PartitionOutcome::Failed, range)
                         .await?;
                 }
                 PartitionOutcome::Failed => {
-                    self.join_range(&tx, asset, PartitionOutcome::Failed, range)
+                    self.join_range(tx, asset, PartitionOutcome::Failed, range)
                         .await?;
                 }
             }
         }
-        tx.commit().await.map_err(Failure::Db)
+        Ok(())
     }
 
     /// Removes the stored ranges of `asset` in `status` that `take` (`take_touching` or
     /// `take_overlapping`) finds for `range`, and returns them.
     async fn take_ranges(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &impl deadpool_postgres::GenericClient,
         take: &str,
         asset: &str,
         status: PartitionOutcome,
@@ -582,7 +671,7 @@ impl PgStorage {
     /// Stores `ranges` of `asset` in `status`, for discrete keys `dims`.
     async fn put_ranges(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &impl deadpool_postgres::GenericClient,
         asset: &str,
         status: PartitionOutcome,
         dims: &str,
@@ -607,7 +696,7 @@ impl PgStorage {
     /// become one row.
     async fn join_range(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &impl deadpool_postgres::GenericClient,
         asset: &str,
         status: PartitionOutcome,
         range: &PartitionRange,
@@ -624,7 +713,7 @@ impl PgStorage {
     /// `range` leaves the ranges of `asset` in `status`.
     async fn cut_range(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &impl deadpool_postgres::GenericClient,
         asset: &str,
         status: PartitionOutcome,
         range: &PartitionRange,
@@ -654,26 +743,13 @@ impl fmt::Debug for PgStorage {
 impl Storage for PgStorage {
     async fn create_run(&self, run: &RunRecord) -> CoreResult<()> {
         const OP: &str = "create a run";
-        self.execute(
-            OP,
-            &self.inner.sql.create_run,
-            &[
-                &run.run_id.as_str(),
-                &run.status.as_str(),
-                &run.selection,
-                &Json(&run.assets),
-                &Json(&run.config),
-                &Json(&run.tags),
-                &run.started_at,
-                &run.ended_at,
-                &run.owner,
-                &run.heartbeat_at,
-                &run.parent_run_id.as_ref().map(RunId::as_str),
-                &run.failure,
-            ],
-        )
-        .await?;
-        Ok(())
+        let (outcome, _) = self
+            .retrying(OP, || async {
+                let client = self.inner.pg.get().await.map_err(Failure::Pool)?;
+                self.create_run_in(&client, run).await
+            })
+            .await;
+        outcome
     }
 
     async fn append_events(&self, events: &[Event]) -> CoreResult<()> {
@@ -681,64 +757,10 @@ impl Storage for PgStorage {
         if events.is_empty() {
             return Ok(());
         }
-        let mut run_ids = Vec::with_capacity(events.len());
-        let mut seqs = Vec::with_capacity(events.len());
-        let mut timestamps = Vec::with_capacity(events.len());
-        let mut assets = Vec::with_capacity(events.len());
-        let mut kinds = Vec::with_capacity(events.len());
-        let mut m = MaterializationColumns::default();
         let checks: Vec<CheckRecord> = events.iter().filter_map(CheckRecord::of).collect();
-        let c = CheckColumns::of(&checks).map_err(|e| storage_error(OP, e))?;
-        for event in events {
-            let seq = seq_param(event).map_err(|e| storage_error(OP, e))?;
-            run_ids.push(event.run_id.as_str());
-            seqs.push(seq);
-            timestamps.push(event.timestamp);
-            assets.push(event.asset.as_deref());
-            kinds.push(Json(&event.kind));
-            if let Some(materialization) = event.materialization() {
-                m.assets.push(materialization.asset.as_str());
-                m.run_ids.push(event.run_id.as_str());
-                m.seqs.push(seq);
-                m.timestamps.push(event.timestamp);
-                m.metadata.push(Json(materialization.metadata));
-                m.values.push(Json(materialization.value));
-                m.code_versions.push(materialization.code_version);
-                let partition = materialization.partition;
-                m.partition_keys.push(partition.map(|p| p.key.as_str()));
-                m.partition_dims.push(partition.map(|p| p.dims.as_str()));
-                m.partition_starts.push(partition.map(|p| p.start));
-                m.partition_ends.push(partition.map(|p| p.end));
-            }
-        }
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 26] = [
-            &run_ids,
-            &seqs,
-            &timestamps,
-            &assets,
-            &kinds,
-            &m.assets,
-            &m.run_ids,
-            &m.seqs,
-            &m.timestamps,
-            &m.metadata,
-            &m.values,
-            &m.code_versions,
-            &m.partition_keys,
-            &m.partition_dims,
-            &m.partition_starts,
-            &m.partition_ends,
-            &c.assets,
-            &c.checks,
-            &c.run_ids,
-            &c.seqs,
-            &c.timestamps,
-            &c.passed,
-            &c.severities,
-            &c.blocking,
-            &c.descriptions,
-            &c.metadata,
-        ];
+        let columns = EventColumns::of(events, &checks).map_err(|e| storage_error(OP, e))?;
+        let params = columns.params();
+        let (run_ids, seqs) = (&columns.run_ids, &columns.seqs);
         let updates: Vec<RangeUpdate<'_>> = outcomes(events)
             .filter(|(_, range, _)| range.end > range.start)
             .map(|(asset, range, outcome)| RangeUpdate {
@@ -762,7 +784,7 @@ impl Storage for PgStorage {
         // time: all of it being there then means it was written once.
         if retried && is_unique_violation(&e) {
             let present = self
-                .query(OP, &self.inner.sql.events_present, &[&run_ids, &seqs])
+                .query(OP, &self.inner.sql.events_present, &[run_ids, seqs])
                 .await?;
             let present: i64 = present
                 .first()
@@ -774,7 +796,7 @@ impl Storage for PgStorage {
         }
         // The foreign key rejects events of unknown runs: name the first such run.
         let unknown = self
-            .query(OP, &self.inner.sql.unknown_runs, &[&run_ids])
+            .query(OP, &self.inner.sql.unknown_runs, &[run_ids])
             .await?;
         match unknown.first() {
             Some(row) => Err(dagrs_core::Error::RunNotFound(
@@ -1479,6 +1501,89 @@ impl<'a> TickColumns<'a> {
     }
 }
 
+/// One `append_events` batch, column by column: its events, and the materializations and
+/// check records among them.
+struct EventColumns<'a> {
+    run_ids: Vec<&'a str>,
+    seqs: Vec<i64>,
+    timestamps: Vec<DateTime<Utc>>,
+    assets: Vec<Option<&'a str>>,
+    kinds: Vec<Json<&'a dagrs_core::EventKind>>,
+    m: MaterializationColumns<'a>,
+    c: CheckColumns<'a>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(events: &'a [Event], checks: &'a [CheckRecord]) -> std::result::Result<Self, BoxError> {
+        let mut columns = EventColumns {
+            run_ids: Vec::with_capacity(events.len()),
+            seqs: Vec::with_capacity(events.len()),
+            timestamps: Vec::with_capacity(events.len()),
+            assets: Vec::with_capacity(events.len()),
+            kinds: Vec::with_capacity(events.len()),
+            m: MaterializationColumns::default(),
+            c: CheckColumns::of(checks)?,
+        };
+        for event in events {
+            let seq = seq_param(event)?;
+            columns.run_ids.push(event.run_id.as_str());
+            columns.seqs.push(seq);
+            columns.timestamps.push(event.timestamp);
+            columns.assets.push(event.asset.as_deref());
+            columns.kinds.push(Json(&event.kind));
+            if let Some(materialization) = event.materialization() {
+                let m = &mut columns.m;
+                m.assets.push(materialization.asset.as_str());
+                m.run_ids.push(event.run_id.as_str());
+                m.seqs.push(seq);
+                m.timestamps.push(event.timestamp);
+                m.metadata.push(Json(materialization.metadata));
+                m.values.push(Json(materialization.value));
+                m.code_versions.push(materialization.code_version);
+                let partition = materialization.partition;
+                m.partition_keys.push(partition.map(|p| p.key.as_str()));
+                m.partition_dims.push(partition.map(|p| p.dims.as_str()));
+                m.partition_starts.push(partition.map(|p| p.start));
+                m.partition_ends.push(partition.map(|p| p.end));
+            }
+        }
+        Ok(columns)
+    }
+
+    /// The parameters of the `append_events` statement.
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 26] {
+        let (m, c) = (&self.m, &self.c);
+        [
+            &self.run_ids,
+            &self.seqs,
+            &self.timestamps,
+            &self.assets,
+            &self.kinds,
+            &m.assets,
+            &m.run_ids,
+            &m.seqs,
+            &m.timestamps,
+            &m.metadata,
+            &m.values,
+            &m.code_versions,
+            &m.partition_keys,
+            &m.partition_dims,
+            &m.partition_starts,
+            &m.partition_ends,
+            &c.assets,
+            &c.checks,
+            &c.run_ids,
+            &c.seqs,
+            &c.timestamps,
+            &c.passed,
+            &c.severities,
+            &c.blocking,
+            &c.descriptions,
+            &c.metadata,
+        ]
+    }
+}
+
 /// The materializations of one `append_events` batch, column by column.
 #[derive(Default)]
 struct MaterializationColumns<'a> {
@@ -1556,6 +1661,8 @@ enum Outcome {
 enum Failure {
     Pool(Error),
     Db(tokio_postgres::Error),
+    /// Not the server's: something to write that it cannot take (never tried again).
+    Invalid(BoxError),
 }
 
 impl Failure {
@@ -1564,6 +1671,7 @@ impl Failure {
     fn is_transient(&self) -> bool {
         match self {
             Failure::Pool(e) => matches!(e, Error::Connect { .. }),
+            Failure::Invalid(_) => false,
             Failure::Db(e) => {
                 e.is_closed()
                     || match e.code() {
@@ -1588,6 +1696,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Pool(e) => e.fmt(f),
             Failure::Db(e) => f.write_str(&describe(e)),
+            Failure::Invalid(e) => e.fmt(f),
         }
     }
 }
