@@ -44,6 +44,8 @@ pub(crate) struct Step {
     pub(crate) sink: Sink,
     pub(crate) cancel: CancellationToken,
     pub(crate) semaphore: Arc<Semaphore>,
+    /// The instance's concurrency pools: each attempt takes a slot of the asset's.
+    pub(crate) pools: crate::pool::Pools,
     pub(crate) plan: StepPlan,
     pub(crate) inputs: Arc<HashMap<AssetKey, Shared>>,
 }
@@ -67,6 +69,15 @@ impl Step {
                         permit.expect("the run's semaphore is never closed")
                     }
                 },
+            };
+            // Then a slot of the asset's pool, held for this attempt only.
+            let waiting = |pool: &str| self.sink.send(Some(key), crate::pool::waiting_log(pool));
+            let Ok(pool_slot) = self
+                .pools
+                .slot(spec.pool_name(), &self.cancel, waiting)
+                .await
+            else {
+                break;
             };
             outcome.attempts = attempt;
             self.sink
@@ -134,6 +145,7 @@ impl Step {
                 }
             };
             drop(permit);
+            drop(pool_slot);
             let duration = started.elapsed();
             log.report_dropped();
             trace::record_status(&span, result.is_ok(), result.is_err().then_some(error_type));
@@ -231,7 +243,7 @@ impl Step {
             }
         }
         outcome.status = if outcome.attempts == 0 {
-            // Cancelled while waiting for a concurrency slot: it never started.
+            // Cancelled while waiting for a concurrency or pool slot: it never started.
             self.sink.send(
                 Some(key),
                 EventKind::StepSkipped {
