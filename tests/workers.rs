@@ -488,3 +488,77 @@ async fn outside_a_worker_an_asset_has_no_step_transaction() {
         "{error:?}"
     );
 }
+
+static IN_POOL: AtomicU32 = AtomicU32::new(0);
+static MOST_IN_POOL: AtomicU32 = AtomicU32::new(0);
+
+async fn pooled_step() -> Result<u32> {
+    let now = IN_POOL.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST_IN_POOL.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    IN_POOL.fetch_sub(1, Ordering::SeqCst);
+    Ok(now)
+}
+
+#[asset(pool = "warehouse")]
+async fn pooled_a() -> Result<u32> {
+    pooled_step().await
+}
+
+#[asset(pool = "warehouse")]
+async fn pooled_b() -> Result<u32> {
+    pooled_step().await
+}
+
+#[asset(pool = "warehouse")]
+async fn pooled_c() -> Result<u32> {
+    pooled_step().await
+}
+
+#[asset(pool = "warehouse")]
+async fn pooled_d() -> Result<u32> {
+    pooled_step().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_limit_holds_across_workers_and_no_slot_stays_held() {
+    let db = TestDatabase::create().await;
+    let instance = store(&db).await.instance().with_pool_limit("warehouse", 1);
+    let defs = Definitions::builder()
+        .specs(assets![pooled_a, pooled_b, pooled_c, pooled_d])
+        .build()
+        .unwrap();
+    let workers = Workers::start(&instance, &defs, 3, Duration::from_secs(5));
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        runs.push(
+            instance
+                .enqueue(&defs, "*", RunOptions::new())
+                .await
+                .unwrap(),
+        );
+    }
+    for run_id in &runs {
+        assert_eq!(
+            wait_for_end(&instance, run_id).await.status,
+            RunStatus::Succeeded
+        );
+    }
+    workers.stop().await;
+    assert_eq!(
+        MOST_IN_POOL.load(Ordering::SeqCst),
+        1,
+        "one slot, across three workers"
+    );
+    let held: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM dagrs.steps WHERE status = 'claimed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+}

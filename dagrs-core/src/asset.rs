@@ -113,6 +113,8 @@ pub struct AssetSpec {
     pub(crate) key: AssetKey,
     pub(crate) deps: Vec<AssetKey>,
     pub(crate) group: Option<String>,
+    /// The concurrency pool its steps take a slot of, if any.
+    pub(crate) pool: Option<String>,
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) description: Option<String>,
     pub(crate) code_version: Option<String>,
@@ -161,6 +163,7 @@ impl AssetSpec {
             key: key.into(),
             deps: Vec::new(),
             group: None,
+            pool: None,
             tags: BTreeMap::new(),
             description: None,
             code_version: None,
@@ -247,6 +250,24 @@ impl AssetSpec {
     /// Puts the asset into a group (used by `group:name` selections).
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
+        self
+    }
+
+    /// Puts the asset's steps into concurrency pool `name`: each attempt takes one of the
+    /// pool's slots, so an [`Instance`](crate::Instance) with
+    /// [`with_pool_limit`](crate::Instance::with_pool_limit) runs at most that many steps of
+    /// the pool at once, across all its runs. A pool the instance does not limit is unlimited.
+    /// Names are non-empty, at most 255 bytes, with no control characters (checked by
+    /// [`DefinitionsBuilder::build`](crate::DefinitionsBuilder::build)).
+    ///
+    /// ```
+    /// use dagrs_core::AssetSpec;
+    ///
+    /// let spec = AssetSpec::new("load", |_scope| async { Ok(()) }).pool("warehouse");
+    /// assert_eq!(spec.pool_name(), Some("warehouse"));
+    /// ```
+    pub fn pool(mut self, name: impl Into<String>) -> Self {
+        self.pool = Some(name.into());
         self
     }
 
@@ -352,6 +373,11 @@ impl AssetSpec {
         self.group.as_deref()
     }
 
+    /// Its concurrency pool, if any (see [`pool`](Self::pool)).
+    pub fn pool_name(&self) -> Option<&str> {
+        self.pool.as_deref()
+    }
+
     /// Its tags.
     pub fn tags(&self) -> &BTreeMap<String, String> {
         &self.tags
@@ -389,6 +415,7 @@ impl fmt::Debug for AssetSpec {
             .field("key", &self.key)
             .field("deps", &self.deps)
             .field("group", &self.group)
+            .field("pool", &self.pool)
             .field("tags", &self.tags)
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)

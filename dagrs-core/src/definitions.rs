@@ -274,9 +274,9 @@ impl DefinitionsBuilder {
         self
     }
 
-    /// Checks the definitions: keys unique and well-formed, every dependency registered,
-    /// inputs of the type their producer makes, no cycles (each one named), every needed
-    /// resource provided, and the default config valid. All problems are reported together.
+    /// Checks the definitions: keys unique and well-formed, pool names well-formed, every
+    /// dependency registered, inputs of the type their producer makes, no cycles (each one
+    /// named), every needed resource provided, and the default config valid. All problems are reported together.
     pub fn build(self) -> Result<Definitions, DefinitionsError> {
         let mut problems = Vec::new();
         let mut index: HashMap<AssetKey, usize> = HashMap::with_capacity(self.assets.len());
@@ -286,6 +286,15 @@ impl DefinitionsBuilder {
                 problems.push(Problem::InvalidKey {
                     key: crate::text::bounded(&spec.key, crate::text::ECHO_LIMIT).into_owned(),
                 });
+            }
+            if let Some(pool) = &spec.pool {
+                if let Some(reason) = crate::pool::pool_name_problem(pool) {
+                    let name = crate::text::bounded(pool, crate::text::ECHO_LIMIT);
+                    problems.push(Problem::InvalidAsset {
+                        asset: spec.key.to_string(),
+                        reason: format!("its pool name {name:?} is invalid: {reason}"),
+                    });
+                }
             }
             // The first asset registered under a key is the one the key names.
             match index.entry(spec.key.clone()) {

@@ -1,6 +1,7 @@
 //! [`Instance`]: where and how runs happen — the run store, retention, limits, recovery of
 //! abandoned runs and cancellation. [`Definitions`] say what exists; an instance runs it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::executor::plan::{Plan, Request};
 use crate::executor::{drive, start, RunHandle, RunOptions, Settings, DEFAULT_MAX_CONCURRENCY};
 use crate::key::RunId;
 use crate::partition::{AssetPartitions, PartitionContext};
+use crate::pool::Pools;
 use crate::queue::RunQueue;
 use crate::result::{outcomes_from_events, RunResult};
 use crate::state::AssetState;
@@ -54,6 +56,8 @@ struct Inner {
     max_concurrency: usize,
     lease: Duration,
     queue: RunQueue,
+    /// The limited concurrency pools, their slots shared by every run driven here.
+    pools: Pools,
     ended: Arc<tokio::sync::Notify>,
     step_queue: Option<Arc<dyn StepQueue>>,
     launcher: Arc<dyn RunLauncher>,
@@ -73,6 +77,7 @@ impl Instance {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             lease: LEASE,
             queue: RunQueue::default(),
+            pools: Pools::default(),
             ended: Arc::new(tokio::sync::Notify::new()),
             step_queue: None,
             launcher: Arc::new(InProcessLauncher),
@@ -221,6 +226,36 @@ impl Instance {
         }
     }
 
+    /// Limits concurrency pool `name` to `slots` steps at once, across every run this
+    /// instance drives in this process (two runs started from it share the slots). A step
+    /// of an asset in the pool ([`AssetSpec::pool`], `#[asset(pool = "...")]`) takes a slot
+    /// for each attempt, after its run's own concurrency slot, and gives it back when the
+    /// attempt ends (not while it waits to retry); a step that has to wait logs so.
+    ///
+    /// A pool without a limit is unlimited. A limit of 0 is allowed and means that steps of
+    /// that pool never start: their runs wait until they are cancelled. Setting a pool's
+    /// limit again replaces it, with fresh slots for the instance this returns.
+    ///
+    /// In-process runs hold the limit within this process only: runs of other processes on
+    /// the same store do not count. A [`Worker`](crate::worker::Worker) records the limits in
+    /// its step queue, where they hold across every worker of every machine.
+    ///
+    /// ```
+    /// use dagrs_core::Instance;
+    ///
+    /// let instance = Instance::ephemeral().with_pool_limit("warehouse", 2);
+    /// assert_eq!(instance.pool_limits().get("warehouse"), Some(&2));
+    /// ```
+    pub fn with_pool_limit(self, name: impl Into<String>, slots: usize) -> Self {
+        self.with(|inner| inner.pools.set_limit(name.into(), slots))
+    }
+
+    /// The limit of each limited concurrency pool (see
+    /// [`with_pool_limit`](Self::with_pool_limit)); pools not listed are unlimited.
+    pub fn pool_limits(&self) -> &BTreeMap<String, usize> {
+        self.0.pools.limits()
+    }
+
     /// The run queue's limits.
     pub fn run_queue(&self) -> &RunQueue {
         &self.0.queue
@@ -242,6 +277,7 @@ impl Instance {
             retention: self.0.retention,
             max_concurrency: self.0.max_concurrency,
             owner: this_process(),
+            pools: self.0.pools.clone(),
             ended: Arc::clone(&self.0.ended),
         }
     }
@@ -702,6 +738,7 @@ impl std::fmt::Debug for Instance {
             .field("retention", &self.0.retention)
             .field("max_concurrency", &self.0.max_concurrency)
             .field("lease", &self.0.lease)
+            .field("pools", &self.0.pools)
             .finish_non_exhaustive()
     }
 }
@@ -745,7 +782,7 @@ fn queued_steps(defs: &Definitions, plan: &Plan) -> Result<Vec<QueuedStep>, Erro
                     .into_iter()
                     .map(|d| graph.assets[d].key.clone())
                     .collect(),
-                pool: None, // POOL-MERGE
+                pool: spec.pool_name().map(str::to_owned),
                 max_attempts: step.retry.max_retries().saturating_add(1),
             })
         })

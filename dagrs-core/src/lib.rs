@@ -99,6 +99,7 @@ mod multi;
 pub mod observe;
 mod param;
 mod partition;
+mod pool;
 mod queue;
 mod requirements;
 mod resources;
@@ -170,7 +171,8 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 
 /// Marks a function as an asset. See the [crate docs](crate) for parameters.
 ///
-/// Keys: `deps = [path, "string", ...]`, `group = "..."`, `tags(key = "value", ...)`,
+/// Keys: `deps = [path, "string", ...]`, `group = "..."`, `pool = "..."` (a concurrency pool,
+/// see [`AssetSpec::pool`] and [`Instance::with_pool_limit`]), `tags(key = "value", ...)`,
 /// `description = "..."` (default: the doc comment), `retry = <Retry>`,
 /// `timeout = <Duration>`, `code_version = "..."`, `key = "..."` (default: the function name),
 /// `hooks = [<Hook>, ...]`, `partitions = <PartitionsDefinition>` (e.g. `hourly("2026-01-01")`),
@@ -284,9 +286,9 @@ pub use dagrs_macros::observable_source_asset;
 /// [`RunResult::output`]), and a marker named like the function that implements
 /// [`MultiAsset`] (name it in [`assets!`] or [`DefinitionsBuilder::multi_asset`]).
 ///
-/// Other keys: `deps = [...]`, `group`, `tags(...)`, `description` (default: the doc
-/// comment), `retry`, `timeout`, `hooks = [...]`, `code_version`, as on [`asset`], for the
-/// function and so for every out; every out depends on what the function depends on (its
+/// Other keys: `deps = [...]`, `group`, `pool` (one slot per attempt of the function),
+/// `tags(...)`, `description` (default: the doc comment), `retry`, `timeout`, `hooks = [...]`,
+/// `code_version`, as on [`asset`], for the function and so for every out; every out depends on what the function depends on (its
 /// `Input`s and `deps`). The function's config (`Config<C>`) is given under its first out's key.
 ///
 /// `can_subset = true` lets a run materialize some outs only: the function then returns

@@ -278,6 +278,7 @@ pub struct MultiAssetSpec {
     can_subset: bool,
     deps: Vec<AssetKey>,
     group: Option<String>,
+    pool: Option<String>,
     tags: BTreeMap<String, String>,
     description: Option<String>,
     code_version: Option<String>,
@@ -303,6 +304,7 @@ impl MultiAssetSpec {
             can_subset: false,
             deps: Vec::new(),
             group: None,
+            pool: None,
             tags: BTreeMap::new(),
             description: None,
             code_version: None,
@@ -339,6 +341,14 @@ impl MultiAssetSpec {
     /// Puts every out into a group (an out may name its own).
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
+        self
+    }
+
+    /// Puts the function's step into concurrency pool `name` (see [`AssetSpec::pool`]):
+    /// each attempt of the function, which materializes all the selected outs, takes one
+    /// slot.
+    pub fn pool(mut self, name: impl Into<String>) -> Self {
+        self.pool = Some(name.into());
         self
     }
 
@@ -419,6 +429,7 @@ impl MultiAssetSpec {
             let mut spec = out.spec;
             spec.deps = self.deps.clone();
             spec.group = out.group.or_else(|| self.group.clone());
+            spec.pool = self.pool.clone();
             spec.tags = self.tags.clone();
             spec.tags.extend(out.tags);
             spec.description = out.description.or_else(|| self.description.clone());

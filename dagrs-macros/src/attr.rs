@@ -21,7 +21,7 @@ pub(crate) struct Kind {
 /// `#[asset]`.
 pub(crate) const ASSET: Kind = Kind {
     name: "asset",
-    keys: "deps, group, tags, description, retry, timeout, hooks, code_version, key, \
+    keys: "deps, group, pool, tags, description, retry, timeout, hooks, code_version, key, \
            partitions, mappings, backfill, automation",
 };
 
@@ -68,6 +68,7 @@ pub(crate) fn usage(key: &str) -> (&'static str, &'static str) {
         "name" => ("a string literal", "name = \"no_gaps\""),
         "hooks" => ("a list of `Hook`s", "hooks = [alert_on_failure()]"),
         "group" => ("a string literal", "group = \"...\""),
+        "pool" => ("a string literal", "pool = \"warehouse\""),
         "description" => ("a string literal", "description = \"...\""),
         "code_version" => ("a string literal", "code_version = \"...\""),
         _ => ("a string literal", "key = \"...\""),
@@ -85,6 +86,8 @@ pub(crate) enum Dep {
 pub(crate) struct Args {
     pub(crate) deps: Vec<Dep>,
     pub(crate) group: Option<LitStr>,
+    /// The concurrency pool of the asset's steps.
+    pub(crate) pool: Option<LitStr>,
     pub(crate) tags: Vec<(LitStr, LitStr)>,
     pub(crate) description: Option<LitStr>,
     pub(crate) retry: Option<Expr>,
@@ -273,6 +276,7 @@ fn parse_arg(
             let text = string_value(input, &name)?;
             match key.as_str() {
                 "group" => args.group = Some(text),
+                "pool" => args.pool = Some(text),
                 "description" => args.description = Some(text),
                 "code_version" => args.code_version = Some(text),
                 "name" => {
@@ -540,7 +544,7 @@ mod tests {
     #[test]
     fn valid_arguments_parse() {
         let (args, errors) = parse_str(quote! {
-            deps = [a, b::c, "ext/key",], group = "g", tags(kind = "raw", "owner" = "ops"),
+            deps = [a, b::c, "ext/key",], group = "g", pool = "warehouse", tags(kind = "raw", "owner" = "ops"),
             description = "d", retry = Retry::fixed(3, Duration::from_secs(1)),
             timeout = f::<A, B>(1), code_version = "1", key = "k.v",
         });
@@ -550,6 +554,7 @@ mod tests {
         assert_eq!(args.tags[1].0.value(), "owner");
         assert!(args.retry.is_some() && args.timeout.is_some());
         assert_eq!(args.key.unwrap().value(), "k.v");
+        assert_eq!(args.pool.unwrap().value(), "warehouse");
     }
 
     #[test]
@@ -577,6 +582,8 @@ mod tests {
             (quote!(tags(a)), "the tag `a` takes"),
             (quote!(tags(a = "x", a = "y")), "duplicate tag `a`"),
             (quote!(key = ""), "asset keys are"),
+            (quote!(pool = warehouse), "`pool` takes a string literal"),
+            (quote!(pool = "a", pool = "b"), "duplicate key `pool`"),
         ] {
             let (_, errors) = parse_str(tokens.clone());
             let expected = if message.starts_with("duplicate") {

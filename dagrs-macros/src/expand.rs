@@ -275,8 +275,9 @@ pub(crate) fn compute_closure(
     }
 }
 
-/// The builder calls every kind of spec takes from its attribute: `deps`, `group`, `tags`,
-/// `description` (default: the doc comment), `retry`, `timeout`, `hooks` and `code_version`.
+/// The builder calls every kind of spec takes from its attribute: `deps`, `group`, `pool`,
+/// `tags`, `description` (default: the doc comment), `retry`, `timeout`, `hooks` and
+/// `code_version`.
 pub(crate) fn common_calls(args: &Args, function: &ItemFn) -> TokenStream {
     let deps = args.deps.iter().map(|dep| match dep {
         Dep::Path(path) => quote_spanned! {path.span()=>
@@ -285,6 +286,7 @@ pub(crate) fn common_calls(args: &Args, function: &ItemFn) -> TokenStream {
         Dep::Key(key) => quote! { .dep(#key) },
     });
     let group = args.group.iter().map(|g| quote! { .group(#g) });
+    let pool = args.pool.iter().map(|p| quote! { .pool(#p) });
     let tags = args.tags.iter().map(|(k, v)| quote! { .tag(#k, #v) });
     let description = args
         .description
@@ -302,6 +304,7 @@ pub(crate) fn common_calls(args: &Args, function: &ItemFn) -> TokenStream {
     quote! {
         #(#deps)*
         #(#group)*
+        #(#pool)*
         #(#tags)*
         #description
         #(#retry)*

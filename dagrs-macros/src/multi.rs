@@ -13,8 +13,8 @@ use crate::attr::{self, Args, Errors};
 use crate::expand;
 
 /// The keys `#[multi_asset]` accepts, for the "unknown key" error.
-const KEYS: &str = "outs, deps, group, tags, description, retry, timeout, hooks, code_version, \
-                    can_subset";
+const KEYS: &str = "outs, deps, group, pool, tags, description, retry, timeout, hooks, \
+                    code_version, can_subset";
 
 /// The keys an out accepts.
 const OUT_KEYS: &str = "key, group, description, code_version, tags";
@@ -213,6 +213,7 @@ fn parse_arg(
             let text = attr::string_value(input, &name)?;
             match key.as_str() {
                 "group" => common.group = Some(text),
+                "pool" => common.pool = Some(text),
                 "description" => common.description = Some(text),
                 _ => common.code_version = Some(text),
             }
@@ -672,7 +673,7 @@ mod tests {
     fn valid_arguments_expand_without_errors() {
         let errors = errors_of(
             quote!(outs(a: u32, b: Vec<String> = (key = "x/b", group = "g", tags(k = "v"))),
-                   deps = [up], group = "g", can_subset = true, retry = Retry::none()),
+                   deps = [up], group = "g", pool = "w", can_subset = true, retry = Retry::none()),
             quote!(
                 async fn f() -> Result<(Option<u32>, Option<Vec<String>>)> {
                     todo!()

@@ -13,7 +13,9 @@
 //! `sensor list|start|stop|preview NAME`, `tick list [--schedule|--sensor NAME]`, `daemon`,
 //! `asset partitions X`, `backfill launch|list|show|cancel|resume`,
 //! `partitions add|list|delete NAME`; `asset materialize` takes `--partition KEY` or
-//! `--partition-range START...END`; and with feature `web`: `ui [--bind ADDR] [--token T |
+//! `--partition-range START...END`; `asset materialize` and `daemon` take a repeatable
+//! `--pool NAME=SLOTS` (the limit of a concurrency pool for that command, see
+//! [`Instance::with_pool_limit`]); and with feature `web`: `ui [--bind ADDR] [--token T |
 //! --no-auth]` (the web UI) and `dev` (the daemon and the UI in one process). Every verb works through an [`Instance`]: the one given to [`run_with`],
 //! else one on the embedded SQLite store (`$DAGRS_HOME/dagrs.db`, or `./.dagrs/dagrs.db`).
 //!
@@ -117,6 +119,10 @@ enum Command {
         /// Serves the process's metrics in Prometheus' text format on http://ADDR/metrics.
         #[arg(long, value_name = "ADDR")]
         metrics_bind: Option<SocketAddr>,
+        /// Limits concurrency pool NAME to SLOTS steps at once across the runs this daemon
+        /// starts (repeatable; 0: steps of the pool never start).
+        #[arg(long = "pool", value_name = "NAME=SLOTS", value_parser = parse_pool)]
+        pools: Vec<(String, usize)>,
     },
     /// Serves the web UI (127.0.0.1:3000 by default) until Ctrl-C or SIGTERM.
     #[cfg(feature = "web")]
@@ -129,6 +135,29 @@ enum Command {
         #[command(flatten)]
         daemon: ui::DaemonArgs,
     },
+}
+
+/// `NAME=SLOTS` of `--pool`: a valid pool name and a number of slots.
+fn parse_pool(value: &str) -> Result<(String, usize), String> {
+    let Some((name, slots)) = value.rsplit_once('=') else {
+        return Err("expected NAME=SLOTS, e.g. `--pool warehouse=2`".into());
+    };
+    if let Some(reason) = crate::pool::pool_name_problem(name) {
+        return Err(format!("invalid pool name: {reason}"));
+    }
+    let slots = slots.trim().parse().map_err(|_| {
+        format!("SLOTS must be a whole number of slots (0 or more), e.g. `--pool {name}=2`")
+    })?;
+    Ok((name.to_owned(), slots))
+}
+
+/// `instance` with the limits of `--pool`, for one command.
+fn with_pools(instance: &Instance, pools: Vec<(String, usize)>) -> Instance {
+    pools
+        .into_iter()
+        .fold(instance.clone(), |instance, (name, slots)| {
+            instance.with_pool_limit(name, slots)
+        })
 }
 
 #[derive(Subcommand)]
@@ -167,6 +196,10 @@ enum AssetCommand {
         /// or `queue` (the workers of a PostgreSQL instance, on any machine).
         #[arg(long, value_enum, default_value = "in-process")]
         launcher: worker::LauncherKind,
+        /// Limits concurrency pool NAME to SLOTS steps at once (repeatable; 0: steps of the
+        /// pool never start).
+        #[arg(long = "pool", value_name = "NAME=SLOTS", value_parser = parse_pool)]
+        pools: Vec<(String, usize)>,
     },
     /// Shows an asset's checks with their latest results, and the latest evaluations.
     Checks {
@@ -421,7 +454,9 @@ async fn execute(
             json,
             metrics_bind,
             launcher,
+            pools,
         }) => {
+            let instance = &with_pools(instance, pools);
             let server = match metrics_server(metrics_bind).await {
                 Ok(server) => server,
                 Err(code) => return Ok(code),
@@ -509,7 +544,9 @@ async fn execute(
             interval_ms,
             grace_s,
             metrics_bind,
+            pools,
         } => {
+            let instance = &with_pools(instance, pools);
             let server = match metrics_server(metrics_bind).await {
                 Ok(server) => server,
                 Err(code) => return Ok(code),

@@ -62,6 +62,10 @@ pub(super) struct WorkerArgs {
     /// back (0 to 86,400).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     grace_s: u64,
+    /// Limits concurrency pool NAME to SLOTS claimed steps at once, across all workers
+    /// (repeatable; recorded in the queue, where the last worker to start sets it).
+    #[arg(long = "pool", value_name = "NAME=SLOTS", value_parser = super::parse_pool)]
+    pools: Vec<(String, usize)>,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +87,7 @@ pub(super) async fn worker(
     if let Some(WorkerCommand::List { json }) = args.command {
         return list(instance, json).await;
     }
+    let instance = &super::with_pools(instance, args.pools);
     let worker = Worker::new(instance, defs.clone())?
         .concurrency(args.concurrency as usize)
         .lease(Duration::from_secs(args.lease_s))

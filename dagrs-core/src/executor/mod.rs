@@ -117,6 +117,8 @@ pub(crate) struct Settings {
     pub(crate) retention: Option<Retention>,
     pub(crate) max_concurrency: usize,
     pub(crate) owner: String,
+    /// The instance's concurrency pools, shared by its runs.
+    pub(crate) pools: crate::pool::Pools,
     /// Told whenever a run driven here ends (wakes the daemon).
     pub(crate) ended: Arc<tokio::sync::Notify>,
 }
@@ -193,6 +195,7 @@ pub(crate) fn drive(
         sink: Sink::Run(tx, backlog),
         cancel: cancel.clone(),
         semaphore: Arc::new(Semaphore::new(limit)),
+        pools: settings.pools.clone(),
     };
     let retention = settings.retention;
     let notify = Arc::clone(&settings.ended);

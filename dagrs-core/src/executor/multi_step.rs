@@ -38,6 +38,7 @@ pub(crate) struct MultiStep {
     sink: Sink,
     cancel: CancellationToken,
     semaphore: Arc<Semaphore>,
+    pools: crate::pool::Pools,
     members: Vec<Member>,
     inputs: Arc<HashMap<AssetKey, Shared>>,
 }
@@ -73,6 +74,7 @@ impl MultiStep {
             sink: scheduler.sink.clone(),
             cancel: scheduler.cancel.clone(),
             semaphore: Arc::clone(&scheduler.semaphore),
+            pools: scheduler.pools.clone(),
             members,
             inputs: Arc::new(inputs),
         }
@@ -110,6 +112,19 @@ impl MultiStep {
                 permit = Arc::clone(&self.semaphore).acquire_owned() => {
                     permit.expect("the run's semaphore is never closed")
                 }
+            };
+            // Then a slot of its pool, held for this attempt only; the wait is logged under
+            // the first selected out, as the function's own log lines are.
+            let waiting = |pool: &str| {
+                self.sink
+                    .send(Some(&lead.key), crate::pool::waiting_log(pool))
+            };
+            let Ok(pool_slot) = self
+                .pools
+                .slot(lead.pool_name(), &self.cancel, waiting)
+                .await
+            else {
+                break 'attempts StepStatus::Cancelled;
             };
             started = attempt;
             self.each(|| EventKind::StepStarted { attempt });
@@ -165,6 +180,7 @@ impl MultiStep {
                 }
             };
             drop(permit);
+            drop(pool_slot);
             let duration = started.elapsed();
             let metadata = std::mem::take(&mut *lock(&metadata));
             let error = match result.and_then(|outputs| self.split(info, outputs)) {
@@ -255,7 +271,7 @@ impl MultiStep {
         match ended {
             StepStatus::Failed => self.ended(StepStatus::Failed, started, last).await,
             _ if started == 0 => {
-                // Cancelled while waiting for a concurrency slot: it never started.
+                // Cancelled while waiting for a concurrency or pool slot: it never started.
                 self.each(|| EventKind::StepSkipped {
                     reason: "run cancelled".into(),
                 });
@@ -335,6 +351,7 @@ impl MultiStep {
             sink: self.sink.clone(),
             cancel: self.cancel.clone(),
             semaphore: Arc::clone(&self.semaphore),
+            pools: self.pools.clone(),
             plan: member.plan.clone(),
             inputs: Arc::clone(&self.inputs),
             first_attempt: 1,

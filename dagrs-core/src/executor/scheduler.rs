@@ -25,6 +25,8 @@ pub(crate) struct Scheduler {
     pub(crate) sink: Sink,
     pub(crate) cancel: CancellationToken,
     pub(crate) semaphore: Arc<Semaphore>,
+    /// The instance's concurrency pools.
+    pub(crate) pools: crate::pool::Pools,
 }
 
 /// How a run ended, with what each step did and produced.
@@ -257,6 +259,7 @@ impl Scheduler {
             sink: self.sink.clone(),
             cancel: self.cancel.clone(),
             semaphore: Arc::clone(&self.semaphore),
+            pools: self.pools.clone(),
             plan: plan.steps[pos].clone(),
             inputs: Arc::new(inputs),
             first_attempt: 1,

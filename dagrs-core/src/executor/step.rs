@@ -47,6 +47,8 @@ pub(crate) struct Step {
     pub(crate) sink: Sink,
     pub(crate) cancel: CancellationToken,
     pub(crate) semaphore: Arc<Semaphore>,
+    /// The instance's concurrency pools: each attempt takes a slot of the asset's.
+    pub(crate) pools: crate::pool::Pools,
     pub(crate) plan: StepPlan,
     pub(crate) inputs: Arc<HashMap<AssetKey, Shared>>,
     /// The number of its first attempt here (1, or more for a step a worker claimed again).
@@ -77,6 +79,15 @@ impl Step {
                         permit.expect("the run's semaphore is never closed")
                     }
                 },
+            };
+            // Then a slot of the asset's pool, held for this attempt only.
+            let waiting = |pool: &str| self.sink.send(Some(key), crate::pool::waiting_log(pool));
+            let Ok(pool_slot) = self
+                .pools
+                .slot(spec.pool_name(), &self.cancel, waiting)
+                .await
+            else {
+                break;
             };
             outcome.attempts = attempt;
             self.sink
@@ -145,6 +156,7 @@ impl Step {
                 }
             };
             drop(permit);
+            drop(pool_slot);
             let duration = started.elapsed();
             log.report_dropped();
             trace::record_status(&span, result.is_ok(), result.is_err().then_some(error_type));
@@ -252,7 +264,7 @@ impl Step {
             }
         }
         outcome.status = if outcome.attempts == 0 {
-            // Cancelled while waiting for a concurrency slot: it never started.
+            // Cancelled while waiting for a concurrency or pool slot: it never started.
             self.sink.send(
                 Some(key),
                 EventKind::StepSkipped {

@@ -209,6 +209,8 @@ async fn prepare(
         semaphore,
         plan: run.plan.steps[pos].clone(),
         inputs: Arc::new(inputs),
+        // The queue holds pool slots for claimed steps, across workers.
+        pools: crate::pool::Pools::default(),
         first_attempt: claim.attempt,
         one_attempt: true,
         extension,

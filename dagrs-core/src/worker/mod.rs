@@ -150,7 +150,7 @@ impl Worker {
             claimed: 0,
         };
         self.queue
-            .register_worker(&record, &std::collections::BTreeMap::new()) // POOL-MERGE
+            .register_worker(&record, self.instance.pool_limits())
             .await?;
         tracing::info!(target: "dagrs::worker", worker = %self.id, "worker started");
         let shared = Arc::new(Shared {
