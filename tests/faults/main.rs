@@ -10,3 +10,4 @@ mod home;
 mod inputs;
 mod postgres;
 mod processes;
+mod workers;

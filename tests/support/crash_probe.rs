@@ -9,11 +9,16 @@
 //! `PROBE_PARTITIONED=1`, the asset `hours` (hourly partitions from 2026-11-01, taking
 //! `PROBE_SLEEP_MS` per partition) is defined too, for backfills. With `PROBE_TRACE=1`,
 //! `first` logs a warning through `tracing`, as a library would.
+//! For the step queue (`worker`, `--launcher queue`, with `PROBE_DATABASE_URL`):
+//! `PROBE_STEPS=N` defines group `wide`, N assets `w0`… in 10 chains (`wI` after `wI-10`),
+//! each taking `PROBE_SLEEP_MS` and retried up to 20 times; `PROBE_TX=1` defines
+//! `tx_rows`, which inserts 100 rows into `public.probe_rows` in its step transaction and,
+//! on its first attempt with `PROBE_TX_MARK=FILE`, creates FILE and hangs before the commit.
 
 use std::process::ExitCode;
 
 use dagrs_core::prelude::*;
-use dagrs_core::{AssetJob, Daemon, MissedTicks, ScaledClock, Schedule};
+use dagrs_core::{AssetJob, AssetSpec, Daemon, MissedTicks, ScaledClock, Schedule};
 
 /// Config of `first`.
 #[derive(serde::Deserialize)]
@@ -77,6 +82,48 @@ async fn hours(ctx: &AssetContext) -> Result<String> {
     Ok(ctx.partition_key().unwrap_or_default().to_owned())
 }
 
+/// `n` assets of group `wide` in 10 chains, each sleeping `PROBE_SLEEP_MS`.
+fn wide(n: usize) -> Vec<AssetSpec> {
+    let sleep = std::env::var("PROBE_SLEEP_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis);
+    (0..n)
+        .map(|i| {
+            let mut spec = AssetSpec::new(format!("w{i}"), move |_| async move {
+                if let Some(sleep) = sleep {
+                    tokio::time::sleep(sleep).await;
+                }
+                Ok(i as u64)
+            })
+            .group("wide")
+            .retry(Retry::fixed(20, Duration::from_millis(10)));
+            if i >= 10 {
+                spec = spec.dep(format!("w{}", i - 10));
+            }
+            spec
+        })
+        .collect()
+}
+
+/// Inserts 100 rows in the step's transaction; with `PROBE_TX_MARK`, its first attempt
+/// marks that it wrote them and hangs before the commit (to be killed there).
+#[asset(retry = Retry::fixed(1, Duration::from_millis(10)))]
+async fn tx_rows(ctx: &AssetContext) -> Result<u64> {
+    use dagrs_postgres::PgContext;
+    let tx = ctx.pg_transaction().await?;
+    tx.execute(
+        "INSERT INTO public.probe_rows (run_id, n) SELECT $1, generate_series(1, 100)",
+        &[&ctx.run_id().as_str()],
+    )
+    .await?;
+    if let (Some(mark), 1) = (std::env::var_os("PROBE_TX_MARK"), ctx.attempt()) {
+        std::fs::write(mark, "written")?;
+        std::future::pending::<()>().await;
+    }
+    Ok(100)
+}
+
 fn main() -> ExitCode {
     let scaled = std::env::var("PROBE_CLOCK_SPEED")
         .ok()
@@ -89,6 +136,15 @@ fn main() -> ExitCode {
     let mut specs = assets![first, slow, last];
     if std::env::var_os("PROBE_PARTITIONED").is_some() {
         specs.extend(assets![hours]);
+    }
+    if let Some(steps) = std::env::var("PROBE_STEPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        specs.extend(wide(steps));
+    }
+    if std::env::var_os("PROBE_TX").is_some() {
+        specs.extend(assets![tx_rows]);
     }
     let defs = Definitions::builder()
         .specs(specs)
@@ -112,8 +168,7 @@ fn main() -> ExitCode {
         let store = store.await;
         match store {
             Ok(store) => {
-                let instance = dagrs_core::Instance::new(store);
-                dagrs_core::cli::run_with(defs, instance, std::env::args_os()).await
+                dagrs_core::cli::run_with(defs, store.instance(), std::env::args_os()).await
             }
             Err(e) => {
                 eprintln!("error: {e}");
