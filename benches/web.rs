@@ -188,7 +188,10 @@ fn events(c: &mut Criterion) {
                     "long",
                     seq,
                     Some("sensor_readings"),
-                    EventKind::StepStarted { attempt: 1 },
+                    EventKind::StepStarted {
+                        attempt: 1,
+                        worker: None,
+                    },
                 ),
                 999 => contract::event(
                     "long",

@@ -103,7 +103,10 @@ async fn the_function_runs_once_for_all_outs_and_each_out_is_an_asset() {
     let events = result.events().await.unwrap();
     for key in ["clean", "readings/stats"] {
         let kinds = kinds_of(&events, key);
-        assert!(matches!(kinds[0], EventKind::StepStarted { attempt: 1 }));
+        assert!(matches!(
+            kinds[0],
+            EventKind::StepStarted { attempt: 1, .. }
+        ));
         assert!(matches!(kinds[1], EventKind::Materialization { .. }));
         assert!(matches!(
             kinds[2],

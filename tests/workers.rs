@@ -89,14 +89,14 @@ fn materializations(events: &[Event]) -> HashMap<String, usize> {
     counts
 }
 
-/// The workers that ran attempts of the run, from their log lines.
+/// The workers that ran attempts of the run, as their steps' starts name them.
 fn workers_of(events: &[Event]) -> HashSet<String> {
     events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Log { message, .. } => message
-                .split_once(" on worker ")
-                .map(|(_, worker)| worker.to_owned()),
+            EventKind::StepStarted { worker, .. } => {
+                Some(worker.clone().expect("a queued step names its worker"))
+            }
             _ => None,
         })
         .collect()
@@ -561,4 +561,60 @@ async fn a_pool_limit_holds_across_workers_and_no_slot_stays_held() {
         .unwrap()
         .get(0);
     assert_eq!(held, 0);
+}
+
+fn exit(code: std::process::ExitCode) -> String {
+    format!("{code:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_queues_a_run_for_a_worker_and_lists_workers() {
+    let db = TestDatabase::create().await;
+    let instance = store(&db).await.instance();
+    let defs = diamond();
+    let cli = |args: &[&str]| {
+        let args: Vec<String> = std::iter::once("dagrs")
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        dagrs_core::cli::run_with(defs.clone(), instance.clone(), args)
+    };
+    // A worker from the command line, stopped as SIGTERM would, from a task of its own.
+    let worker = Worker::new(&instance, defs.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+    let code = cli(&[
+        "asset",
+        "materialize",
+        "--select",
+        "*",
+        "--launcher",
+        "queue",
+        "--json",
+    ])
+    .await;
+    assert_eq!(exit(code), exit(std::process::ExitCode::SUCCESS));
+    let run = instance.runs(1).await.unwrap().remove(0);
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.owner, dagrs_core::worker::QUEUE_OWNER);
+    let code = cli(&["worker", "list", "--json"]).await;
+    assert_eq!(exit(code), exit(std::process::ExitCode::SUCCESS));
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    // On an instance without a step queue, both verbs say what is missing and exit 2.
+    let plain = Instance::ephemeral();
+    for args in [
+        vec!["dagrs", "worker"],
+        vec![
+            "dagrs",
+            "asset",
+            "materialize",
+            "--all",
+            "--launcher",
+            "queue",
+        ],
+    ] {
+        let code = dagrs_core::cli::run_with(defs.clone(), plain.clone(), args).await;
+        assert_eq!(exit(code), exit(std::process::ExitCode::from(2)));
+    }
 }

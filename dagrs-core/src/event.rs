@@ -65,6 +65,9 @@ pub enum EventKind {
     StepStarted {
         /// 1 for the first attempt, 2 for the first retry, ...
         attempt: u32,
+        /// The [`Worker`](crate::worker::Worker) that runs it, for a run on the step queue.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
     },
     /// An attempt failed.
     StepFailed {
@@ -185,7 +188,13 @@ impl std::fmt::Display for EventKind {
             ),
             EventKind::RunCancelled => f.write_str("run cancelled"),
             EventKind::RunAbandoned { reason } => write!(f, "run failed: {reason}"),
-            EventKind::StepStarted { attempt } => write!(f, "started (attempt {attempt})"),
+            EventKind::StepStarted { attempt, worker } => {
+                write!(f, "started (attempt {attempt})")?;
+                match worker {
+                    Some(worker) => write!(f, " on worker {worker}"),
+                    None => Ok(()),
+                }
+            }
             EventKind::StepFailed {
                 attempt,
                 error,

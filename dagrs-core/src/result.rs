@@ -61,7 +61,7 @@ pub fn outcomes_from_events(assets: &[AssetKey], events: &[Event]) -> Vec<StepOu
         };
         let outcome = &mut outcomes[i];
         match &event.kind {
-            EventKind::StepStarted { attempt } => {
+            EventKind::StepStarted { attempt, .. } => {
                 outcome.attempts = *attempt;
                 running[i] = true;
             }

@@ -393,7 +393,15 @@ async fn big_batches_and_odd_text_round_trip() {
                 },
             ),
             1 => event("big", seq, None, log(odd)),
-            _ => event("big", seq, Some("a"), EventKind::StepStarted { attempt: 1 }),
+            _ => event(
+                "big",
+                seq,
+                Some("a"),
+                EventKind::StepStarted {
+                    attempt: 1,
+                    worker: None,
+                },
+            ),
         })
         .collect();
     fresh.append_events(&events).await.unwrap();

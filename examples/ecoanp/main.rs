@@ -9,13 +9,16 @@
 //! `influx_data` and `create_aggregates` are hourly partitions: `-- backfill launch --select
 //! 'influx_data+' --partition-range 2026-11-01-00:00...2026-11-02-00:00` fills a day, and
 //! `-- asset partitions influx_data` shows which hours are there.
+//! `DAGRS_STORAGE=postgres` keeps the runs in that PostgreSQL database instead (schema
+//! `dagrs`), where they can be run by workers on any machine: `-- worker` in as many shells
+//! as you like, then `-- asset materialize --select '*' --launcher queue` (docs/scale-out.md).
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use chrono::{DurationRound, TimeDelta, Utc};
 use dagrs_core::prelude::*;
-use dagrs_postgres::PostgresResource;
+use dagrs_postgres::{PgStorage, PostgresResource, DEFAULT_SCHEMA};
 use ecoanp::{automation, pipeline, Influx, Simulator, Source};
 use tracing::level_filters::LevelFilter;
 
@@ -25,8 +28,8 @@ async fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let defs = match setup().await {
-        Ok(defs) => defs,
+    let (defs, instance) = match setup().await {
+        Ok(set_up) => set_up,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
@@ -53,7 +56,10 @@ async fn main() -> ExitCode {
         ));
         args.extend(["--partition", &last].map(OsString::from));
     }
-    dagrs_core::cli::run(defs, args).await
+    match instance {
+        Some(instance) => dagrs_core::cli::run_with(defs, instance, args).await,
+        None => dagrs_core::cli::run(defs, args).await,
+    }
 }
 
 /// Whether `args` are `asset materialize ...`.
@@ -99,8 +105,10 @@ fn subscriber() -> Result<(), dagrs_core::observe::ObserveError> {
     Ok(())
 }
 
-/// Connects the resources (creating what is missing) and builds the definitions.
-async fn setup() -> anyhow::Result<Definitions> {
+/// Connects the resources (creating what is missing) and builds the definitions; with
+/// `DAGRS_STORAGE=postgres`, also the instance on PostgreSQL (else the command line uses the
+/// embedded SQLite store).
+async fn setup() -> anyhow::Result<(Definitions, Option<dagrs_core::Instance>)> {
     let var = |name, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     let url = var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ecoanp");
     let pg = PostgresResource::from_url(&url)?;
@@ -124,5 +132,20 @@ async fn setup() -> anyhow::Result<Definitions> {
         pg.masked_url(),
         source.name()
     ));
-    Ok(automation(pipeline(pg, source)).build()?)
+    let instance = match std::env::var("DAGRS_STORAGE").as_deref() {
+        Err(_) | Ok("sqlite") => None,
+        Ok("postgres") => {
+            pg.ensure_database().await?;
+            let store = PgStorage::connect(pg.clone(), DEFAULT_SCHEMA).await?;
+            note(&format!(
+                "runs kept in PostgreSQL {}, schema {DEFAULT_SCHEMA}",
+                pg.masked_url()
+            ));
+            Some(store.instance())
+        }
+        Ok(other) => {
+            anyhow::bail!("DAGRS_STORAGE is {other:?}: use `sqlite` (the default) or `postgres`")
+        }
+    };
+    Ok((automation(pipeline(pg, source)).build()?, instance))
 }

@@ -272,3 +272,32 @@ async fn a_worker_killed_before_its_commit_leaves_neither_rows_nor_record() {
             if error.message.contains("stopped renewing its lease")
     )));
 }
+
+#[tokio::test]
+async fn the_subprocess_launcher_runs_the_run_in_a_child_process() {
+    let home = Home::new("subprocess");
+    let output = home.run(&[
+        "asset",
+        "materialize",
+        "--all",
+        "--launcher",
+        "subprocess",
+        "--json",
+    ]);
+    crate::home::assert_clean("--launcher subprocess", &output);
+    let result = crate::home::json(&output);
+    assert_eq!(result["status"], "succeeded");
+    let store = home.store();
+    let run = store.runs(1).await.unwrap().remove(0);
+    assert_eq!(run.status, RunStatus::Succeeded);
+    // Driven by another process than the one that launched it, tagged for that child.
+    let (_, pid) = run.owner.rsplit_once(':').unwrap();
+    assert_ne!(pid, "0");
+    assert_eq!(run.tags["dagrs/launcher"], "subprocess");
+    let events = store.events(&run.run_id, None).await.unwrap();
+    assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64));
+    assert!(matches!(
+        events.last().unwrap().kind,
+        EventKind::RunSucceeded
+    ));
+}

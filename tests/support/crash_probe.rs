@@ -10,15 +10,15 @@
 //! `PROBE_SLEEP_MS` per partition) is defined too, for backfills. With `PROBE_TRACE=1`,
 //! `first` logs a warning through `tracing`, as a library would.
 //! For the step queue (`worker`, `--launcher queue`, with `PROBE_DATABASE_URL`):
-//! `PROBE_STEPS=N` defines group `wide`, N assets `w0`… in 10 chains (`wI` after `wI-10`),
-//! each taking `PROBE_SLEEP_MS` and retried up to 20 times; `PROBE_TX=1` defines
+//! `PROBE_STEPS=N` defines group `wide` (tests/support/wide.rs): N assets in
+//! `PROBE_CHAINS` chains (default 10), each taking `PROBE_SLEEP_MS`; `PROBE_TX=1` defines
 //! `tx_rows`, which inserts 100 rows into `public.probe_rows` in its step transaction and,
 //! on its first attempt with `PROBE_TX_MARK=FILE`, creates FILE and hangs before the commit.
 
 use std::process::ExitCode;
 
 use dagrs_core::prelude::*;
-use dagrs_core::{AssetJob, AssetSpec, Daemon, MissedTicks, ScaledClock, Schedule};
+use dagrs_core::{AssetJob, Daemon, MissedTicks, ScaledClock, Schedule};
 
 /// Config of `first`.
 #[derive(serde::Deserialize)]
@@ -82,30 +82,6 @@ async fn hours(ctx: &AssetContext) -> Result<String> {
     Ok(ctx.partition_key().unwrap_or_default().to_owned())
 }
 
-/// `n` assets of group `wide` in 10 chains, each sleeping `PROBE_SLEEP_MS`.
-fn wide(n: usize) -> Vec<AssetSpec> {
-    let sleep = std::env::var("PROBE_SLEEP_MS")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map(Duration::from_millis);
-    (0..n)
-        .map(|i| {
-            let mut spec = AssetSpec::new(format!("w{i}"), move |_| async move {
-                if let Some(sleep) = sleep {
-                    tokio::time::sleep(sleep).await;
-                }
-                Ok(i as u64)
-            })
-            .group("wide")
-            .retry(Retry::fixed(20, Duration::from_millis(10)));
-            if i >= 10 {
-                spec = spec.dep(format!("w{}", i - 10));
-            }
-            spec
-        })
-        .collect()
-}
-
 /// Inserts 100 rows in the step's transaction; with `PROBE_TX_MARK`, its first attempt
 /// marks that it wrote them and hangs before the commit (to be killed there).
 #[asset(retry = Retry::fixed(1, Duration::from_millis(10)))]
@@ -124,6 +100,9 @@ async fn tx_rows(ctx: &AssetContext) -> Result<u64> {
     Ok(100)
 }
 
+#[path = "wide.rs"]
+mod wide;
+
 fn main() -> ExitCode {
     let scaled = std::env::var("PROBE_CLOCK_SPEED")
         .ok()
@@ -141,7 +120,15 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|n| n.parse().ok())
     {
-        specs.extend(wide(steps));
+        let chains = std::env::var("PROBE_CHAINS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10);
+        let sleep = std::env::var("PROBE_SLEEP_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis);
+        specs.extend(wide::wide(steps, chains, sleep));
     }
     if std::env::var_os("PROBE_TX").is_some() {
         specs.extend(assets![tx_rows]);

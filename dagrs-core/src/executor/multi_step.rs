@@ -127,7 +127,10 @@ impl MultiStep {
                 break 'attempts StepStatus::Cancelled;
             };
             started = attempt;
-            self.each(|| EventKind::StepStarted { attempt });
+            self.each(|| EventKind::StepStarted {
+                attempt,
+                worker: None,
+            });
             let metadata = Arc::new(Mutex::new(Metadata::new()));
             let scope = StepScope {
                 context: AssetContext::new(
@@ -357,6 +360,7 @@ impl MultiStep {
             first_attempt: 1,
             one_attempt: false,
             extension: None,
+            worker: None,
         };
         step.run_hooks(outcome).await;
     }

@@ -265,6 +265,7 @@ impl Scheduler {
             first_attempt: 1,
             one_attempt: false,
             extension: None,
+            worker: None,
         };
         running.spawn(async move { vec![(pos, step.run().await)] }.in_current_span());
     }

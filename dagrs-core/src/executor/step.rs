@@ -58,6 +58,8 @@ pub(crate) struct Step {
     pub(crate) one_attempt: bool,
     /// What the step's runner attaches to its context ([`AssetContext::extension`]).
     pub(crate) extension: Option<Arc<dyn Any + Send + Sync>>,
+    /// The worker that runs it, when a worker does.
+    pub(crate) worker: Option<String>,
 }
 
 impl Step {
@@ -90,8 +92,13 @@ impl Step {
                 break;
             };
             outcome.attempts = attempt;
-            self.sink
-                .send(Some(key), EventKind::StepStarted { attempt });
+            self.sink.send(
+                Some(key),
+                EventKind::StepStarted {
+                    attempt,
+                    worker: self.worker.clone(),
+                },
+            );
             let metadata = Arc::new(Mutex::new(Metadata::new()));
             let scope = StepScope {
                 context: AssetContext::new(

@@ -295,7 +295,10 @@ pub async fn every_event_kind_round_trips(storage: &dyn Storage) {
         EventKind::RunStarted {
             selection: vec!["a".into(), "b".into()],
         },
-        EventKind::StepStarted { attempt: 1 },
+        EventKind::StepStarted {
+            attempt: 1,
+            worker: None,
+        },
         EventKind::Log {
             level: LogLevel::Warn,
             message: "ünïcode, 'quotes' \"and\" \\ backslashes\nnew line".into(),
@@ -1437,7 +1440,10 @@ pub async fn concurrent_writers(storage: &dyn Storage) {
                         &id,
                         batch * 5 + i,
                         Some("a"),
-                        EventKind::StepStarted { attempt: 1 },
+                        EventKind::StepStarted {
+                            attempt: 1,
+                            worker: None,
+                        },
                     )
                 })
                 .collect();
@@ -2398,7 +2404,10 @@ pub async fn event_pages(storage: &dyn Storage) {
     for seq in 0..40u64 {
         let asset = ["a", "b"][(seq % 2) as usize];
         let kind = match seq % 5 {
-            0 => EventKind::StepStarted { attempt: 1 },
+            0 => EventKind::StepStarted {
+                attempt: 1,
+                worker: None,
+            },
             1 => EventKind::StepSucceeded {
                 attempt: 1,
                 duration: Duration::from_millis(seq),

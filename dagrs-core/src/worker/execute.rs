@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::step_queue::{Claim, StepEnd};
 use super::Worker;
 use crate::error::{Error, Problem};
-use crate::event::{now, ErrorInfo, Event, EventKind, LogLevel, StepStatus};
+use crate::event::{now, ErrorInfo, Event, EventKind, StepStatus};
 use crate::executor::plan::{Plan, Request};
 use crate::executor::step::Step;
 use crate::key::{AssetKey, RunId};
@@ -42,37 +42,41 @@ struct RunPlan {
     position: HashMap<AssetKey, usize>,
 }
 
-/// The plans of the runs a worker has steps of, made once per run.
+/// The plans of the runs a worker has steps of, made once per run (the steps of a run that
+/// arrive together wait for one plan).
 #[derive(Default)]
-pub(super) struct Plans(Mutex<HashMap<RunId, Arc<RunPlan>>>);
+pub(super) struct Plans(Mutex<HashMap<RunId, Arc<tokio::sync::OnceCell<Arc<RunPlan>>>>>);
 
 impl Plans {
     /// Runs whose plans are kept at most; older ones are made again when needed.
     const KEPT: usize = 256;
 
     async fn get(&self, worker: &Worker, run_id: &RunId) -> Result<Arc<RunPlan>, Error> {
-        if let Some(plan) = lock(&self.0).get(run_id) {
-            return Ok(Arc::clone(plan));
-        }
-        let storage = worker.instance.storage();
-        let run = storage
-            .run(run_id)
-            .await?
-            .ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
-        let plan = Plan::new(&worker.defs, &**storage, Request::of_run(&run)).await?;
-        let position = plan
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(pos, key)| (key.clone(), pos))
-            .collect();
-        let plan = Arc::new(RunPlan { plan, position });
-        let mut plans = lock(&self.0);
-        if plans.len() >= Self::KEPT {
-            plans.clear();
-        }
-        plans.insert(run_id.clone(), Arc::clone(&plan));
-        Ok(plan)
+        let cell = {
+            let mut plans = lock(&self.0);
+            if plans.len() >= Self::KEPT && !plans.contains_key(run_id) {
+                plans.clear();
+            }
+            Arc::clone(plans.entry(run_id.clone()).or_default())
+        };
+        let plan = cell
+            .get_or_try_init(|| async {
+                let storage = worker.instance.storage();
+                let run = storage
+                    .run(run_id)
+                    .await?
+                    .ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
+                let plan = Plan::new(&worker.defs, &**storage, Request::of_run(&run)).await?;
+                let position = plan
+                    .keys
+                    .iter()
+                    .enumerate()
+                    .map(|(pos, key)| (key.clone(), pos))
+                    .collect();
+                Ok::<_, Error>(Arc::new(RunPlan { plan, position }))
+            })
+            .await?;
+        Ok(Arc::clone(plan))
     }
 }
 
@@ -98,15 +102,8 @@ pub(super) async fn run(
     let step = match prepared {
         Ok(step) => step,
         Err(Error::Storage { .. }) => return Executed::Release(claim),
-        Err(error) => return Executed::End(not_runnable(claim, &error)),
+        Err(error) => return Executed::End(not_runnable(claim, &worker.id, &error)),
     };
-    sink.send(
-        Some(&claim.asset),
-        EventKind::Log {
-            level: LogLevel::Info,
-            message: format!("attempt {} on worker {}", claim.attempt, worker.id),
-        },
-    );
     let report = step.run().await;
     drop(sink);
     let mut drafts = Vec::new();
@@ -214,6 +211,7 @@ async fn prepare(
         first_attempt: claim.attempt,
         one_attempt: true,
         extension,
+        worker: Some(worker.id.clone()),
     })
 }
 
@@ -242,13 +240,14 @@ async fn keep_output(
 
 /// The end of a step that cannot run at all (its run or plan is gone or invalid): failed,
 /// not retried, saying why.
-fn not_runnable(claim: Claim, error: &Error) -> StepEnd {
+fn not_runnable(claim: Claim, worker: &str, error: &Error) -> StepEnd {
     let error = ErrorInfo::from_anyhow(&anyhow::anyhow!("{error}"));
     let events = vec![
         event(
             &claim,
             EventKind::StepStarted {
                 attempt: claim.attempt,
+                worker: Some(worker.to_owned()),
             },
         ),
         event(

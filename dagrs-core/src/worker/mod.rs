@@ -156,8 +156,10 @@ impl Worker {
         let shared = Arc::new(Shared {
             held: Mutex::new(HashMap::new()),
             plans: Plans::default(),
+            finished_at: Mutex::new(None),
         });
         let slots = Arc::new(Semaphore::new(self.concurrency));
+        let unrecorded = Arc::new(Semaphore::new(self.concurrency * 2));
         let (ends_tx, ends_rx) = mpsc::unbounded_channel();
         let heartbeat = tokio::spawn(heartbeat(
             Arc::clone(&self.queue),
@@ -181,11 +183,19 @@ impl Worker {
                     tracing::warn!(target: "dagrs::worker", "cannot look for lost steps: {e}");
                 }
             }
-            let free = slots.available_permits();
+            let free = slots
+                .available_permits()
+                .min(unrecorded.available_permits());
             if free == 0 {
+                // Wait for the limit that is reached: a step to end, or ends to be recorded.
+                let limit = if slots.available_permits() == 0 {
+                    &slots
+                } else {
+                    &unrecorded
+                };
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    permit = Arc::clone(&slots).acquire_owned() => drop(permit),
+                    permit = Arc::clone(limit).acquire_owned() => drop(permit),
                     _ = tokio::time::sleep(maintain_every) => {}
                 }
                 continue;
@@ -210,18 +220,29 @@ impl Worker {
                     _ = stop.cancelled() => break,
                     _ = this.queue.wait_for_steps(this.poll.min(maintain_every)) => {}
                 }
+                // Every idle worker is woken at once: one that has just ended a step lets
+                // the others claim first, so that the steps of a chain spread between them.
+                let recent = lock(&shared.finished_at)
+                    .is_some_and(|at| at.elapsed() < Duration::from_millis(5));
+                if recent {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 continue;
             }
             for claim in claims {
                 let permit = Arc::clone(&slots)
                     .try_acquire_owned()
                     .expect("claims never outnumber the free slots");
+                let unrecorded = Arc::clone(&unrecorded)
+                    .try_acquire_owned()
+                    .expect("claims never outnumber the unrecorded ends allowed");
                 let cancel = CancellationToken::new();
                 lock(&shared.held).insert(
                     claim.token,
                     Held {
                         claim: claim.clone(),
                         cancel: cancel.clone(),
+                        running: true,
                         releasing: false,
                     },
                 );
@@ -229,8 +250,15 @@ impl Worker {
                 let shared = Arc::clone(&shared);
                 let ends = ends_tx.clone();
                 tokio::spawn(async move {
+                    let token = claim.token;
                     let executed = execute::run(&this, &shared.plans, claim, cancel).await;
-                    let _ = ends.send((executed, permit));
+                    if let Some(held) = lock(&shared.held).get_mut(&token) {
+                        held.running = false;
+                    }
+                    // The slot frees as the step ends: the next claims overlap the writing
+                    // of this one's end, which `unrecorded` still bounds.
+                    drop(permit);
+                    let _ = ends.send((executed, unrecorded));
                 });
             }
         }
@@ -254,7 +282,7 @@ impl Worker {
 fn hand_back(shared: &Shared) {
     let mut held = lock(&shared.held);
     tracing::warn!(target: "dagrs::worker", steps = held.len(), "grace period over: handing back the steps still running");
-    for step in held.values_mut() {
+    for step in held.values_mut().filter(|step| step.running) {
         step.releasing = true;
         step.cancel.cancel();
     }
@@ -264,6 +292,8 @@ fn hand_back(shared: &Shared) {
 struct Held {
     claim: step_queue::Claim,
     cancel: CancellationToken,
+    /// Its step still runs (else its end waits to be recorded).
+    running: bool,
     /// Handed back unfinished when it ends (the worker is stopping), not recorded.
     releasing: bool,
 }
@@ -272,6 +302,8 @@ struct Held {
 struct Shared {
     held: Mutex<HashMap<i64, Held>>,
     plans: Plans,
+    /// When this worker last recorded step ends.
+    finished_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// Renews the worker's leases every third of the lease, and stops the steps it lost or whose
@@ -351,6 +383,7 @@ async fn finish_loop(
             held.remove(&token);
         }
         drop(held);
+        *lock(&shared.finished_at) = Some(std::time::Instant::now());
         drop(permits);
     }
 }

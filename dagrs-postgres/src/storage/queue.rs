@@ -33,6 +33,11 @@ const CHUNK: usize = 1 << 20;
 /// The most expired leases one maintenance pass takes over.
 const EXPIRED_BATCH: i64 = 256;
 
+/// Set in each of the queue's transactions: its statements are planned for the tables as
+/// they are now. A generic plan made while a table was new and empty (a sequential scan)
+/// would stay cached on the pooled connection while the table grows.
+const CUSTOM_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
+
 /// The queue's statements, with the schema's quoted name filled in once.
 pub(super) struct QueueSql {
     channel: String,
@@ -55,7 +60,6 @@ pub(super) struct QueueSql {
     skip_below: String,
     skip_unclaimed: String,
     advance_runs: String,
-    delete_outputs: String,
     store_outputs: String,
     load_output: String,
     release_downstream: String,
@@ -136,14 +140,16 @@ impl QueueSql {
                          WHERE t.status = 'claimed' AND t.worker = w.id) \
                  FROM {s}.workers w ORDER BY w.started_at DESC, w.id"
             ),
+            // The lease is checked against the clock, not the transaction's start: a step's
+            // own transaction may have begun long before its end.
             fence: format!(
                 "UPDATE {s}.steps s SET status = u.status, worker = NULL, lease_until = NULL, \
                      not_before = now() + u.delay * interval '1 millisecond' \
                  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) \
                      AS u(run_id, asset, token, status, delay) \
                  WHERE s.run_id = u.run_id AND s.asset = u.asset AND s.token = u.token \
-                   AND s.status = 'claimed' AND s.lease_until > now() \
-                 RETURNING s.run_id, s.asset"
+                   AND s.status = 'claimed' AND s.lease_until > clock_timestamp() \
+                 RETURNING s.run_id, s.asset, s.downstream"
             ),
             lock_runs: format!(
                 "SELECT run_id FROM {s}.runs WHERE run_id = ANY($1) \
@@ -177,11 +183,6 @@ impl QueueSql {
                  WHERE r.run_id = u.run_id \
                  RETURNING r.run_id, r.next_seq - u.events, r.steps_left"
             ),
-            delete_outputs: format!(
-                "DELETE FROM {s}.step_outputs o USING unnest($1::text[], $2::text[]) \
-                     AS u(run_id, asset) \
-                 WHERE o.run_id = u.run_id AND o.asset = u.asset"
-            ),
             store_outputs: format!(
                 "INSERT INTO {s}.step_outputs (run_id, asset, chunk, data) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[])"
@@ -191,16 +192,11 @@ impl QueueSql {
                  ORDER BY chunk"
             ),
             release_downstream: format!(
-                "WITH done AS ( \
-                     SELECT p.run_id, d.asset, count(*)::int AS n \
-                     FROM unnest($1::text[], $2::text[]) AS f(run_id, asset) \
-                     JOIN {s}.steps p ON p.run_id = f.run_id AND p.asset = f.asset \
-                     CROSS JOIN LATERAL unnest(p.downstream) AS d(asset) \
-                     GROUP BY 1, 2) \
-                 UPDATE {s}.steps s SET waiting = s.waiting - done.n, \
-                     status = CASE WHEN s.waiting - done.n = 0 AND s.status = 'waiting' \
+                "UPDATE {s}.steps s SET waiting = s.waiting - u.n, \
+                     status = CASE WHEN s.waiting - u.n = 0 AND s.status = 'waiting' \
                                    THEN 'ready' ELSE s.status END \
-                 FROM done WHERE s.run_id = done.run_id AND s.asset = done.asset \
+                 FROM unnest($1::text[], $2::text[], $3::int[]) AS u(run_id, asset, n) \
+                 WHERE s.run_id = u.run_id AND s.asset = u.asset \
                  RETURNING s.status = 'ready'"
             ),
             run_outcome: format!(
@@ -255,6 +251,8 @@ struct Ended {
     status: &'static str,
     events: Vec<Event>,
     output: Option<serde_json::Value>,
+    /// The run's steps that wait for it (known for steps that ended through their fence).
+    downstream: Vec<String>,
 }
 
 impl Ended {
@@ -424,18 +422,14 @@ impl PgStorage {
             }
         }
         self.append_in(tx, &events).await?;
-        // Outputs, for the steps downstream.
-        let with_output: Vec<&Ended> = ended.iter().filter(|e| e.output.is_some()).collect();
+        // Kept only for steps downstream in the run: the materialization record holds the
+        // value for everyone else.
+        let with_output: Vec<&Ended> = ended
+            .iter()
+            .filter(|e| e.output.is_some() && e.status == "succeeded" && !e.downstream.is_empty())
+            .collect();
         if !with_output.is_empty() {
-            let runs: Vec<&str> = with_output.iter().map(|e| e.run_id.as_str()).collect();
-            let assets: Vec<&str> = with_output.iter().map(|e| e.asset.as_str()).collect();
-            let statement = tx
-                .prepare_cached(&sql.delete_outputs)
-                .await
-                .map_err(Failure::Db)?;
-            tx.execute(&statement, &[&runs, &assets])
-                .await
-                .map_err(Failure::Db)?;
+            // A step succeeds once (its fence sees to it): its output is new.
             let (mut runs, mut assets, mut chunks, mut data) = (vec![], vec![], vec![], vec![]);
             for end in &with_output {
                 let bytes = serde_json::to_vec(end.output.as_ref().expect("filtered"))
@@ -456,17 +450,23 @@ impl PgStorage {
                 .map_err(Failure::Db)?;
         }
         // Downstream steps whose upstream steps all succeeded become ready.
-        let succeeded: Vec<&Ended> = ended.iter().filter(|e| e.status == "succeeded").collect();
         let mut woke = ended.iter().any(|e| !e.is_done());
-        if !succeeded.is_empty() {
-            let runs: Vec<&str> = succeeded.iter().map(|e| e.run_id.as_str()).collect();
-            let assets: Vec<&str> = succeeded.iter().map(|e| e.asset.as_str()).collect();
+        let mut released: BTreeMap<(&str, &str), i32> = BTreeMap::new();
+        for end in ended.iter().filter(|e| e.status == "succeeded") {
+            for down in &end.downstream {
+                *released.entry((end.run_id.as_str(), down)).or_default() += 1;
+            }
+        }
+        if !released.is_empty() {
+            let runs: Vec<&str> = released.keys().map(|k| k.0).collect();
+            let assets: Vec<&str> = released.keys().map(|k| k.1).collect();
+            let counts: Vec<i32> = released.values().copied().collect();
             let statement = tx
                 .prepare_cached(&sql.release_downstream)
                 .await
                 .map_err(Failure::Db)?;
             for row in tx
-                .query(&statement, &[&runs, &assets])
+                .query(&statement, &[&runs, &assets, &counts])
                 .await
                 .map_err(Failure::Db)?
             {
@@ -571,35 +571,35 @@ impl PgStorage {
         let statuses: Vec<&str> = ends.iter().map(status_text).collect();
         let delays: Vec<i64> = ends.iter().map(|e| e.retry_in.map_or(0, millis)).collect();
         let statement = tx.prepare_cached(&sql.fence).await.map_err(Failure::Db)?;
-        let accepted: HashSet<(String, String)> = tx
+        let mut accepted: HashMap<(String, String), Vec<String>> = tx
             .query(&statement, &[&runs, &assets, &tokens, &statuses, &delays])
             .await
             .map_err(Failure::Db)?
             .iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?)))
             .collect::<std::result::Result<_, tokio_postgres::Error>>()
             .map_err(Failure::Db)?;
-        let recorded: Vec<bool> = ends
-            .iter()
-            .map(|e| {
-                accepted.contains(&(
-                    e.claim.run_id.as_str().to_owned(),
-                    e.claim.asset.as_str().to_owned(),
-                ))
-            })
-            .collect();
-        let ended: Vec<Ended> = ends
-            .into_iter()
-            .zip(&recorded)
-            .filter(|(_, kept)| **kept)
-            .map(|(end, _)| Ended {
+        let mut recorded = Vec::with_capacity(ends.len());
+        let mut ended = Vec::with_capacity(ends.len());
+        for end in ends {
+            let key = (
+                end.claim.run_id.as_str().to_owned(),
+                end.claim.asset.as_str().to_owned(),
+            );
+            let Some(downstream) = accepted.remove(&key) else {
+                recorded.push(false);
+                continue;
+            };
+            recorded.push(true);
+            ended.push(Ended {
                 status: status_text(&end),
                 run_id: end.claim.run_id,
                 asset: end.claim.asset,
                 events: end.events,
                 output: end.output,
-            })
-            .collect();
+                downstream,
+            });
+        }
         if ended.is_empty() {
             return Ok(recorded);
         }
@@ -657,6 +657,7 @@ impl PgStorage {
                 status: if will_retry { "ready" } else { "failed" },
                 events: vec![event],
                 output: None,
+                downstream: Vec::new(),
             });
         }
         let changed = ended.len();
@@ -763,6 +764,9 @@ macro_rules! in_transaction {
     ($self:ident, $op:expr, |$tx:ident| $work:expr) => {{
         let mut client = $self.pooled($op).await?;
         let $tx = client.transaction().await.map_err($self.db_error($op))?;
+        $tx.batch_execute(CUSTOM_PLANS)
+            .await
+            .map_err($self.db_error($op))?;
         let outcome = $work.await.map_err($self.failed($op))?;
         $tx.commit().await.map_err($self.db_error($op))?;
         Ok(outcome)
@@ -892,10 +896,15 @@ impl StepQueue for PgStorage {
         const OP: &str = "claim steps";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut client = self.pooled(OP).await?;
+        let tx = client.transaction().await.map_err(self.db_error(OP))?;
+        tx.batch_execute(CUSTOM_PLANS)
+            .await
+            .map_err(self.db_error(OP))?;
         let mut claims = self
-            .claim_of(&client, worker, limit, lease, None)
+            .claim_of(&tx, worker, limit, lease, None)
             .await
             .map_err(self.failed(OP))?;
+        tx.commit().await.map_err(self.db_error(OP))?;
         // Steps of pools: each pool's row is locked while its free slots are counted and
         // taken, so two workers never both take its last slot.
         let statement = client
@@ -916,6 +925,9 @@ impl StepQueue for PgStorage {
                 break;
             }
             let tx = client.transaction().await.map_err(self.db_error(OP))?;
+            tx.batch_execute(CUSTOM_PLANS)
+                .await
+                .map_err(self.db_error(OP))?;
             let slots: Option<i32> = tx
                 .query_opt(&self.queue_sql().lock_pool, &[&pool])
                 .await
@@ -1085,7 +1097,10 @@ impl PgStorage {
             drop(client);
             return in_transaction!(self, OP, |tx| self.finish_in(&tx, ends));
         }
-        let outcome = self.finish_in(&client, ends).await;
+        let outcome = match client.batch_execute(CUSTOM_PLANS).await {
+            Ok(()) => self.finish_in(&client, ends).await,
+            Err(e) => Err(Failure::Db(e)),
+        };
         let committed = match outcome {
             Ok(recorded) if recorded.iter().all(|r| *r) => client
                 .batch_execute("COMMIT")

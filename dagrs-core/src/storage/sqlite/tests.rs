@@ -130,7 +130,15 @@ async fn reopening_keeps_everything() {
                 selection: vec!["a".into()],
             },
         ),
-        event("p1", 1, Some("a"), EventKind::StepStarted { attempt: 1 }),
+        event(
+            "p1",
+            1,
+            Some("a"),
+            EventKind::StepStarted {
+                attempt: 1,
+                worker: None,
+            },
+        ),
         materialization("p1", 2, "a", json!({"rows": [1, 2, 3]})),
         event(
             "p1",
