@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use dagrs_core::prelude::*;
+use dagrs_core::storage::RunRecord;
 use dagrs_core::worker::{StepEnd, StepQueue, Worker};
 use dagrs_core::{AssetKey, Event, EventKind, Instance, RunId, RunOptions, RunStatus, StepStatus};
 use dagrs_postgres::testing::TestDatabase;
@@ -60,6 +61,19 @@ async fn wait_for_end(instance: &Instance, run_id: &RunId) -> dagrs_core::storag
         run.status
     );
     run
+}
+
+/// Runs `defs` once on the queue, with one worker, and returns the run's record and log.
+async fn queued_once(instance: &Instance, defs: &Definitions) -> (RunRecord, Vec<Event>) {
+    let workers = Workers::start(instance, defs, 1, Duration::from_secs(5));
+    let run_id = instance
+        .enqueue(defs, "*", RunOptions::new())
+        .await
+        .unwrap();
+    let run = wait_for_end(instance, &run_id).await;
+    workers.stop().await;
+    let events = instance.events(&run_id).await.unwrap();
+    (run, events)
 }
 
 /// The run's log has seqs 0, 1, 2, … without gaps, from `RunStarted` to a final event.
@@ -373,15 +387,8 @@ async fn an_output_over_the_limit_fails_its_step_saying_so() {
         .specs(assets![big_output])
         .build()
         .unwrap();
-    let workers = Workers::start(&instance, &defs, 1, Duration::from_secs(5));
-    let run_id = instance
-        .enqueue(&defs, "*", RunOptions::new())
-        .await
-        .unwrap();
-    let run = wait_for_end(&instance, &run_id).await;
-    workers.stop().await;
+    let (run, events) = queued_once(&instance, &defs).await;
     assert_eq!(run.status, RunStatus::Failed);
-    let events = instance.events(&run_id).await.unwrap();
     assert!(materializations(&events).is_empty());
     let failure = events
         .iter()
@@ -440,13 +447,7 @@ async fn a_failed_attempt_rolls_its_writes_back_and_the_retry_commits_them_once(
         .specs(assets![loads_rows])
         .build()
         .unwrap();
-    let workers = Workers::start(&instance, &defs, 1, Duration::from_secs(5));
-    let run_id = instance
-        .enqueue(&defs, "*", RunOptions::new())
-        .await
-        .unwrap();
-    let run = wait_for_end(&instance, &run_id).await;
-    workers.stop().await;
+    let (run, events) = queued_once(&instance, &defs).await;
     assert_eq!(run.status, RunStatus::Succeeded);
     let rows: i64 = db
         .client()
@@ -456,7 +457,6 @@ async fn a_failed_attempt_rolls_its_writes_back_and_the_retry_commits_them_once(
         .unwrap()
         .get(0);
     assert_eq!(rows, 100, "the failed attempt's rows were rolled back");
-    let events = instance.events(&run_id).await.unwrap();
     assert_whole_log(&events);
     assert_eq!(materializations(&events)["loads_rows"], 1);
 }

@@ -27,7 +27,7 @@ enum State {
     Unused,
     /// Open (`BEGIN` sent) for attempt `attempt`.
     Open {
-        client: deadpool_postgres::Client,
+        client: Box<deadpool_postgres::Client>,
         attempt: u32,
     },
     /// Taken by the queue to end the step.
@@ -52,7 +52,7 @@ impl StepTransaction {
     pub(crate) async fn take_open(&self) -> Option<deadpool_postgres::Client> {
         let mut state = self.state.lock().await;
         match std::mem::replace(&mut *state, State::Spent) {
-            State::Open { client, .. } => Some(client),
+            State::Open { client, .. } => Some(*client),
             State::Unused | State::Spent => None,
         }
     }
@@ -133,7 +133,10 @@ impl PgContext for AssetContext {
                 .batch_execute("BEGIN")
                 .await
                 .map_err(query_error("starting the step's transaction"))?;
-            *guard = State::Open { client, attempt };
+            *guard = State::Open {
+                client: Box::new(client),
+                attempt,
+            };
             step.opened
                 .store(true, std::sync::atomic::Ordering::Release);
         }

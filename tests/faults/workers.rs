@@ -37,6 +37,26 @@ fn worker(home: &Home, url: &str, env: &[(&str, &str)]) -> Child {
     command.spawn().expect("a worker starts")
 }
 
+/// `asset materialize --select SELECTION --launcher queue` on `url`: queues a run and
+/// follows it to its end.
+fn submit(home: &Home, url: &str, env: &[(&str, &str)], selection: &str) -> Child {
+    home.probe(&[
+        "asset",
+        "materialize",
+        "--select",
+        selection,
+        "--launcher",
+        "queue",
+        "--json",
+    ])
+    .env("PROBE_DATABASE_URL", url)
+    .envs(env.iter().copied())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -82,23 +102,7 @@ async fn workers_killed_at_random_and_a_database_restart_lose_and_repeat_nothing
     let storage = store(&url).await;
     let mut workers: Vec<Child> = (0..4).map(|_| worker(&home, &url, &env)).collect();
     let submitters: Vec<Child> = (0..RUNS)
-        .map(|_| {
-            home.probe(&[
-                "asset",
-                "materialize",
-                "--select",
-                "group:wide",
-                "--launcher",
-                "queue",
-                "--json",
-            ])
-            .env("PROBE_DATABASE_URL", &url)
-            .envs(env)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-        })
+        .map(|_| submit(&home, &url, &env, "group:wide"))
         .collect();
     let started = Instant::now();
     let mut restarted = false;
@@ -217,22 +221,7 @@ async fn a_worker_killed_before_its_commit_leaves_neither_rows_nor_record() {
     let mark_text = mark.to_string_lossy().into_owned();
     let env = [("PROBE_TX", "1"), ("PROBE_TX_MARK", mark_text.as_str())];
     let mut first = worker(&home, &url, &env);
-    let submitter = home
-        .probe(&[
-            "asset",
-            "materialize",
-            "--select",
-            "tx_rows",
-            "--launcher",
-            "queue",
-            "--json",
-        ])
-        .env("PROBE_DATABASE_URL", &url)
-        .envs(env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let submitter = submit(&home, &url, &env, "tx_rows");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !mark.exists() {
         assert!(Instant::now() < deadline, "the step never wrote its rows");

@@ -558,6 +558,18 @@ impl PgStorage {
         }
     }
 
+    /// The advisory locks of the assets `updates` change the partition status of, in the
+    /// order they are taken.
+    fn partition_locks(&self, updates: &[RangeUpdate<'_>]) -> Vec<i64> {
+        let mut locks: Vec<i64> = updates
+            .iter()
+            .map(|u| self.partition_lock(u.asset))
+            .collect();
+        locks.sort_unstable();
+        locks.dedup();
+        locks
+    }
+
     /// The advisory lock that writers of `asset`'s partition status take, in this store.
     fn partition_lock(&self, asset: &AssetKey) -> i64 {
         lock_key(&format!("partitions\0{asset}"), &self.inner.schema)
@@ -574,12 +586,7 @@ impl PgStorage {
         updates: &[RangeUpdate<'_>],
     ) -> (CoreResult<()>, bool) {
         const OP: &str = "append events";
-        let mut locks: Vec<i64> = updates
-            .iter()
-            .map(|u| self.partition_lock(u.asset))
-            .collect();
-        locks.sort_unstable();
-        locks.dedup();
+        let locks = self.partition_locks(updates);
         self.retrying(OP, || {
             self.try_append_with_partitions(params, updates, &locks)
         })
@@ -761,14 +768,7 @@ impl Storage for PgStorage {
         let columns = EventColumns::of(events, &checks).map_err(|e| storage_error(OP, e))?;
         let params = columns.params();
         let (run_ids, seqs) = (&columns.run_ids, &columns.seqs);
-        let updates: Vec<RangeUpdate<'_>> = outcomes(events)
-            .filter(|(_, range, _)| range.end > range.start)
-            .map(|(asset, range, outcome)| RangeUpdate {
-                asset,
-                range,
-                outcome,
-            })
-            .collect();
+        let updates = range_updates(events);
         let (appended, retried) = if updates.is_empty() {
             let (outcome, retried) = self
                 .statement(OP, &self.inner.sql.append_events, &params, false)
@@ -1639,6 +1639,18 @@ impl<'a> CheckColumns<'a> {
             metadata: records.iter().map(|r| Json(&r.metadata)).collect(),
         })
     }
+}
+
+/// The partition outcomes of a batch of events.
+fn range_updates(events: &[Event]) -> Vec<RangeUpdate<'_>> {
+    outcomes(events)
+        .filter(|(_, range, _)| range.end > range.start)
+        .map(|(asset, range, outcome)| RangeUpdate {
+            asset,
+            range,
+            outcome,
+        })
+        .collect()
 }
 
 /// One partition outcome of an appended batch.

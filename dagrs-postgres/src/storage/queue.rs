@@ -10,7 +10,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dagrs_core::partitions::outcomes;
 use dagrs_core::storage::{CheckRecord, RunRecord};
 use dagrs_core::worker::{Claim, QueuedStep, Renewal, StepEnd, StepQueue, WorkerRecord};
 use dagrs_core::{AssetKey, ErrorInfo, Event, EventKind, RunId, RunStatus, StepStatus};
@@ -20,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_postgres::types::Json;
 use tokio_postgres::AsyncMessage;
 
-use super::{storage_error, CoreResult, EventColumns, Failure, PgStorage, RangeUpdate};
+use super::{range_updates, storage_error, CoreResult, EventColumns, Failure, PgStorage};
 use crate::ident::Ident;
 use crate::transaction::StepTransaction;
 
@@ -305,20 +304,8 @@ impl PgStorage {
         }
         let checks: Vec<CheckRecord> = events.iter().filter_map(CheckRecord::of).collect();
         let columns = EventColumns::of(events, &checks).map_err(Failure::Invalid)?;
-        let updates: Vec<RangeUpdate<'_>> = outcomes(events)
-            .filter(|(_, range, _)| range.end > range.start)
-            .map(|(asset, range, outcome)| RangeUpdate {
-                asset,
-                range,
-                outcome,
-            })
-            .collect();
-        let mut locks: Vec<i64> = updates
-            .iter()
-            .map(|u| self.partition_lock(u.asset))
-            .collect();
-        locks.sort_unstable();
-        locks.dedup();
+        let updates = range_updates(events);
+        let locks = self.partition_locks(&updates);
         self.write_events_in(tx, &columns.params(), &updates, &locks)
             .await
     }
