@@ -134,6 +134,7 @@ async fn every_page_answers() {
         "/backfills",
         "/schedules",
         "/sensors",
+        "/workers",
         "/static/dagrs.js",
         "/static/dagrs.css",
     ] {

@@ -618,3 +618,36 @@ async fn the_command_line_queues_a_run_for_a_worker_and_lists_workers() {
         assert_eq!(exit(code), exit(std::process::ExitCode::from(2)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_lists_the_workers() {
+    use tower::ServiceExt;
+    let db = TestDatabase::create().await;
+    let instance = store(&db).await.instance();
+    let defs = diamond();
+    let workers = Workers::start(&instance, &defs, 2, Duration::from_secs(5));
+    let queue = instance.step_queue().unwrap();
+    while queue.workers().await.unwrap().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listed = queue.workers().await.unwrap();
+    let app = dagrs_core::web::router(instance.clone(), defs.clone());
+    let response = app
+        .oneshot(
+            axum::http::Request::get("/workers")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), axum::http::StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body = String::from_utf8_lossy(&body);
+    for worker in &listed {
+        assert!(body.contains(&worker.id), "{} is listed", worker.id);
+        assert!(body.contains(&worker.pid.to_string()));
+    }
+    workers.stop().await;
+}

@@ -89,6 +89,7 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
         .route("/schedules", get(pages::automation::schedules))
         .route("/sensors", get(pages::automation::sensors))
         .route("/instigators/{name}", post(pages::automation::toggle))
+        .route("/workers", get(pages::workers::page))
         .route("/static/{file}", get(static_files::serve))
         .route("/metrics", get(metrics))
         .fallback(not_found)

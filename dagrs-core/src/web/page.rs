@@ -15,6 +15,7 @@ const NAV: &[(&str, &str)] = &[
     ("/launchpad", "Launchpad"),
     ("/schedules", "Schedules"),
     ("/sensors", "Sensors"),
+    ("/workers", "Workers"),
 ];
 
 /// A full page: `title`, the navigation with `active` marked, and `content`. `csrf` is the

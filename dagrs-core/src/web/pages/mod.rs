@@ -9,3 +9,4 @@ pub(crate) mod launchpad;
 pub(crate) mod lineage;
 pub(crate) mod run;
 pub(crate) mod runs;
+pub(crate) mod workers;
