@@ -290,3 +290,33 @@ async fn the_subprocess_launcher_runs_the_run_in_a_child_process() {
         EventKind::RunSucceeded
     ));
 }
+
+#[tokio::test]
+async fn a_subprocess_that_dies_before_starting_its_run_leaves_it_failed() {
+    let home = Home::new("subprocess-dies");
+    // The child fails before it opens the store: its run, queued for it, is ended by the
+    // launcher, saying why.
+    let output = home
+        .probe(&[
+            "asset",
+            "materialize",
+            "--all",
+            "--launcher",
+            "subprocess",
+            "--json",
+        ])
+        .env("PROBE_CHILD_EXIT", "1")
+        .output()
+        .unwrap();
+    crate::home::assert_clean("a child that dies", &output);
+    assert_eq!(output.status.code(), Some(1));
+    let run = home.store().runs(1).await.unwrap().remove(0);
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        run.failure
+            .as_deref()
+            .is_some_and(|f| f.contains("exited") && f.contains("before starting it")),
+        "{:?}",
+        run.failure
+    );
+}

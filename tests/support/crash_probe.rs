@@ -9,6 +9,7 @@
 //! `PROBE_PARTITIONED=1`, the asset `hours` (hourly partitions from 2026-11-01, taking
 //! `PROBE_SLEEP_MS` per partition) is defined too, for backfills. With `PROBE_TRACE=1`,
 //! `first` logs a warning through `tracing`, as a library would.
+//! With `PROBE_CHILD_EXIT`, `run execute` exits 3 at once (a child process that dies).
 //! For the step queue (`worker`, `--launcher queue`, with `PROBE_DATABASE_URL`):
 //! `PROBE_STEPS=N` defines group `wide` (tests/support/wide.rs): N assets in
 //! `PROBE_CHAINS` chains (default 10), each taking `PROBE_SLEEP_MS`; `PROBE_TX=1` defines
@@ -104,6 +105,13 @@ async fn tx_rows(ctx: &AssetContext) -> Result<u64> {
 mod wide;
 
 fn main() -> ExitCode {
+    // A child of `--launcher subprocess` that dies before it starts its run.
+    let args: Vec<String> = std::env::args().collect();
+    if std::env::var_os("PROBE_CHILD_EXIT").is_some()
+        && args.windows(2).any(|w| w[0] == "run" && w[1] == "execute")
+    {
+        return ExitCode::from(3);
+    }
     let scaled = std::env::var("PROBE_CLOCK_SPEED")
         .ok()
         .and_then(|s| s.parse().ok());

@@ -269,6 +269,7 @@ pub(super) async fn follow_stored(
     });
     let mut progress = Progress::new(json);
     let mut after = None;
+    let mut last_look = false;
     loop {
         let events = instance.storage().events(&run_id, after).await?;
         let ended = events.iter().any(Event::is_final);
@@ -276,11 +277,16 @@ pub(super) async fn follow_stored(
             progress.show(&run_id, event);
             after = Some(event.seq);
         }
-        if ended {
+        if ended || last_look {
             break;
         }
         if events.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // A run can end without a final event (its process died before starting it):
+            // then one more look at its log, and done.
+            last_look = instance.run(&run_id).await?.status.is_final();
+            if !last_look {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     progress.done();

@@ -126,21 +126,27 @@ impl RunLauncher for SubprocessLauncher {
             .spawn();
         match spawned {
             Ok(mut child) => {
-                // Reap it when it exits, so that it leaves no zombie.
-                std::thread::spawn(move || child.wait());
+                // Reap it when it exits (no zombie), and end the run if the child never
+                // started it.
+                let storage = std::sync::Arc::clone(instance.storage());
+                let run = run_id.clone();
+                tokio::spawn(async move {
+                    let exited = tokio::task::spawn_blocking(move || child.wait()).await;
+                    let how = match exited {
+                        Ok(Ok(status)) => status.to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    let failure = format!("its process exited ({how}) before starting it");
+                    if let Err(e) = fail_queued(&*storage, &run, &failure).await {
+                        tracing::warn!(run_id = %run, "cannot end the run its process left: {e}");
+                    }
+                });
                 Ok(run_id)
             }
             Err(e) => {
                 let failure = format!("cannot start {} for the run: {e}", self.program.display());
-                instance
-                    .storage()
-                    .finish_run(
-                        &run_id,
-                        crate::event::RunStatus::Failed,
-                        crate::event::now(),
-                        Some(&failure),
-                    )
-                    .await?;
+                fail_queued(&**instance.storage(), &run_id, &failure).await?;
                 Err(Error::RunInterrupted {
                     run_id: run_id.to_string(),
                     reason: failure,
@@ -148,4 +154,27 @@ impl RunLauncher for SubprocessLauncher {
             }
         }
     }
+}
+
+/// Ends queued run `run_id` as failed for `failure`, unless a process started it meanwhile.
+async fn fail_queued(
+    storage: &dyn crate::storage::Storage,
+    run_id: &RunId,
+    failure: &str,
+) -> Result<(), Error> {
+    let owner = crate::storage::recovery::this_process();
+    if storage
+        .start_run(run_id, &owner, crate::event::now())
+        .await?
+    {
+        storage
+            .finish_run(
+                run_id,
+                crate::event::RunStatus::Failed,
+                crate::event::now(),
+                Some(failure),
+            )
+            .await?;
+    }
+    Ok(())
 }
