@@ -85,7 +85,7 @@ async fn until_ended(storage: &dyn Storage, run_id: &RunId) {
 
 fn defs(steps: usize) -> Definitions {
     Definitions::builder()
-        .specs(wide::wide(steps, steps, None))
+        .specs(wide::wide(steps, steps, None, None))
         .build()
         .unwrap()
 }

@@ -28,6 +28,8 @@ fn worker(home: &Home, url: &str, env: &[(&str, &str)]) -> Child {
         "5",
         "--concurrency",
         "8",
+        "--pool",
+        "chaos=3",
     ]);
     command
         .env("PROBE_DATABASE_URL", url)
@@ -97,7 +99,12 @@ async fn workers_killed_at_random_and_a_database_restart_lose_and_repeat_nothing
     let server = TestServer::start();
     let url = server.url("postgres");
     let home = Home::new("chaos");
-    let env = [("PROBE_STEPS", "250"), ("PROBE_SLEEP_MS", "5")];
+    // Every fourth step is in pool `chaos`, which the workers limit to 3 slots.
+    let env = [
+        ("PROBE_STEPS", "250"),
+        ("PROBE_SLEEP_MS", "5"),
+        ("PROBE_POOL", "chaos"),
+    ];
     // The store exists before the processes start.
     let storage = store(&url).await;
     let mut workers: Vec<Child> = (0..4).map(|_| worker(&home, &url, &env)).collect();
@@ -194,13 +201,19 @@ async fn workers_killed_at_random_and_a_database_restart_lose_and_repeat_nothing
         (records, distinct),
         ((RUNS * STEPS) as i64, (RUNS * STEPS) as i64)
     );
-    // No claim (and so no pool slot) is left held, and every worker left.
+    // No claim, and so no slot of pool `chaos`, is left held; the pooled steps all ran.
     let claimed = count(
         &url,
         "SELECT count(*) FROM dagrs.steps WHERE status = 'claimed'",
     )
     .await;
     assert_eq!(claimed, 0);
+    let pooled = count(
+        &url,
+        "SELECT count(*) FROM dagrs.steps WHERE pool = 'chaos' AND status = 'succeeded'",
+    )
+    .await;
+    assert_eq!(pooled, (RUNS * STEPS.div_ceil(4)) as i64);
     drop(server);
 }
 

@@ -12,7 +12,8 @@
 //! With `PROBE_CHILD_EXIT`, `run execute` exits 3 at once (a child process that dies).
 //! For the step queue (`worker`, `--launcher queue`, with `PROBE_DATABASE_URL`):
 //! `PROBE_STEPS=N` defines group `wide` (tests/support/wide.rs): N assets in
-//! `PROBE_CHAINS` chains (default 10), each taking `PROBE_SLEEP_MS`; `PROBE_TX=1` defines
+//! `PROBE_CHAINS` chains (default 10), each taking `PROBE_SLEEP_MS`, every fourth in pool
+//! `PROBE_POOL` if set; `PROBE_TX=1` defines
 //! `tx_rows`, which inserts 100 rows into `public.probe_rows` in its step transaction and,
 //! on its first attempt with `PROBE_TX_MARK=FILE`, creates FILE and hangs before the commit.
 
@@ -136,7 +137,8 @@ fn main() -> ExitCode {
             .ok()
             .and_then(|ms| ms.parse().ok())
             .map(Duration::from_millis);
-        specs.extend(wide::wide(steps, chains, sleep));
+        let pool = std::env::var("PROBE_POOL").ok();
+        specs.extend(wide::wide(steps, chains, sleep, pool.as_deref()));
     }
     if std::env::var_os("PROBE_TX").is_some() {
         specs.extend(assets![tx_rows]);
