@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dagrs_core::prelude::*;
@@ -650,4 +651,81 @@ async fn the_web_ui_lists_the_workers() {
         assert!(body.contains(&worker.pid.to_string()));
     }
     workers.stop().await;
+}
+
+/// Outputs kept in a map the test can read: an IO manager other than the queue's.
+#[derive(Default, Clone)]
+struct MapIo(Arc<std::sync::Mutex<HashMap<(String, String), serde_json::Value>>>);
+
+#[async_trait::async_trait]
+impl dagrs_core::worker::IoManager for MapIo {
+    async fn store(
+        &self,
+        run_id: &RunId,
+        asset: &AssetKey,
+        value: &serde_json::Value,
+    ) -> std::result::Result<(), dagrs_core::Error> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert((run_id.to_string(), asset.to_string()), value.clone());
+        Ok(())
+    }
+
+    async fn load(
+        &self,
+        run_id: &RunId,
+        asset: &AssetKey,
+    ) -> std::result::Result<Option<serde_json::Value>, dagrs_core::Error> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(&(run_id.to_string(), asset.to_string()))
+            .cloned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_io_manager_of_the_workers_carries_outputs_instead_of_the_queue() {
+    let db = TestDatabase::create().await;
+    let instance = store(&db).await.instance();
+    let defs = diamond();
+    let io = MapIo::default();
+    let stop = CancellationToken::new();
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let worker = Worker::new(&instance, defs.clone())
+                .unwrap()
+                .io_manager(io.clone());
+            tokio::spawn(worker.run(stop.clone()))
+        })
+        .collect();
+    let run_id = instance
+        .enqueue(&defs, "*", RunOptions::new())
+        .await
+        .unwrap();
+    let run = wait_for_end(&instance, &run_id).await;
+    stop.cancel();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let kept = io.0.lock().unwrap().clone();
+    assert_eq!(
+        kept[&(run_id.to_string(), "source".to_owned())],
+        serde_json::json!(10)
+    );
+    assert_eq!(
+        kept[&(run_id.to_string(), "total".to_owned())],
+        serde_json::json!(150)
+    );
+    let in_queue: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM dagrs.step_outputs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_queue, 0, "the queue kept no output");
 }
