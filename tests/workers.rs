@@ -729,3 +729,71 @@ async fn an_io_manager_of_the_workers_carries_outputs_instead_of_the_queue() {
         .get(0);
     assert_eq!(in_queue, 0, "the queue kept no output");
 }
+
+static SLOW_STARTS: AtomicU32 = AtomicU32::new(0);
+
+#[asset]
+async fn slow_step() -> Result<u32> {
+    SLOW_STARTS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    Ok(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_hands_back_what_outlasts_its_grace_period() {
+    let db = TestDatabase::create().await;
+    let instance = store(&db).await.instance();
+    let defs = Definitions::builder()
+        .specs(assets![slow_step])
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let first = tokio::spawn(
+        Worker::new(&instance, defs.clone())
+            .unwrap()
+            .grace(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    let run_id = instance
+        .enqueue(&defs, "*", RunOptions::new())
+        .await
+        .unwrap();
+    while SLOW_STARTS.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SIGTERM, as the CLI turns it into a stop: the step outlasts the grace period.
+    stop.cancel();
+    first.await.unwrap().unwrap();
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT status, attempts FROM dagrs.steps WHERE run_id = $1",
+            &[&run_id.as_str()],
+        )
+        .await
+        .unwrap();
+    let (status, attempts): (String, i32) = (row.get(0), row.get(1));
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("ready", 0),
+        "handed back, no attempt counted"
+    );
+    // Another worker runs it, as its first attempt.
+    let (run, events) = {
+        let workers = Workers::start(&instance, &defs, 1, Duration::from_secs(5));
+        let run = wait_for_end(&instance, &run_id).await;
+        workers.stop().await;
+        (run, instance.events(&run_id).await.unwrap())
+    };
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_whole_log(&events);
+    let starts: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::StepStarted { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, [1]);
+    assert_eq!(SLOW_STARTS.load(Ordering::SeqCst), 2);
+}
