@@ -892,6 +892,9 @@ impl StepQueue for PgStorage {
             .await
             .map_err(self.failed(OP))?;
         tx.commit().await.map_err(self.db_error(OP))?;
+        if claims.len() as i64 >= limit {
+            return Ok(claims);
+        }
         // Steps of pools: each pool's row is locked while its free slots are counted and
         // taken, so two workers never both take its last slot.
         let statement = client
